@@ -1,0 +1,64 @@
+# qcat: two set-up commands, `make demo` and `make test`, on a fresh Debian machine with only
+# Python and make. Both create .venv when needed and install what they need; as root they also
+# install the Debian packages below (otherwise they say what to install and carry on).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Debian packages: espeak-ng renders the verdicts, libportaudio2 lets sounddevice play them,
+# the RISC-V cross compiler and picolibc build the cat unit's firmware for the real MCU.
+DEB_PACKAGES := espeak-ng libportaudio2 gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
+STAMP  := $(VENV)/.qcat-installed
+
+.PHONY: demo test lint bench system-deps venv clean help
+
+help:
+	@echo "make demo    build what the demo needs and generate a few exhibits"
+	@echo "make test    run the whole test suite (what CI runs)"
+	@echo "make lint    ruff + mypy"
+	@echo "make bench   speed and size benchmarks (qcat bench)"
+
+demo: system-deps venv
+	$(BIN)/qcat demo
+
+test: system-deps venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check installation quantum phrases firmware models tui tests
+	$(BIN)/mypy
+
+bench: system-deps venv
+	$(BIN)/qcat bench
+
+# Installs the Debian packages when running as root and any is missing; never fails the build
+# for a non-root user, but names the exact command to run.
+system-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "note: missing Debian packages:$$missing"; \
+	  echo "      install them with: sudo apt-get install$$missing"; \
+	  echo "      (speech, audio playback or the RISC-V build are unavailable until then)"; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then \
+	  $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	    if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	      rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	    else echo "error: $(PYTHON) -m venv failed; install python3-venv"; exit 2; fi; }; \
+	fi
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,train]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) firmware/build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,53 @@
+"""`qcat config init|show|check`: write, print and validate the TOML config file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from installation import config as config_mod
+from installation.commands import add_json, command, group
+from installation.errors import InputError
+
+
+def register(sub: Any) -> None:
+    _, cmds = group(sub, "config", "write, show and check the config file")
+    p = command(cmds, "init", "write a commented default config file", init,
+                description="Write a config file with every key documented and commented out.")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p = command(cmds, "show", "print the effective config (secrets hidden)", show)
+    add_json(p)
+    p = command(cmds, "check", "validate a config file", check)
+    p.add_argument("file", nargs="?", help="file to check (default: the config in use)")
+
+
+def init(ctx: Any, args: argparse.Namespace) -> int:
+    path: Path = ctx.config_path
+    if path.exists() and not args.force:
+        raise InputError(f"{path} already exists", hint="add --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(config_mod.default_file_text(), encoding="utf-8")
+    os.chmod(tmp, 0o600)  # it may come to hold the API key
+    os.replace(tmp, path)
+    ctx.out(f"wrote {path}")
+    return 0
+
+
+def show(ctx: Any, args: argparse.Namespace) -> int:
+    cfg = ctx.config
+    if args.json:
+        ctx.emit_json({"file": str(cfg.path) if cfg.path else None, "config": cfg.redacted()})
+    else:
+        ctx.out(f"# config file: {cfg.path or f'{ctx.config_path} (absent: defaults)'}")
+        ctx.out(config_mod.to_toml(cfg))
+    return 0
+
+
+def check(ctx: Any, args: argparse.Namespace) -> int:
+    path = Path(args.file).absolute() if args.file else ctx.config_path
+    config_mod.load(path, required=True)
+    ctx.out(f"{path}: ok")
+    return 0

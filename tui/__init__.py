@@ -1,0 +1,1 @@
+"""The Textual app: operator dashboard, gallery view and kiosk mode. Only the CLI imports it."""
