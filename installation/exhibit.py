@@ -1,0 +1,257 @@
+"""One exhibit, end to end on the controller (DESIGN §4): bytes in; cat, mood and verdict out.
+
+    draw 203 bytes (purpose "exhibit:<model sha>")  ── the pending record, one transaction
+      -> latent z (Box-Muller) -> int8 latent -> engine render -> check against the golden render
+      -> verdict code -> text (+ WAV when the clip bank is built)
+      -> files (PNG 64x64, PNG 512x512, WAV), written atomically
+      -> archive row                                  ── completes the exhibit
+
+A crash anywhere between the draw and the archive row leaves a draw with no row; the next
+`generate` (or `complete_pending`) renders it again from the *same* bytes, so no entropy is wasted
+and the image is identical (E1, F2). Rendering is pure: same bytes + same model = same pixels.
+
+Must never: draw entropy for an exhibit that is not then archived or left pending; label an
+os-fallback exhibit as quantum; archive an image that differs from the golden reference (F1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from installation import faults
+from installation.errors import CheckFailed, InputError
+from installation.files import sha256_file, write_atomic
+from installation.gallery import Exhibit, Gallery
+from installation.progress import ProgressCallback
+from quantum import latent as latent_mod
+
+log = logging.getLogger("qcat.exhibit")
+
+PURPOSE_PREFIX = "exhibit:"
+BIG_SCALE = 8  # 64x64 -> 512x512 nearest-neighbour copy for screens and the contact sheet
+
+
+@dataclass
+class Model:
+    """A weight image loaded once per run: its path, hash and decoded contents."""
+
+    path: Path
+    sha256: str
+    image: Any  # models.weightimage.WeightImage
+
+    @property
+    def size(self) -> str:
+        return str(self.image.model_size)
+
+
+def load_model(path: Path) -> Model:
+    from models import weightimage
+
+    image = weightimage.load(path)
+    return Model(path=path, sha256=weightimage.sha256_of(path), image=image)
+
+
+def purpose_for(model: Model) -> str:
+    return PURPOSE_PREFIX + model.sha256
+
+
+@dataclass
+class Rendered:
+    rgb: np.ndarray  # uint8 (64, 64, 3)
+    code: latent_mod.VerdictCode
+    text: str
+
+
+def render(entropy: bytes, model: Model, engine: str) -> Rendered:
+    """Render an exhibit from its 203 bytes; a non-reference engine is checked against the
+    golden reference and a difference is refused (F1)."""
+    import phrases
+    from installation import engines
+    from models import reference
+
+    z, code = latent_mod.split_exhibit(entropy)
+    latent_q = reference.quantize_latent(z, model.image)
+    out = engines.render(engine, model.path, latent_q)
+    if engine != "numpy":
+        golden = engines.render("numpy", model.path, latent_q)
+        if not np.array_equal(out.rgb, golden.rgb):
+            diff = np.argwhere(out.rgb != golden.rgb)
+            y, x, ch = (int(v) for v in diff[0])
+            raise CheckFailed(
+                f"the {engine} engine's image differs from the golden reference at pixel "
+                f"({y}, {x}) channel {ch}: {out.rgb[y, x, ch]} vs {golden.rgb[y, x, ch]} "
+                f"({len(diff)} of {out.rgb.size} values differ)",
+                hint="run `qcat engine compare` to find the first layer that differs")
+    return Rendered(rgb=out.rgb, code=code, text=phrases.verdict(code.code).text)
+
+
+def png_bytes(rgb: np.ndarray, scale: int = 1) -> bytes:
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    if scale != 1:
+        img = img.resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def read_png_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+@dataclass
+class Generator:
+    """Makes and archives exhibits: owns nothing, is handed the pool, gallery and model."""
+
+    pool: Any  # quantum.pool.EntropyPool
+    gallery: Gallery
+    model: Model
+    engine: str = "c"
+    clip_bank_path: Path | None = None
+    when_empty: str = "os"
+    wait_timeout_s: float = 0.0
+    other_models: list[Path] = field(default_factory=list)
+    _bank: Any = None
+
+    def pending(self) -> list[Any]:
+        """Exhibit draws that have no archive row yet (a crash came between the two)."""
+        done = self.gallery.archived_draw_ids()
+        return [d for d in self.pool.draws() if d.purpose.startswith(PURPOSE_PREFIX)
+                and d.id not in done]
+
+    def complete_pending(self, progress: ProgressCallback | None = None) -> list[Exhibit]:
+        pending = self.pending()
+        finished = []
+        for i, draw in enumerate(pending):
+            model = self._model_for(draw.purpose[len(PURPOSE_PREFIX):], draw.id)
+            log.info("completing pending exhibit from draw %d", draw.id)
+            finished.append(self._finish(draw, model))
+            if progress:
+                progress(i + 1, len(pending), "pending")
+        return finished
+
+    def generate(self, count: int, progress: ProgressCallback | None = None) -> list[Exhibit]:
+        made = []
+        for i in range(count):
+            draw = self.pool.draw(latent_mod.EXHIBIT_BYTES, purpose_for(self.model),
+                                  when_empty=self.when_empty, wait_timeout_s=self.wait_timeout_s)
+            faults.point("after-draw")
+            made.append(self._finish(draw, self.model))
+            if progress:
+                progress(i + 1, count, f"exhibit {made[-1].id}")
+        return made
+
+    def _model_for(self, sha: str, draw_id: int) -> Model:
+        if sha == self.model.sha256:
+            return self.model
+        for path in self.other_models:
+            if path.exists():
+                candidate = load_model(path)
+                if candidate.sha256 == sha:
+                    return candidate
+        raise InputError(
+            f"pending exhibit (entropy draw {draw_id}) was started with model {sha[:16]}…, "
+            "which is not available any more",
+            hint="set models.weights in the config to that weight image and run `qcat generate` again")
+
+    def _finish(self, draw: Any, model: Model) -> Exhibit:
+        rendered = render(draw.data, model, self.engine)
+        stem = f"cat-{draw.id:06d}"
+        png = f"{stem}.png"
+        big = f"{stem}-512.png"
+        png_sha = write_atomic(self.gallery.path(png), png_bytes(rendered.rgb))
+        write_atomic(self.gallery.path(big), png_bytes(rendered.rgb, BIG_SCALE))
+        wav = wav_sha = None
+        bank = self._clip_bank()
+        if bank is not None:
+            from phrases import audio
+
+            wav = f"{stem}.wav"
+            tmp = self.gallery.path(f".{wav}.tmp")
+            audio.write_wav(tmp, bank.verdict_samples(rendered.code.code), bank.sample_rate)
+            wav_sha = write_atomic(self.gallery.path(wav), tmp.read_bytes())
+            tmp.unlink()
+        faults.point("before-archive")
+        return self.gallery.add({
+            "draw_id": draw.id,
+            "created": draw.created,
+            "entropy_hex": draw.data.hex(),
+            "source": draw.source,
+            "provenance": draw.provenance,
+            "model_sha256": model.sha256,
+            "model_size": model.size,
+            "engine": self.engine,
+            "image_sha256": hashlib.sha256(rendered.rgb.tobytes()).hexdigest(),
+            "png_path": png,
+            "png_sha256": png_sha,
+            "big_png_path": big,
+            "wav_path": wav,
+            "wav_sha256": wav_sha,
+            "verdict_code": rendered.code.code,
+            "mood": rendered.code.mood,
+            "verdict_text": rendered.text,
+        })
+
+    def _clip_bank(self) -> Any:
+        if self._bank is None and self.clip_bank_path is not None and self.clip_bank_path.exists():
+            from phrases.clipbank import ClipBank
+
+            self._bank = ClipBank.load(self.clip_bank_path)
+        return self._bank
+
+
+def verify(exhibits: Iterable[Exhibit], gallery: Gallery, models: dict[str, Model]) -> list[str]:
+    """Re-render each exhibit from its stored bytes with the reference; list every difference.
+
+    Checks: the model is available; the stored bytes give the stored image hash and verdict; the
+    PNG file is unchanged (hash) and shows the re-rendered pixels; the WAV is unchanged.
+    """
+    problems: list[str] = []
+    for ex in exhibits:
+        where = f"exhibit {ex.id}"
+        model = models.get(ex.model_sha256)
+        if model is None:
+            problems.append(f"{where}: model {ex.model_sha256[:16]}… is not available to re-render it")
+            continue
+        try:
+            entropy = ex.entropy
+            rendered = render(entropy, model, "numpy")
+        except (ValueError, InputError) as exc:
+            problems.append(f"{where}: its stored entropy cannot be rendered ({exc})")
+            continue
+        if hashlib.sha256(rendered.rgb.tobytes()).hexdigest() != ex.image_sha256:
+            problems.append(f"{where}: re-rendered image differs from the archived image hash")
+        if rendered.code.code != ex.verdict_code or rendered.code.mood != ex.mood:
+            problems.append(f"{where}: verdict code {ex.verdict_code} ({ex.mood}) does not follow "
+                            f"from its bytes (expected {rendered.code.code}, {rendered.code.mood})")
+        if rendered.text != ex.verdict_text:
+            problems.append(f"{where}: verdict text differs from the phrase bank's text for code "
+                            f"{rendered.code.code}")
+        png = gallery.path(ex.png_path)
+        if not png.exists():
+            problems.append(f"{where}: image file {png} is missing")
+        else:
+            if sha256_file(png) != ex.png_sha256:
+                problems.append(f"{where}: image file {png.name} was modified (hash differs)")
+            try:
+                if not np.array_equal(read_png_rgb(png), rendered.rgb):
+                    problems.append(f"{where}: image file {png.name} does not show the re-rendered cat")
+            except OSError as exc:
+                problems.append(f"{where}: image file {png.name} is unreadable ({exc})")
+        if ex.wav_path:
+            wav = gallery.path(ex.wav_path)
+            if not wav.exists() or sha256_file(wav) != ex.wav_sha256:
+                problems.append(f"{where}: verdict audio {ex.wav_path} is missing or modified")
+    return problems
