@@ -267,6 +267,8 @@ class AnuClient:
                               http_status=status, retry_after_s=wait, outcome="rate-limited")
         if kind.api == "legacy" and status == 500 and LEGACY_RATE_TEXT in body.decode("utf-8", "replace"):
             raise RateLimited(f"{where} allows 1 request a minute and refused this one (HTTP 500)",
+                              hint="qcat waits a minute between legacy requests; another "
+                                   "client on this network may share the limit",
                               http_status=status, retry_after_s=wait or LEGACY_MIN_INTERVAL_S,
                               outcome="rate-limited")
         if status == 403:

@@ -1,0 +1,135 @@
+"""Filling the pool from the ANU service: pacing, the monthly budget, backoff, reporting.
+
+`fill(pool, client, want_bytes)` asks for the largest block the API allows until `want_bytes`
+more usable bytes are stored, the monthly request budget is spent, or the service fails. Every
+request is recorded in the pool *before* it is sent (the budget counts attempts: a paid plan
+bills them), and every batch is stored, health-checked and committed before the next request,
+so an interrupted fetch keeps all it reported and simply resumes next time.
+
+Pacing holds across processes: the gap since the last request of that API is read from the
+pool, not from memory. Backoff doubles from `BACKOFF_BASE_S` (honouring Retry-After) on a
+429, a 5xx, a timeout or a malformed reply, at most `max_retries` times in a row.
+
+What this module must never do: store a byte of a reply the client rejected; sleep or retry
+without a limit; put the API key anywhere (it never sees it: the client holds it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from installation.errors import ServiceError
+from quantum.client import AnuClient, AnuError
+from quantum.pool import EntropyPool
+
+try:  # the type only; the runtime must not need the appliance layer
+    from installation.progress import ProgressCallback
+except ImportError:  # pragma: no cover
+    ProgressCallback = Callable[[int, int, str], None]  # type: ignore[misc]
+
+DEFAULT_BUDGET = 100
+DEFAULT_MAX_RETRIES = 4
+BACKOFF_BASE_S = 2.0
+BACKOFF_MAX_S = 120.0
+# A run of batches failing the health tests means the source (or a proxy) is broken: stop
+# rather than burn the month's budget on it.
+MAX_CONSECUTIVE_QUARANTINES = 3
+
+
+@dataclass
+class FetchReport:
+    """What a fill did; `lines()` is the status the CLI prints."""
+
+    want_bytes: int
+    stored_bytes: int = 0
+    stored_batches: int = 0
+    quarantined: list[str] = field(default_factory=list)
+    requests: int = 0
+    retries: int = 0
+    failures: list[str] = field(default_factory=list)
+    budget_left: int = 0
+
+    def lines(self) -> list[str]:
+        out = [f"stored {self.stored_bytes:,} usable bytes in {self.stored_batches} batch(es) "
+               f"with {self.requests} request(s); {self.budget_left} request(s) left this month"]
+        out += [f"quarantined a batch: {r}" for r in self.quarantined]
+        out += [f"retried after: {f}" for f in self.failures]
+        return out
+
+
+class FetchIncomplete(ServiceError):
+    """The target was not reached; `report` says what was stored before it stopped."""
+
+    def __init__(self, message: str, report: FetchReport, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.report = report
+
+
+def fill(pool: EntropyPool, client: AnuClient, want_bytes: int, *,
+         budget: int = DEFAULT_BUDGET, max_retries: int = DEFAULT_MAX_RETRIES,
+         progress: ProgressCallback | None = None,
+         sleep: Callable[[float], None] = time.sleep,
+         clock: Callable[[], float] = time.time) -> FetchReport:
+    """Store `want_bytes` more usable bytes, or raise FetchIncomplete saying how far it got."""
+    rep = FetchReport(want_bytes)
+    kind = client.fetch_kind
+    retries_in_a_row = 0
+    quarantined_in_a_row = 0
+
+    def note() -> None:
+        rep.budget_left = max(0, budget - pool.requests_this_month())
+        if progress:
+            progress(min(rep.stored_bytes, want_bytes), want_bytes,
+                     f"{rep.requests} req, {rep.stored_bytes:,} B, quota left {rep.budget_left}")
+
+    def stop(why: str, hint: str | None = None) -> FetchIncomplete:
+        note()
+        return FetchIncomplete(f"{why}; stored {rep.stored_bytes:,} of {want_bytes:,} bytes "
+                               f"({rep.stored_batches} batch(es)) before stopping", rep, hint)
+
+    note()
+    while rep.stored_bytes < want_bytes:
+        if pool.requests_this_month() >= budget:
+            raise stop(f"the monthly budget of {budget} ANU requests is spent",
+                       hint="raise entropy.monthly_request_budget if your plan allows it, "
+                            "or import a pack")
+        last = pool.last_request_epoch(client.api)
+        if last is not None:
+            gap = last + client.min_interval_s - clock()
+            if gap > 0:
+                sleep(gap)
+        request_id = pool.begin_request(client.api, client.base_url, kind.name)
+        rep.requests += 1
+        try:
+            reply = client.request(kind)
+        except AnuError as exc:
+            pool.finish_request(request_id, exc.outcome, exc.http_status, exc.message)
+            if not exc.retryable:
+                raise stop(exc.message, exc.hint) from None
+            if retries_in_a_row >= max_retries:
+                raise stop(f"{exc.message} (gave up after {max_retries} retries)",
+                           exc.hint) from None
+            retries_in_a_row += 1
+            rep.retries += 1
+            rep.failures.append(exc.message)
+            wait = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (retries_in_a_row - 1))
+            sleep(max(wait, exc.retry_after_s or 0.0))
+            note()
+            continue
+        retries_in_a_row = 0
+        stored = pool.store_batch(reply.data, reply.source, reply.provenance(),
+                                  request_id=request_id)
+        if stored.usable:
+            quarantined_in_a_row = 0
+            rep.stored_bytes += stored.size
+            rep.stored_batches += 1
+        else:
+            quarantined_in_a_row += 1
+            rep.quarantined.append(f"batch {stored.id}: {'; '.join(stored.reasons)}")
+            if quarantined_in_a_row >= MAX_CONSECUTIVE_QUARANTINES:
+                raise stop(f"{quarantined_in_a_row} batches in a row failed the health tests "
+                           "and were quarantined", hint="see `qcat entropy quarantine`")
+        note()
+    return rep
