@@ -398,8 +398,8 @@ class EntropyPool:
                 time.sleep(min(WAIT_POLL_S, left))
                 continue
             waited = f" after waiting {wait_timeout_s:g} s" if when_empty == "wait" else ""
-            raise EntropyExhausted(f"the entropy pool holds {available} usable bytes, "
-                                   f"{n} were needed{waited}", hint=EMPTY_HINT)
+            raise EntropyExhausted(f"the entropy pool holds {available:,} usable bytes, "
+                                   f"{n:,} were needed{waited}", hint=EMPTY_HINT)
 
     def _take(self, db: sqlite3.Connection, n: int) -> tuple[list[_Span], int]:
         """The next `n` unspent bytes as spans (inside a write transaction), or ([], available)."""

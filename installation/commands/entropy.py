@@ -1,11 +1,267 @@
-"""`qcat entropy`: placeholder until its feature lands (says so plainly)."""
+"""`qcat entropy`: the quantum byte pool from the command line.
+
+    fetch --bytes N [--api-url BASE] [--legacy]   fill the pool from the ANU QRNG (resumable)
+    status [--json]                               what the pool holds; LOUD about os-fallback
+    draw --bytes N --purpose TEXT [--json]        hand out bytes once, print them as hex
+    export --bytes N FILE                         move bytes into a self-verifying pack
+    import FILE                                   add a pack's bytes, once
+    quarantine [--json]                           batches that failed the health tests
+    audit [--json]                                re-prove every invariant of the pool
+
+Thin: parses, calls `quantum.*`, prints. The API key goes from the config (environment or a
+0600 file) straight into the client's header; it is never printed, logged or stored.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
+from pathlib import Path
 from typing import Any
 
-from installation.commands import command, not_built
+from installation.commands import add_json, command, group
+from installation.errors import CheckFailed, ConfigError
+
+log = logging.getLogger("qcat.entropy")
+
+DESCRIPTION = """\
+Quantum random bytes from the ANU QRNG (vacuum noise), fetched while online and spent offline.
+Every byte is handed out at most once, ever: across crashes, processes and machines (export
+moves bytes, it does not copy them). Every draw is recorded with its bytes and provenance.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
 
 
 def register(sub: Any) -> None:
-    command(sub, "entropy", "(not built yet)", not_built("qcat entropy", "a later issue"))
+    _, cmds = group(sub, "entropy", "quantum entropy: ANU fetch, the byte pool, packs, audit",
+                    description=DESCRIPTION)
+    p = command(cmds, "fetch", "fill the pool from the ANU QRNG", _fetch,
+                description="Fetch N more usable bytes (largest blocks the API allows), or until "
+                            "the monthly request budget stops it. Resumable: what was stored "
+                            "stays stored. Exit 3 if the service failed before the target.")
+    p.add_argument("--bytes", type=_positive_int, required=True, metavar="N",
+                   help="usable bytes to add (20,480 per keyed request)")
+    p.add_argument("--api-url", metavar="BASE",
+                   help="base URL of the service (path and query stay the service's)")
+    p.add_argument("--legacy", action="store_true",
+                   help="use the key-less legacy API (1 request a minute)")
+
+    p = command(cmds, "status", "what the pool holds and where it came from", _status)
+    add_json(p)
+
+    p = command(cmds, "draw", "hand out bytes once and print them as hex", _draw)
+    p.add_argument("--bytes", type=_positive_int, required=True, metavar="N")
+    p.add_argument("--purpose", required=True, metavar="TEXT",
+                   help="what the bytes are for (recorded with the draw)")
+    p.add_argument("--when-empty", choices=("os", "wait", "fail"),
+                   help="override entropy.when_empty for this draw")
+    add_json(p)
+
+    p = command(cmds, "export", "move bytes out of this pool into a pack file", _export,
+                description="Moves N bytes into FILE (a self-verifying pack, docs/formats.md). "
+                            "They are never served from this pool again; import the pack on "
+                            "one other machine with `qcat entropy import FILE`.")
+    p.add_argument("--bytes", type=_positive_int, required=True, metavar="N")
+    p.add_argument("file", metavar="FILE")
+
+    p = command(cmds, "import", "add the bytes of a pack (each pack once, ever)", _import)
+    p.add_argument("file", metavar="FILE")
+
+    p = command(cmds, "quarantine", "list batches that failed the health tests", _quarantine)
+    add_json(p)
+
+    p = command(cmds, "audit", "check every invariant of the pool (exit 1 on a violation)",
+                _audit)
+    add_json(p)
+
+
+def _open(ctx: Any) -> Any:
+    from quantum.pool import EntropyPool
+
+    return EntropyPool(ctx.home.pool_db)
+
+
+def _fetch(ctx: Any, args: argparse.Namespace) -> int:
+    import requests
+
+    from installation.progress import ProgressBar
+    from quantum import fetch
+    from quantum.client import AnuClient
+
+    cfg = ctx.config
+    legacy = bool(args.legacy or cfg["entropy.legacy"])
+    base = args.api_url or cfg["entropy.legacy_api_url" if legacy else "entropy.api_url"]
+    key = "" if legacy else cfg["entropy.api_key"]
+    if not legacy and not key:
+        raise ConfigError("no ANU API key is set, and the keyed API needs one",
+                          hint="export QCAT_ANU_API_KEY=<key> (or put entropy.api_key in a "
+                               "0600 config file), or fetch from the legacy API with --legacy")
+    with requests.Session() as session:
+        client = AnuClient(session, legacy=legacy, base_url=base, api_key=key,
+                           timeout_s=cfg["entropy.request_timeout_s"])
+        log.info("fetch %d bytes from %s (%s API)", args.bytes, client.base_url, client.api)
+        pool = _open(ctx)
+        try:
+            with ProgressBar("fetching") as bar:
+                try:
+                    report = fetch.fill(pool, client, args.bytes,
+                                        budget=cfg["entropy.monthly_request_budget"],
+                                        max_retries=cfg["entropy.max_retries"], progress=bar)
+                except fetch.FetchIncomplete as exc:
+                    for line in exc.report.lines():
+                        print(line, file=sys.stderr)
+                    raise
+            for line in report.lines():
+                ctx.out(line)
+            st = pool.status()
+            ctx.out(f"pool: {st['available_bytes']:,} usable bytes "
+                    f"({st['exhibits_left']:,} exhibits)")
+        finally:
+            pool.close()
+    return 0
+
+
+def _fallback_warning(st: dict[str, Any]) -> str | None:
+    if not st["os_fallback_draws"]:
+        return None
+    return (f"{st['os_fallback_draws']} draw(s), {st['os_fallback_bytes']:,} bytes, used the "
+            f"operating system's randomness (os.urandom), NOT quantum entropy; they are labelled "
+            f"os-fallback; the last was at {st['last_os_fallback']}")
+
+
+def _status(ctx: Any, args: argparse.Namespace) -> int:
+    cfg = ctx.config
+    pool = _open(ctx)
+    try:
+        st = pool.status()
+    finally:
+        pool.close()
+    budget = cfg["entropy.monthly_request_budget"]
+    st["request_budget"] = budget
+    st["requests_left_this_month"] = max(0, budget - st["requests_this_month"])
+    st["when_empty"] = cfg["entropy.when_empty"]
+    st["os_fallback_warning"] = _fallback_warning(st)
+    if args.json:
+        ctx.emit_json(st)
+        return 0
+    ctx.out(f"entropy pool {st['path']}")
+    ctx.out(f"  available   {st['available_bytes']:>12,} bytes  = {st['exhibits_left']:,} "
+            f"exhibits of 203 bytes   next from: {st['source']}")
+    ctx.out(f"  served      {st['served_bytes']:>12,} bytes in {st['draws']:,} draw(s)")
+    ctx.out(f"  exported    {st['exported_bytes']:>12,} bytes in {st['exports']} pack(s)")
+    ctx.out(f"  imported    {st['imported_bytes']:>12,} bytes")
+    q = st["quarantined_batches"]
+    ctx.out(f"  batches     {st['batches']:>12,} stored, {q} quarantined"
+            + ("  (see `qcat entropy quarantine`)" if q else ""))
+    ctx.out(f"  requests    {st['requests_this_month']:>12,} this month of a budget of {budget}")
+    ctx.out(f"  last fetch  {st['last_fetch'] or 'never'}")
+    ctx.out(f"  when empty  {st['when_empty']}")
+    warning = st["os_fallback_warning"]
+    if warning:
+        bar = "!" * 78
+        for stream_line in (bar, f"!! WARNING: {warning}.",
+                            "!! Fetch (`qcat entropy fetch`) or import bytes to stop this.", bar):
+            ctx.out(stream_line)
+        print(f"qcat: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _draw(ctx: Any, args: argparse.Namespace) -> int:
+    cfg = ctx.config
+    policy = args.when_empty or cfg["entropy.when_empty"]
+    pool = _open(ctx)
+    try:
+        d = pool.draw(args.bytes, args.purpose, when_empty=policy,
+                      wait_timeout_s=cfg["entropy.wait_timeout_s"])
+    finally:
+        pool.close()
+    log.info("draw %d: %d bytes for %r from %s", d.id, len(d.data), d.purpose, d.source)
+    if d.source == "os-fallback":
+        print(f"qcat: warning: draw {d.id} is os-fallback (os.urandom), NOT quantum: the pool "
+              "held too few bytes", file=sys.stderr)
+    if args.json:
+        ctx.emit_json({"id": d.id, "purpose": d.purpose, "source": d.source, "hex": d.hex,
+                       "bytes": len(d.data), "created": d.created, "provenance": d.provenance})
+    else:
+        ctx.out(d.hex)
+    return 0
+
+
+def _export(ctx: Any, args: argparse.Namespace) -> int:
+    pool = _open(ctx)
+    try:
+        res = pool.export_pack(args.bytes, Path(args.file))
+        left = pool.available_bytes()
+    finally:
+        pool.close()
+    log.info("exported %d bytes as pack %s to %s", res.size, res.pack_id, res.path)
+    ctx.out(f"moved {res.size:,} bytes into {res.path} (pack {res.pack_id}, "
+            f"sha256 {res.file_sha256[:16]}...)")
+    ctx.out(f"they will never be served from this pool; {left:,} usable bytes remain here")
+    return 0
+
+
+def _import(ctx: Any, args: argparse.Namespace) -> int:
+    pool = _open(ctx)
+    try:
+        stored = pool.import_pack(Path(args.file))
+        left = pool.available_bytes()
+    finally:
+        pool.close()
+    log.info("imported %s as batch %d (%s)", args.file, stored.id, stored.status)
+    if not stored.usable:
+        raise CheckFailed(f"the pack's {stored.size:,} bytes failed the health tests and were "
+                          f"quarantined as batch {stored.id}: {'; '.join(stored.reasons)}",
+                          hint="none of them will be served; see `qcat entropy quarantine`")
+    ctx.out(f"added {stored.size:,} bytes from {args.file} as batch {stored.id}; "
+            f"the pool holds {left:,} usable bytes")
+    return 0
+
+
+def _quarantine(ctx: Any, args: argparse.Namespace) -> int:
+    pool = _open(ctx)
+    try:
+        rows = pool.quarantined()
+    finally:
+        pool.close()
+    if args.json:
+        ctx.emit_json(rows)
+        return 0
+    if not rows:
+        ctx.out("no quarantined batches")
+    for r in rows:
+        prov = r["provenance"]
+        where = prov.get("base_url") or f"pack {prov.get('pack_id', '?')}"
+        ctx.out(f"batch {r['batch']}  {r['created']}  {r['source']}  {r['size']:,} bytes  "
+                f"from {where}")
+        ctx.out(f"    {r['reason']}")
+    return 0
+
+
+def _audit(ctx: Any, args: argparse.Namespace) -> int:
+    pool = _open(ctx)
+    try:
+        rep = pool.audit()
+    finally:
+        pool.close()
+    if args.json:
+        ctx.emit_json({"ok": rep.ok, "violations": rep.violations, "counts": rep.counts})
+    else:
+        for v in rep.violations:
+            ctx.out(f"VIOLATION: {v}")
+        counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in rep.counts.items())
+        ctx.out(("audit passed: " if rep.ok else "audit FAILED: ") + counts)
+    if not rep.ok:
+        raise CheckFailed(f"the entropy pool audit found {len(rep.violations)} violation(s)",
+                          hint=f"first: {rep.violations[0]}")
+    return 0
