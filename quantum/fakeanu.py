@@ -50,6 +50,8 @@ BEHAVIOURS = ("ok", "429", "500-legacy", "503", "403", "success-false", "short",
               "bad-hex", "not-json", "wrong-type", "replay", "stuck", "slow")
 # How long a "slow" reply makes the client wait (tests set the client's timeout below it).
 DEFAULT_SLOW_S = 3.0
+# How often the serving loop looks for a shutdown request (keeps test teardown quick).
+POLL_S = 0.05
 
 
 @dataclass
@@ -93,7 +95,8 @@ class FakeAnu:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(POLL_S,),
+                                        daemon=True,
                                         name="fake-anu")
         self._thread.start()
         return self

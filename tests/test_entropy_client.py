@@ -1,0 +1,168 @@
+"""The ANU client against the fake server over real HTTP: request shape, strict validation,
+and one clear, typed error for every misbehaviour."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from installation.errors import InputError, ServiceError
+from quantum import client as anu
+from tests.fake_anu import KEY, client_for, running_fake
+
+
+@pytest.fixture
+def fake():
+    with running_fake() as f:
+        yield f
+
+
+def test_keyed_request_shape_is_exactly_the_services(fake):
+    reply = client_for(fake).request()
+    seen = fake.seen[-1]
+    assert seen.path == "/"
+    assert seen.query == {"length": "1024", "type": "hex16", "size": "10"}
+    assert seen.headers.get("x-api-key") == KEY
+    assert len(reply.data) == 20480 == anu.HEX16_10.usable_bytes
+    assert reply.source == "anu" and reply.server_date  # the HTTP Date header
+    assert KEY not in repr(reply.provenance()) and KEY not in repr(client_for(fake))
+
+
+def test_api_url_replaces_only_the_base(fake):
+    c = anu.AnuClient(requests.Session(), base_url=fake.url + "/prefix/", api_key=KEY,
+                      min_interval_s=0)
+    assert c.url_for(anu.HEX16_10) == fake.url + "/prefix/"
+    assert c.url_for(anu.LEGACY_HEX16_1024) == fake.url + "/prefix/API/jsonI.php"
+    with pytest.raises(InputError, match="base URL"):
+        anu.AnuClient(requests.Session(), base_url=fake.url + "/?length=5")
+    with pytest.raises(InputError, match="not an http"):
+        anu.AnuClient(requests.Session(), base_url="ftp://example.org")
+
+
+def test_legacy_request_shape_and_parse(fake):
+    reply = client_for(fake, legacy=True).request()
+    seen = fake.seen[-1]
+    assert seen.path == "/API/jsonI.php"
+    assert seen.query == {"length": "1024", "type": "hex16", "size": "1024"}
+    assert "x-api-key" not in {k.lower() for k in seen.headers}
+    assert len(reply.data) == 1024 * 1024 and reply.source == "anu-legacy"
+
+
+@pytest.mark.parametrize("kind", anu.REQUEST_PLAN, ids=lambda k: k.name)
+def test_every_kind_in_the_plan_parses_to_its_size(fake, kind):
+    c = client_for(fake, legacy=kind.api == "legacy")
+    assert len(c.request(kind).data) == kind.usable_bytes
+
+
+def test_hex_bytes_come_out_in_reply_order():
+    body = b'{"success": true, "type": "hex16", "length": "2", "data": ["0a0b", "ff00"]}'
+    kind = anu.RequestKind("t", "keyed", "hex16", 2, 1)
+    assert anu.parse_reply(body, kind, "x") == bytes([0x0A, 0x0B, 0xFF, 0x00])
+    # length as an int is fine too; uint16 is big-endian
+    body16 = b'{"success": true, "type": "uint16", "length": 2, "data": [258, 65535]}'
+    assert anu.parse_reply(body16, anu.RequestKind("t", "keyed", "uint16", 2), "x") == \
+        bytes([1, 2, 255, 255])
+
+
+@pytest.mark.parametrize(("body", "phrase"), [
+    (b'{"success": true, "type": "hex16", "length": "2", "data": ["0a0b"]}', "1 elements"),
+    (b'{"success": true, "type": "hex16", "length": "3", "data": ["0a0b", "0a0b"]}',
+     "length is 3"),
+    (b'{"success": true, "type": "hex16", "length": "two", "data": []}', "not a number"),
+    (b'{"success": true, "type": "hex16", "length": true, "data": []}', "not a number"),
+    (b'{"success": true, "type": "hex8", "length": "2", "data": ["0a0b", "0a0b"]}', "type"),
+    (b'{"success": true, "type": "hex16", "length": "2", "data": ["0a0 ", "0a0b"]}', "not hex"),
+    (b'{"success": true, "type": "hex16", "length": "2", "data": ["0a0b0", "0a0b"]}',
+     "not 4 hex digits"),
+    (b'{"success": true, "type": "hex16", "length": "2", "data": [10, 11]}', "not 4 hex"),
+    (b'{"success": "yes", "type": "hex16", "length": "2", "data": ["0a0b", "0a0b"]}',
+     "success"),
+    (b'{"type": "hex16", "length": "2", "data": ["0a0b", "0a0b"]}', "success"),
+    (b'["0a0b"]', "not a JSON object"),
+    (b'<html>', "not JSON"),
+])
+def test_strict_validation_names_the_fault(body, phrase):
+    kind = anu.RequestKind("t", "keyed", "hex16", 2, 1)
+    with pytest.raises(anu.BadReply, match=phrase) as info:
+        anu.parse_reply(body, kind, "http://x")
+    assert "nothing from it was stored" in info.value.message
+
+
+def test_fromhex_whitespace_is_not_accepted():
+    # bytes.fromhex would happily skip the space; the alphabet check must not.
+    kind = anu.RequestKind("t", "keyed", "hex8", 1, 2)
+    with pytest.raises(anu.BadReply):
+        anu.parse_reply(b'{"success": true, "type": "hex8", "length": 1, "data": ["0 a0"]}',
+                        kind, "x")
+
+
+@pytest.mark.parametrize(("behaviour", "error", "phrase", "retryable"), [
+    ("429", anu.RateLimited, "HTTP 429: Limit Exceeded", True),
+    ("503", anu.Unavailable, "HTTP 503", True),
+    ("403", anu.AnuError, "refused the API key", False),
+    ("success-false", anu.BadReply, "success = false", True),
+    ("short", anu.BadReply, "512 elements, 1024 were asked for", True),
+    ("narrow", anu.BadReply, "not 40 hex digits", True),
+    ("bad-hex", anu.BadReply, "not hex digits", True),
+    ("not-json", anu.BadReply, "not JSON", True),
+    ("wrong-type", anu.BadReply, "type", True),
+    ("slow", anu.Unavailable, "did not answer within 0.5 s", True),
+])
+def test_each_misbehaviour_is_one_typed_line(fake, behaviour, error, phrase, retryable):
+    fake.push(behaviour)
+    with pytest.raises(error, match=phrase) as info:
+        client_for(fake).request()
+    exc = info.value
+    assert isinstance(exc, ServiceError) and exc.exit_code == 3
+    assert exc.retryable is retryable
+    assert "\n" not in exc.message and fake.url in exc.message
+
+
+def test_legacy_rate_limit_text_body(fake):
+    fake.push("500-legacy")
+    with pytest.raises(anu.RateLimited, match="1 request a minute") as info:
+        client_for(fake, legacy=True).request()
+    assert info.value.retry_after_s == anu.LEGACY_MIN_INTERVAL_S
+
+
+def test_wrong_key_is_refused_and_never_echoed(fake):
+    with pytest.raises(anu.AnuError, match="refused the API key") as info:
+        client_for(fake, api_key="not-the-key-123456").request()
+    assert "not-the-key-123456" not in info.value.message + (info.value.hint or "")
+
+
+def test_no_key_fails_before_any_request(fake):
+    with pytest.raises(anu.AnuError, match="no ANU API key"):
+        client_for(fake, api_key="").request()
+    assert fake.seen == []
+
+
+def test_connection_refused_is_a_retryable_line():
+    with running_fake() as f:
+        url = f.url
+    c = anu.AnuClient(requests.Session(), base_url=url, api_key=KEY, timeout_s=0.5)
+    with pytest.raises(anu.Unavailable, match="cannot connect"):
+        c.request()
+
+
+class _Raising(requests.Session):
+    def __init__(self, exc: Exception) -> None:
+        super().__init__()
+        self.exc = exc
+
+    def get(self, *a, **k):  # type: ignore[override]
+        raise self.exc
+
+
+@pytest.mark.parametrize(("exc", "phrase"), [
+    (requests.exceptions.SSLError("certificate has expired"), "TLS certificate"),
+    (requests.exceptions.ConnectionError(
+        "HTTPSConnectionPool: NameResolutionError: Temporary failure in name resolution"),
+     "DNS"),
+])
+def test_tls_and_dns_failures_are_one_clear_line(exc, phrase):
+    c = anu.AnuClient(_Raising(exc), api_key=KEY)
+    with pytest.raises(anu.AnuError, match=phrase) as info:
+        c.request()
+    assert not info.value.retryable and "\n" not in info.value.message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
