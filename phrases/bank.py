@@ -207,7 +207,7 @@ def _check_slot(path: Path, lines: list[str], mood: str, slot: str, value: objec
         issue("the slot must be a list of strings", key_line)
         return (), ()
     frags: tuple[str, ...] = tuple(value)
-    frag_lines = tuple(_find_fragment_line(lines, key_line, f) or key_line or 0 for f in frags)
+    frag_lines = _fragment_lines(lines, key_line, frags)
     if len(frags) != FRAGMENTS_PER_SLOT:
         issue(f"has {len(frags)} fragments, needs exactly {FRAGMENTS_PER_SLOT}", key_line)
     seen: dict[str, int] = {}
@@ -266,14 +266,25 @@ def _find_key_line(lines: list[str], table_line: int | None, key: str) -> int | 
     return None
 
 
-def _find_fragment_line(lines: list[str], key_line: int | None, frag: str) -> int | None:
+def _fragment_lines(lines: list[str], key_line: int | None, frags: tuple[str, ...]
+                    ) -> tuple[int, ...]:
+    """The line of each fragment, searching onwards from the previous one (so a duplicate is
+    placed on its own line, not on its twin's); the key's line when a fragment is not found
+    verbatim (e.g. written with TOML escapes)."""
     if key_line is None:
-        return None
-    for quoted in (f'"{frag}"', f"'{frag}'"):
-        for n in range(key_line - 1, len(lines)):
-            if quoted in lines[n]:
-                return n + 1
-    return None
+        return tuple(0 for _ in frags)
+    text = "\n".join(lines)
+    pos = sum(len(line) + 1 for line in lines[:key_line - 1])
+    found: list[int] = []
+    for frag in frags:
+        hits = [(i, q) for q in (f'"{frag}"', f"'{frag}'") if (i := text.find(q, pos)) >= 0]
+        if not hits:
+            found.append(key_line)
+            continue
+        i, q = min(hits)
+        found.append(text.count("\n", 0, i) + 1)
+        pos = i + len(q)
+    return tuple(found)
 
 
 def _toml_error_line(message: str) -> int | None:
