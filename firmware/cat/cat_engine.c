@@ -1,0 +1,417 @@
+/* cat_engine.c: the streaming int8 DCGAN of the cat unit (see cat_engine.h for the contract).
+ *
+ * Loop order: layer by layer, output channel by output channel. Weights arrive in read units: as
+ * many whole consecutive slices of one layer as fit in a read buffer (CAT_READ_BYTES; always at
+ * least one slice), which are contiguous in the file, so one multi-block read fetches them. Unit
+ * k+1 is read into one buffer while the slices of unit k are checked (CRC, layer/channel) and
+ * computed one by one from the other, so with an asynchronous reader the time per unit is
+ * max(read, compute): the SD card or the arithmetic, whichever is slower. Bigger reads help both
+ * machines: SD cards reach their throughput only on long multi-block reads, and the host pays a
+ * thread hand-off per read that costs about as much as computing a small slice.
+ *
+ * Arena (cat_plan_arena): one activation region sized max over layers of (input + output); a layer
+ * reads its input from one end and writes its output at the other, and the next layer swaps ends.
+ * Activations carry a one-pixel border holding their zero point, so every output pixel of a
+ * stride-2 layer runs the same four taps (no border cases in the inner loop). Then two slice
+ * buffers sized for the largest slice. No int32 plane: in gather form every output pixel's
+ * accumulator lives in a register from its first tap to its requantization.
+ */
+#include "cat_engine.h"
+
+#include <string.h>
+
+/* Internal activations are uint8 = int8 + ACT_BIAS (see the header comment). */
+#define ACT_BIAS 128
+/* Every activation carries a one-pixel border holding its zero point (channel_s2). */
+#define CAT_PAD 1u
+
+static uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1u) / a * a; }
+
+const char *cat_strerror(int code)
+{
+    switch (code) {
+    case CAT_OK: return "no error";
+    case CAT_E_ARGS: return "bad arguments to the engine (null pointer or arena too small for the header)";
+    case CAT_E_READ: return "reading the weight image failed";
+    case CAT_E_MAGIC: return "the file is not a cat weight image (wrong magic)";
+    case CAT_E_VERSION: return "the weight image has a format version this engine does not read";
+    case CAT_E_HEADER_CRC: return "the weight image header is corrupted (header CRC mismatch)";
+    case CAT_E_HEADER: return "the weight image header is inconsistent (offsets, sizes or zero points)";
+    case CAT_E_UNSUPPORTED: return "the weight image has a layer shape this engine does not support";
+    case CAT_E_ARENA: return "the model needs more memory than the engine's 512 KB arena";
+    case CAT_E_TRAILER: return "the weight image trailer is wrong (truncated or extended file)";
+    case CAT_E_SLICE_CRC: return "a weight slice is corrupted (slice CRC mismatch)";
+    case CAT_E_SLICE_INDEX: return "a weight slice holds another layer or channel than its position says";
+    case CAT_E_NOT_OPEN: return "the engine has no weight image open";
+    default: return "unknown engine error";
+    }
+}
+
+/* Bytes of a padded activation (h + 2)^2 x c, in 64 bits so no header value can wrap. */
+static uint64_t padded_bytes(uint32_t c, uint32_t h)
+{
+    uint64_t p = (uint64_t)h + 2u * CAT_PAD;
+    return p * p * c;
+}
+
+int cat_plan_arena(const qcw_model_t *m, cat_arena_plan_t *plan)
+{
+    uint64_t act = 0, slice = 0;
+    for (uint16_t i = 0; i < m->n_layers; i++) {
+        const qcw_layer_t *l = &m->layers[i];
+        uint64_t in = padded_bytes(l->c_in, l->h_in), out = padded_bytes(l->c_out, l->h_out);
+        if (in > CAT_ARENA_BUDGET || out > CAT_ARENA_BUDGET) return CAT_E_ARENA;
+        in = align_up((uint32_t)in, CAT_ARENA_ALIGN);
+        out = align_up((uint32_t)out, CAT_ARENA_ALIGN);
+        if (in + out > act) act = in + out;
+        if (l->slice_bytes > slice) slice = l->slice_bytes;
+    }
+    if (slice > CAT_ARENA_BUDGET) return CAT_E_ARENA;
+    /* A read buffer holds at least one slice of every layer, and as many whole slices of a layer
+     * as fit in CAT_READ_BYTES. */
+    uint64_t read = align_up((uint32_t)(slice > CAT_READ_BYTES ? slice : CAT_READ_BYTES),
+                             CAT_ARENA_ALIGN);
+    uint64_t total = act + 2u * read;
+    if (total > CAT_ARENA_BUDGET) return CAT_E_ARENA;
+    plan->act_bytes = (uint32_t)act;
+    plan->read_bytes = (uint32_t)read;
+    plan->read_off[0] = (uint32_t)act;
+    plan->read_off[1] = (uint32_t)(act + read);
+    plan->total = (uint32_t)total;
+    return CAT_OK;
+}
+
+int cat_open(cat_engine_t *e, const cat_io_t *io, uint8_t *arena, uint32_t arena_bytes)
+{
+    if (!e || !io || !io->read || !arena || arena_bytes < QCW_SECTOR) return CAT_E_ARGS;
+    if ((io->start == 0) != (io->wait == 0)) return CAT_E_ARGS;
+    memset(e, 0, sizeof *e);
+    e->io = *io;
+    e->arena = arena;
+    e->arena_bytes = arena_bytes;
+    /* The arena doubles as the scratch buffer for the header and the trailer. */
+    if (io->read(io->ctx, 0, arena, QCW_SECTOR) != 0) return CAT_E_READ;
+    int rc = qcw_parse_sector0(arena, &e->model);
+    if (rc) return rc;
+    if (e->model.header_bytes > arena_bytes) return CAT_E_ARGS;
+    if (io->read(io->ctx, 0, arena, e->model.header_bytes) != 0) return CAT_E_READ;
+    if ((rc = qcw_parse_header(arena, &e->model)) != 0) return rc;
+    if (io->read(io->ctx, e->model.file_bytes - QCW_TRAILER_BYTES, arena, QCW_TRAILER_BYTES) != 0)
+        return CAT_E_READ;
+    if ((rc = qcw_check_trailer(arena, &e->model)) != 0) return rc;
+    if ((rc = cat_plan_arena(&e->model, &e->plan)) != 0) return rc;
+    if (e->plan.total > arena_bytes) return CAT_E_ARENA;
+    e->opened = 1;
+    return CAT_OK;
+}
+
+/* The unsigned-by-signed dot product every tap reduces to; written plainly so that gcc turns it
+ * into SIMD dot-product instructions on the host (-O3 -march=native) and a tight loop on the unit. */
+static inline int32_t dot_u8s8(const uint8_t *restrict u, const int8_t *restrict w, uint32_t n)
+{
+    int32_t s = 0;
+    for (uint32_t i = 0; i < n; i++) s += (int32_t)u[i] * (int32_t)w[i];
+    return s;
+}
+
+/* Double-rounding requantization (gemmlowp MultiplyByQuantizedMultiplier, int8.md), in 64 bits
+ * exactly as the numpy reference computes it. Right shifts of negative values are arithmetic on
+ * every compiler we build with (gcc, clang); the masks below rely on two's complement. */
+static int64_t srdhm(int64_t a, int64_t b)
+{
+    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+    return (a * b + ((int64_t)1 << 30)) >> 31;
+}
+
+static int64_t rdbpot(int64_t x, int e)
+{
+    int64_t mask = ((int64_t)1 << e) - 1;
+    int64_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> e) + ((x & mask) > threshold ? 1 : 0);
+}
+
+static int64_t mbqm(int64_t x, int32_t multiplier, int32_t shift)
+{
+    int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    return rdbpot(srdhm(x * ((int64_t)1 << left), multiplier), right);
+}
+
+/* Requantize one accumulator and apply the activation: the int8 output as uint8 (+ ACT_BIAS). */
+static inline uint8_t finish(int64_t acc, const qcw_slice_t *s, const qcw_layer_t *l,
+                             const int8_t *tanh_table)
+{
+    int64_t q = mbqm(acc, s->multiplier, s->shift) + l->out_zp;
+    int32_t v;
+    if (l->activation == QCW_ACT_RELU)
+        v = q < l->out_zp ? l->out_zp : (q > 127 ? 127 : (int32_t)q);
+    else
+        v = tanh_table[(q < -128 ? -128 : (q > 127 ? 127 : q)) + 128];
+    return (uint8_t)(v + ACT_BIAS);
+}
+
+/* Valid taps of output row/column `o`: kernel index k and input index i with i = (o + p - k) / s
+ * integral and inside [0, n_in). Returns how many (at most 4). */
+static uint32_t taps(uint32_t o, const qcw_layer_t *l, uint32_t n_in, uint8_t *k_out, uint16_t *i_out)
+{
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < CAT_KERNEL; k++) {
+        int32_t t = (int32_t)o + l->padding - (int32_t)k;
+        if (t < 0 || t % l->stride != 0) continue;
+        int32_t i = t / l->stride;
+        if (i >= (int32_t)n_in) continue;
+        k_out[n] = (uint8_t)k;
+        i_out[n] = (uint16_t)i;
+        n++;
+    }
+    return n;
+}
+
+/* Any supported shape (the first layer: stride 1, 1x1 input): taps found per pixel. */
+static void channel_generic(const qcw_layer_t *l, const qcw_slice_t *s, const int32_t *tap_sum,
+                            const int8_t *tanh_table, const uint8_t *in, uint8_t *out, uint32_t c)
+{
+    const uint32_t cin = l->c_in, pin = l->h_in + 2u * CAT_PAD, wout = l->h_out;
+    const uint32_t pout = wout + 2u * CAT_PAD, cout = l->c_out;
+    const int64_t zp_offset = ACT_BIAS + l->in_zp;
+    uint8_t ky[CAT_KERNEL], kx[CAT_KERNEL];
+    uint16_t iy[CAT_KERNEL], ix[CAT_KERNEL];
+    for (uint32_t oy = 0; oy < wout; oy++) {
+        uint32_t nr = taps(oy, l, l->h_in, ky, iy);
+        for (uint32_t ox = 0; ox < wout; ox++) {
+            uint32_t nc = taps(ox, l, l->h_in, kx, ix);
+            int32_t dot = 0, wsum = 0;
+            for (uint32_t r = 0; r < nr; r++) {
+                const uint8_t *row = in + (size_t)(iy[r] + CAT_PAD) * pin * cin;
+                const int8_t *wrow = s->weights + (size_t)ky[r] * CAT_KERNEL * cin;
+                for (uint32_t q = 0; q < nc; q++) {
+                    dot += dot_u8s8(row + (size_t)(ix[q] + CAT_PAD) * cin,
+                                    wrow + (size_t)kx[q] * cin, cin);
+                    wsum += tap_sum[ky[r] * CAT_KERNEL + kx[q]];
+                }
+            }
+            int64_t acc = (int64_t)s->bias + dot - zp_offset * wsum;
+            out[((size_t)(oy + CAT_PAD) * pout + ox + CAT_PAD) * cout + c] =
+                finish(acc, s, l, tanh_table);
+        }
+    }
+}
+
+/* The four taps of one output pixel of a k4 s2 p1 layer in one pass: two input pixels side by
+ * side on each of two rows, each c_in long. One reduction per pixel instead of four. */
+static inline int32_t dot4_u8s8(const uint8_t *restrict a0, const uint8_t *restrict a1,
+                                const int8_t *restrict w00, const int8_t *restrict w01,
+                                const int8_t *restrict w10, const int8_t *restrict w11, uint32_t n)
+{
+    int32_t s = 0;
+    for (uint32_t i = 0; i < n; i++)
+        s += (int32_t)a0[i] * w00[i] + (int32_t)a0[n + i] * w01[i] +
+             (int32_t)a1[i] * w10[i] + (int32_t)a1[n + i] * w11[i];
+    return s;
+}
+
+/* ConvTranspose2d k4 s2 p1 (layers 2..5 of the DCGAN), by output parity class (py, px): output
+ * (2m + py, 2n + px) reads input rows m - 1 + py, m + py with ky = 3 - py, 1 - py and columns
+ * alike (int8.md, gather form). The input's one-pixel border holds the zero point, so border
+ * pixels run the same four taps: a border tap adds w * (zp - zp) = 0 after the folding. */
+static void channel_s2(const qcw_layer_t *l, const qcw_slice_t *s, const int32_t *tap_sum,
+                       const int8_t *tanh_table, const uint8_t *in, uint8_t *out, uint32_t c)
+{
+    const uint32_t cin = l->c_in, hin = l->h_in, pin = hin + 2u * CAT_PAD;
+    const uint32_t pout = l->h_out + 2u * CAT_PAD, cout = l->c_out;
+    const int64_t zp_offset = ACT_BIAS + l->in_zp;
+    for (uint32_t py = 0; py < 2; py++) {
+        for (uint32_t px = 0; px < 2; px++) {
+            const uint32_t ky0 = 3 - py, ky1 = 1 - py, kx0 = 3 - px, kx1 = 1 - px;
+            const int8_t *w00 = s->weights + (size_t)(ky0 * CAT_KERNEL + kx0) * cin;
+            const int8_t *w01 = s->weights + (size_t)(ky0 * CAT_KERNEL + kx1) * cin;
+            const int8_t *w10 = s->weights + (size_t)(ky1 * CAT_KERNEL + kx0) * cin;
+            const int8_t *w11 = s->weights + (size_t)(ky1 * CAT_KERNEL + kx1) * cin;
+            const int64_t base = (int64_t)s->bias -
+                zp_offset * ((int64_t)tap_sum[ky0 * CAT_KERNEL + kx0] + tap_sum[ky0 * CAT_KERNEL + kx1] +
+                             tap_sum[ky1 * CAT_KERNEL + kx0] + tap_sum[ky1 * CAT_KERNEL + kx1]);
+            for (uint32_t m = 0; m < hin; m++) {
+                /* Padded input row of m - 1 + py is m + py. */
+                const uint8_t *r0 = in + (size_t)(m + py) * pin * cin;
+                const uint8_t *r1 = r0 + (size_t)pin * cin;
+                uint8_t *o = out + ((size_t)(2 * m + py + CAT_PAD) * pout + px + CAT_PAD) * cout + c;
+                for (uint32_t n = 0; n < hin; n++) {
+                    const size_t col = (size_t)(n + px) * cin;
+                    int32_t dot = dot4_u8s8(r0 + col, r1 + col, w00, w01, w10, w11, cin);
+                    o[(size_t)2 * n * cout] = finish(base + dot, s, l, tanh_table);
+                }
+            }
+        }
+    }
+}
+
+/* One output channel: padded input (h_in + 2)^2 x c_in -> channel c of the padded output. */
+static void compute_channel(const qcw_layer_t *l, const qcw_slice_t *s, const int8_t *tanh_table,
+                            const uint8_t *in, uint8_t *out, uint32_t c)
+{
+    /* acc = sum w (x - zp) = sum w u - (ACT_BIAS + zp) sum w, with u = x + ACT_BIAS: the zero
+     * point leaves the inner loop and becomes one product per pixel. */
+    int32_t tap_sum[CAT_KERNEL * CAT_KERNEL];
+    for (uint32_t t = 0; t < CAT_KERNEL * CAT_KERNEL; t++) {
+        const int8_t *w = s->weights + t * l->c_in;
+        int32_t sum = 0;
+        for (uint32_t i = 0; i < l->c_in; i++) sum += w[i];
+        tap_sum[t] = sum;
+    }
+    if (l->stride == 2 && l->padding == 1)
+        channel_s2(l, s, tap_sum, tanh_table, in, out, c);
+    else
+        channel_generic(l, s, tap_sum, tanh_table, in, out, c);
+}
+
+/* Set the one-pixel border of a padded (h + 2)^2 x c activation to `value` (the zero point). */
+static void fill_border(uint8_t *act, uint32_t h, uint32_t c, uint8_t value)
+{
+    const uint32_t p = h + 2u * CAT_PAD;
+    memset(act, value, (size_t)p * c);
+    memset(act + (size_t)(p - 1) * p * c, value, (size_t)p * c);
+    for (uint32_t y = 1; y + 1 < p; y++) {
+        memset(act + (size_t)y * p * c, value, c);
+        memset(act + ((size_t)y * p + p - 1) * c, value, c);
+    }
+}
+
+/* Shifts outside this range cannot come from QuantizeMultiplier and would overflow 64 bits. */
+#define CAT_SHIFT_MIN (-62)
+#define CAT_SHIFT_MAX 31
+
+/* A read unit: `count` consecutive slices (channels first..first+count-1) of one layer, contiguous
+ * in the file, so one multi-block read brings them all. */
+typedef struct {
+    uint16_t layer, first, count;
+} read_unit_t;
+
+static read_unit_t unit_at(const qcw_model_t *m, uint32_t read_bytes, uint16_t layer, uint16_t first)
+{
+    const qcw_layer_t *l = &m->layers[layer];
+    uint32_t fit = read_bytes / l->slice_bytes, left = (uint32_t)l->c_out - first;
+    read_unit_t u = {layer, first, (uint16_t)(fit < left ? fit : left)};
+    return u;
+}
+
+/* The unit after `u`, or one with count 0 after the last. */
+static read_unit_t unit_after(const qcw_model_t *m, uint32_t read_bytes, read_unit_t u)
+{
+    if ((uint32_t)u.first + u.count < m->layers[u.layer].c_out)
+        return unit_at(m, read_bytes, u.layer, (uint16_t)(u.first + u.count));
+    if (u.layer + 1u < m->n_layers) return unit_at(m, read_bytes, (uint16_t)(u.layer + 1u), 0);
+    read_unit_t none = {0, 0, 0};
+    return none;
+}
+
+static uint64_t unit_offset(const qcw_model_t *m, read_unit_t u)
+{
+    const qcw_layer_t *l = &m->layers[u.layer];
+    return l->offset + (uint64_t)u.first * l->slice_bytes;
+}
+
+static uint32_t unit_bytes(const qcw_model_t *m, read_unit_t u)
+{
+    return (uint32_t)u.count * m->layers[u.layer].slice_bytes;
+}
+
+int cat_generate(cat_engine_t *e, const int8_t *latent, uint8_t *rgb, const cat_hooks_t *hooks)
+{
+    if (!e || !latent || !rgb) return CAT_E_ARGS;
+    if (!e->opened) return CAT_E_NOT_OPEN;
+    const qcw_model_t *m = &e->model;
+    const cat_io_t *io = &e->io;
+    const uint32_t read_bytes = e->plan.read_bytes, act_bytes = e->plan.act_bytes;
+    uint8_t *act = e->arena;
+    uint8_t *buf[2] = {e->arena + e->plan.read_off[0], e->arena + e->plan.read_off[1]};
+
+    uint32_t total = 0;
+    for (uint16_t i = 0; i < m->n_layers; i++) total += m->layers[i].c_out;
+
+    /* Layer 0 reads the latent, a padded 1x1 "image" of nz channels, from the region's start. */
+    uint8_t *in = act, *out = act;
+    fill_border(in, 1, m->nz, (uint8_t)(m->latent_zp + ACT_BIAS));
+    for (uint32_t i = 0; i < m->nz; i++)
+        in[((size_t)CAT_PAD * 3u + CAT_PAD) * m->nz + i] = (uint8_t)(latent[i] + ACT_BIAS);
+    int in_at_start = 1;
+
+    /* Prime the pipeline: the first unit into buffer 0. */
+    read_unit_t cur = unit_at(m, read_bytes, 0, 0);
+    int pending = 0, rc = CAT_OK;
+    if (io->start) {
+        if (io->start(io->ctx, unit_offset(m, cur), buf[0], unit_bytes(m, cur)) != 0) return CAT_E_READ;
+        pending = 1;
+    } else if (io->read(io->ctx, unit_offset(m, cur), buf[0], unit_bytes(m, cur)) != 0) {
+        return CAT_E_READ;
+    }
+
+    uint32_t done = 0, k = 0;
+    while (cur.count > 0) {
+        const qcw_layer_t *l = &m->layers[cur.layer];
+        if (pending) {
+            pending = 0;
+            if (io->wait(io->ctx) != 0) { rc = CAT_E_READ; break; }
+        }
+        /* Start reading the next unit into the other buffer before computing this one. */
+        read_unit_t next = unit_after(m, read_bytes, cur);
+        if (next.count > 0 && io->start) {
+            if (io->start(io->ctx, unit_offset(m, next), buf[k ^ 1u], unit_bytes(m, next)) != 0) {
+                rc = CAT_E_READ;
+                break;
+            }
+            pending = 1;
+        }
+        if (cur.first == 0) {
+            /* A new layer: its output goes to the other end of the activation region. */
+            uint32_t out_bytes = align_up((uint32_t)padded_bytes(l->c_out, l->h_out), CAT_ARENA_ALIGN);
+            out = in_at_start ? act + act_bytes - out_bytes : act;
+            fill_border(out, l->h_out, l->c_out, (uint8_t)(l->out_zp + ACT_BIAS));
+        }
+        for (uint16_t j = 0; j < cur.count && rc == CAT_OK; j++) {
+            qcw_slice_t s;
+            uint16_t c = (uint16_t)(cur.first + j);
+            rc = qcw_open_slice(buf[k] + (size_t)j * l->slice_bytes, l, cur.layer, c, &s);
+            if (rc == CAT_OK && (s.shift < CAT_SHIFT_MIN || s.shift > CAT_SHIFT_MAX))
+                rc = CAT_E_UNSUPPORTED;
+            if (rc != CAT_OK) break;
+            compute_channel(l, &s, m->tanh_table, in, out, c);
+            done++;
+            if (hooks && hooks->progress) hooks->progress(hooks->user, done, total, cur.layer);
+        }
+        if (rc != CAT_OK) break;
+        /* Without an asynchronous reader the next unit is read now, after computing. */
+        if (next.count > 0 && !io->start &&
+            io->read(io->ctx, unit_offset(m, next), buf[k ^ 1u], unit_bytes(m, next)) != 0) {
+            rc = CAT_E_READ;
+            break;
+        }
+        if ((uint32_t)cur.first + cur.count == l->c_out) {
+            if (hooks && hooks->layer)
+                hooks->layer(hooks->user, cur.layer, out, l->c_out, l->h_out, l->h_out);
+            in = out;
+            in_at_start = !in_at_start;
+        }
+        cur = next;
+        k ^= 1u;
+    }
+    /* Never return while a read may still be writing into the caller's arena. */
+    if (pending && io->wait(io->ctx) != 0 && rc == CAT_OK) rc = CAT_E_READ;
+    if (rc != CAT_OK) return rc;
+    /* The last layer's output is HWC uint8 = int8 + 128: exactly RGB888, pixel = out + 128; only
+     * the border is dropped. */
+    const uint32_t hw = m->image_size, ch = m->image_channels, p = hw + 2u * CAT_PAD;
+    for (uint32_t y = 0; y < hw; y++)
+        memcpy(rgb + (size_t)y * hw * ch, out + ((size_t)(y + CAT_PAD) * p + CAT_PAD) * ch,
+               (size_t)hw * ch);
+    return CAT_OK;
+}
+
+void cat_layer_to_chw(const uint8_t *hwc, uint32_t c, uint32_t h, uint32_t w, int8_t *chw)
+{
+    const uint32_t pw = w + 2u * CAT_PAD;
+    for (uint32_t y = 0; y < h; y++)
+        for (uint32_t x = 0; x < w; x++) {
+            const uint8_t *px = hwc + ((size_t)(y + CAT_PAD) * pw + x + CAT_PAD) * c;
+            for (uint32_t ch = 0; ch < c; ch++)
+                chw[((size_t)ch * h + y) * w + x] = (int8_t)(px[ch] - ACT_BIAS);
+        }
+}

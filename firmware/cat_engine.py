@@ -1,0 +1,285 @@
+"""ctypes binding of the cat unit's C engine (firmware/cat/), built on demand.
+
+`CatEngine(path)` opens a weight image with the same C code the unit runs (host build: -O3,
+-march=native, a pthread prefetching the next slice) and `generate(latent_q)` renders one image,
+optionally with every layer's int8 output in (C, H, W) order for per-layer comparison with the
+numpy reference. The shared library is (re)built with `make -C firmware host` when it is missing
+or older than any C source, into firmware/build/ or, when the package folder is read-only, into a
+cache folder; with no C compiler the binding raises ToolMissing naming what to install.
+
+Errors from the engine keep their C code (`EngineError.code`, table `ERRORS`, the mirror of
+`enum cat_error` in cat_engine.h; a test keeps the two in sync). A failed render returns no image.
+
+Must never import torch, textual or `installation.*` other than the leaf `installation.errors`
+(and the type `installation.progress.ProgressCallback`): this module is on the runtime path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from installation.errors import ExternalError, FormatError, InputError, ToolMissing
+
+FIRMWARE_DIR = Path(__file__).resolve().parent
+CAT_SOURCES = FIRMWARE_DIR / "cat"
+MAKEFILE = FIRMWARE_DIR / "Makefile"
+DEFAULT_BUILD_DIR = FIRMWARE_DIR / "build"
+LIBRARY_NAME = "libcatengine.so"
+# Override where the host library is built (tests, read-only installs).
+BUILD_DIR_ENV = "QCAT_FIRMWARE_BUILD"
+# Seconds a compile may take before we call it hung (the library builds in about a second).
+BUILD_TIMEOUT_S = 300
+INSTALL_HINT = ("install a C compiler and make (Debian/Ubuntu: sudo apt-get install gcc make; "
+                "or run `make test` as root, which installs them)")
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    name: str
+    sentence: str
+
+
+# enum cat_error of firmware/cat/cat_engine.h, code -> (name, one sentence). Kept in sync by a test.
+ERRORS: dict[int, ErrorInfo] = {
+    1: ErrorInfo("CAT_E_ARGS", "bad arguments to the engine"),
+    2: ErrorInfo("CAT_E_READ", "reading the weight image failed (file shorter than it says?)"),
+    3: ErrorInfo("CAT_E_MAGIC", "the file is not a cat weight image (wrong magic)"),
+    4: ErrorInfo("CAT_E_VERSION", "the weight image has a format version this engine does not read"),
+    5: ErrorInfo("CAT_E_HEADER_CRC", "the weight image header is corrupted (header CRC mismatch)"),
+    6: ErrorInfo("CAT_E_HEADER", "the weight image header is inconsistent (offsets, sizes or zero points)"),
+    7: ErrorInfo("CAT_E_UNSUPPORTED", "the weight image has a layer shape this engine does not support"),
+    8: ErrorInfo("CAT_E_ARENA", "the model needs more memory than the engine's 512 KB arena"),
+    9: ErrorInfo("CAT_E_TRAILER", "the weight image trailer is wrong (truncated or extended file)"),
+    10: ErrorInfo("CAT_E_SLICE_CRC", "a weight slice is corrupted (slice CRC mismatch)"),
+    11: ErrorInfo("CAT_E_SLICE_INDEX", "a weight slice holds another layer or channel than its position says"),
+    12: ErrorInfo("CAT_E_NOT_OPEN", "the engine has no weight image open"),
+}
+CODES: dict[str, int] = {info.name: code for code, info in ERRORS.items()}
+# Codes that mean "a bug in the caller", not a bad file.
+BUG_CODES = (CODES["CAT_E_ARGS"], CODES["CAT_E_NOT_OPEN"])
+REBUILD_HINT = "re-run `qcat sd weights build` (or copy the weight image again)"
+
+
+class EngineError(FormatError):
+    """The C engine refused a weight image or stopped on a bad slice; no image was produced."""
+
+    def __init__(self, code: int, path: Path | str) -> None:
+        info = ERRORS.get(code, ErrorInfo(f"CAT_E_{code}", "unknown engine error"))
+        super().__init__(f"{path}: {info.sentence} [{info.name}]", hint=REBUILD_HINT)
+        self.code = code
+        self.code_name = info.name
+
+
+# --------------------------------------------------------------------------------------------
+# Building and loading the library
+
+
+def sources() -> list[Path]:
+    return sorted(CAT_SOURCES.glob("*.[ch]")) + [MAKEFILE]
+
+
+def build_dir() -> Path:
+    """firmware/build/ when writable, else a per-user cache folder (an installed, read-only qcat)."""
+    env = os.environ.get(BUILD_DIR_ENV)
+    if env:
+        return Path(env).expanduser().absolute()
+    if os.access(FIRMWARE_DIR, os.W_OK) and (not DEFAULT_BUILD_DIR.exists()
+                                              or os.access(DEFAULT_BUILD_DIR, os.W_OK)):
+        return DEFAULT_BUILD_DIR
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "qcat" / "firmware-build"
+
+
+def library_path() -> Path:
+    return build_dir() / LIBRARY_NAME
+
+
+def is_stale(lib: Path) -> bool:
+    """Missing, or older than any C source, header or the Makefile."""
+    if not lib.exists():
+        return True
+    built = lib.stat().st_mtime_ns
+    return any(src.stat().st_mtime_ns > built for src in sources())
+
+
+def find_compiler() -> str | None:
+    for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if candidate and shutil.which(candidate):
+            return candidate
+    return None
+
+
+def build(force: bool = False) -> Path:
+    """Build the host library if missing or stale; returns its path."""
+    out = build_dir()
+    lib = out / LIBRARY_NAME
+    if not force and not is_stale(lib):
+        return lib
+    cc = find_compiler()
+    if cc is None:
+        raise ToolMissing("no C compiler found to build the cat engine (tried $CC, cc, gcc, clang)",
+                          hint=INSTALL_HINT)
+    if shutil.which("make") is None:
+        raise ToolMissing("`make` is not installed; it builds the cat engine", hint=INSTALL_HINT)
+    out.mkdir(parents=True, exist_ok=True)
+    import fcntl  # POSIX only, like the pthread build itself
+
+    # Two processes (parallel tests, the kiosk and a CLI) may both find the library stale.
+    with open(out / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and not is_stale(lib):
+            return lib
+        cmd = ["make", "--no-print-directory", "-C", str(FIRMWARE_DIR), "host",
+               f"BUILD={out}", f"CC={cc}"]
+        if force:
+            cmd.insert(1, "-B")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise ExternalError(f"building the cat engine took over {BUILD_TIMEOUT_S} s") from None
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise ExternalError("building the cat engine failed: " + " / ".join(tail),
+                                hint=f"run `make -C {FIRMWARE_DIR} host` to see the whole output")
+    return lib
+
+
+_lib: ctypes.CDLL | None = None
+_lib_lock = threading.Lock()
+_PROGRESS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32,
+                                ctypes.c_uint32)
+
+
+def load_library() -> ctypes.CDLL:
+    """The host library, built first when needed; loaded once per process."""
+    global _lib
+    with _lib_lock:
+        if _lib is None:
+            lib = ctypes.CDLL(str(build()))
+            u32, vp = ctypes.c_uint32, ctypes.c_void_p
+            for name, res, args in (
+                ("cat_host_sizeof", u32, []),
+                ("cat_host_arena_budget", u32, []),
+                ("cat_host_open", ctypes.c_int, [vp, ctypes.c_char_p, vp, u32, ctypes.c_int]),
+                ("cat_host_arena_bytes", u32, [vp]),
+                ("cat_host_n_layers", u32, [vp]),
+                ("cat_host_nz", u32, [vp]),
+                ("cat_host_layer_dim", u32, [vp, u32, u32]),
+                ("cat_host_run", ctypes.c_int, [vp, vp, vp, vp, _PROGRESS_FN, vp]),
+                ("cat_host_close", None, [vp]),
+                ("cat_strerror", ctypes.c_char_p, [ctypes.c_int]),
+            ):
+                fn = getattr(lib, name)
+                fn.restype = res
+                fn.argtypes = args
+            _lib = lib
+        return _lib
+
+
+def arena_budget() -> int:
+    """CAT_ARENA_BUDGET as compiled (512 KB)."""
+    return int(load_library().cat_host_arena_budget())
+
+
+# --------------------------------------------------------------------------------------------
+# The engine
+
+
+@dataclass
+class Generated:
+    rgb: np.ndarray  # uint8 (image_size, image_size, 3)
+    layers: list[np.ndarray] | None  # int8 (C, H, W) per layer, when asked for
+
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+class CatEngine:
+    """One opened weight image with its own arena; `generate` is serialized per instance."""
+
+    def __init__(self, weights_path: Path | str, threaded: bool = True) -> None:
+        path = Path(weights_path)
+        if not path.is_file():
+            raise InputError(f"weight image {path} does not exist or is not a file",
+                             hint="build one with `qcat sd weights build`")
+        self.path = path
+        self._lib = load_library()
+        self._host = ctypes.create_string_buffer(self._lib.cat_host_sizeof())
+        self._arena = ctypes.create_string_buffer(self._lib.cat_host_arena_budget())
+        self._lock = threading.Lock()
+        rc = self._lib.cat_host_open(self._host, os.fsencode(path), self._arena,
+                                     len(self._arena), 1 if threaded else 0)
+        if rc != 0:
+            self._raise(rc)
+        self._open = True
+        self.arena_bytes = int(self._lib.cat_host_arena_bytes(self._host))
+        self.nz = int(self._lib.cat_host_nz(self._host))
+        n = int(self._lib.cat_host_n_layers(self._host))
+        # (C, H, W) of every layer's output.
+        self.layer_shapes = [(int(self._lib.cat_host_layer_dim(self._host, i, 0)),
+                              int(self._lib.cat_host_layer_dim(self._host, i, 1)),
+                              int(self._lib.cat_host_layer_dim(self._host, i, 1)))
+                             for i in range(n)]
+
+    def _raise(self, rc: int) -> None:
+        if rc in BUG_CODES:
+            raise RuntimeError(f"cat engine called wrongly: {ERRORS[rc].name}")
+        raise EngineError(rc, self.path)
+
+    def generate(self, latent_q: np.ndarray, layers: bool = False,
+                 progress: ProgressFn | None = None) -> Generated:
+        """latent_q: int8 (nz,) -> the image (and every layer when `layers`)."""
+        latent = np.ascontiguousarray(latent_q, dtype=np.int8)
+        if latent.shape != (self.nz,):
+            raise InputError(f"the latent must be {self.nz} int8 values, got shape {latent.shape}")
+        c, h, w = self.layer_shapes[-1]
+        rgb = np.zeros((h, w, c), dtype=np.uint8)
+        sizes = [a * b * d for a, b, d in self.layer_shapes]
+        flat = np.zeros(sum(sizes), dtype=np.int8) if layers else None
+        callback = _PROGRESS_FN(0)
+        if progress is not None:
+            def on_slice(_user: int | None, done: int, total: int, layer: int) -> None:
+                progress(done, total, f"layer {layer + 1}")
+            callback = _PROGRESS_FN(on_slice)
+        with self._lock:
+            if not self._open:
+                raise RuntimeError("the cat engine was closed")
+            rc = self._lib.cat_host_run(
+                self._host, latent.ctypes.data, rgb.ctypes.data,
+                flat.ctypes.data if flat is not None else None, callback, None)
+        if rc != 0:
+            self._raise(rc)
+        out_layers = None
+        if flat is not None:
+            out_layers, start = [], 0
+            for shape, size in zip(self.layer_shapes, sizes, strict=True):
+                out_layers.append(flat[start:start + size].reshape(shape))
+                start += size
+        return Generated(rgb=rgb, layers=out_layers)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._open:
+                self._lib.cat_host_close(self._host)
+                self._open = False
+
+    def __enter__(self) -> CatEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the library may already be gone
+            pass
