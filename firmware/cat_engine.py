@@ -16,6 +16,7 @@ Must never import torch, textual or `installation.*` other than the leaf `instal
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -279,7 +280,6 @@ class CatEngine:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        # At interpreter shutdown the library may already be gone.
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # interpreter shutdown: the library may already be gone
-            pass

@@ -1,11 +1,187 @@
-"""`qcat engine`: placeholder until its feature lands (says so plainly)."""
+"""`qcat engine`: render one cat with a chosen engine, and prove the C engine exact.
+
+    qcat engine run [--weights FILE] --entropy-hex HEX --engine c|numpy|torch --out IMG.png
+                    [--raw OUT.bin] [--checkpoint CKPT] [--json]
+    qcat engine compare [--weights FILE] [--latents N] [--seed S] [--json]
+
+`run` takes the 200 latent bytes of an exhibit (DESIGN §4) as hex. `compare` renders N latents
+(from seeded pseudo-random entropy) with the C engine and the numpy reference and compares every
+layer byte for byte; the first mismatch is reported as layer/channel/pixel/values, exit 1.
+Thin layer: parsing and printing; the work is in `installation.engines`.
+"""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
-from installation.commands import command, not_built
+from installation.commands import add_json, command, group
+from installation.errors import CheckFailed, UsageError
+from installation.progress import ProgressBar
+
+DEFAULT_COMPARE_LATENTS = 16
+DEFAULT_COMPARE_SEED = 0
+LATENT_BYTES = 200
 
 
 def register(sub: Any) -> None:
-    command(sub, "engine", "(not built yet)", not_built("qcat engine", "a later issue"))
+    _, cmds = group(sub, "engine", "render cats with the C engine, the numpy reference or torch")
+
+    p = command(cmds, "run", "render one cat from 200 bytes of entropy", _run)
+    _add_weights(p)
+    p.add_argument("--entropy-hex", required=True, metavar="HEX",
+                   help="the 200 latent bytes of an exhibit, as 400 hex digits")
+    p.add_argument("--engine", choices=["c", "numpy", "torch"], default=None,
+                   help="default: the config's engine.default")
+    p.add_argument("--out", required=True, metavar="IMG.png", help="the 64x64 image (PNG)")
+    p.add_argument("--raw", metavar="OUT.bin",
+                   help="also write the raw RGB888 bytes (64x64x3, row-major)")
+    p.add_argument("--checkpoint", metavar="CKPT",
+                   help="float checkpoint for --engine torch (default: the shipped demo's)")
+    add_json(p)
+
+    p = command(cmds, "compare", "C engine vs the numpy reference on every layer, exactly",
+                _compare)
+    _add_weights(p)
+    p.add_argument("--latents", type=int, default=DEFAULT_COMPARE_LATENTS, metavar="N")
+    p.add_argument("--seed", type=int, default=DEFAULT_COMPARE_SEED,
+                   help="seed of the pseudo-random entropy the latents come from")
+    add_json(p)
+
+
+def _add_weights(p: Any) -> None:
+    p.add_argument("--weights", metavar="FILE",
+                   help="cat weight image (.qcw); default: config models.weights, else the "
+                        "shipped demo model")
+
+
+def weights_path(ctx: Any, given: str | None) -> Path:
+    """--weights, else the config's models.weights, else the shipped demo model."""
+    if given:
+        return Path(given)
+    configured = ctx.config["models.weights"]
+    if configured:
+        return Path(configured).expanduser()
+    from models.weightimage import SHIPPED_DEMO
+
+    return SHIPPED_DEMO
+
+
+def _entropy(text: str) -> bytes:
+    cleaned = "".join(text.split())
+    try:
+        data = bytes.fromhex(cleaned)
+    except ValueError:
+        raise UsageError("--entropy-hex is not hexadecimal",
+                         hint=f"give exactly {LATENT_BYTES} bytes as {2 * LATENT_BYTES} hex digits") from None
+    if len(data) != LATENT_BYTES:
+        raise UsageError(f"--entropy-hex holds {len(data)} bytes; a latent needs {LATENT_BYTES}",
+                         hint=f"give exactly {2 * LATENT_BYTES} hex digits")
+    return data
+
+
+def _run(ctx: Any, args: Any) -> int:
+    import hashlib
+
+    import numpy as np
+
+    from installation import engines
+    from installation.exhibit import png_bytes
+    from installation.files import write_atomic
+    from models import reference
+    from quantum.latent import latent_from_entropy
+
+    entropy = _entropy(args.entropy_hex)
+    engine = args.engine or ctx.config["engine.default"]
+    path = weights_path(ctx, args.weights)
+    img = engines.weight_image(path)
+    latent_q = reference.quantize_latent(latent_from_entropy(entropy), img)
+    start = time.perf_counter()
+    out = engines.render(engine, path, latent_q,
+                         checkpoint=Path(args.checkpoint) if args.checkpoint else None)
+    ms = (time.perf_counter() - start) * 1e3
+    rgb = np.ascontiguousarray(out.rgb, dtype=np.uint8)
+    # Both files are complete before either becomes visible under its name.
+    png = png_bytes(rgb)
+    write_atomic(Path(args.out), png)
+    if args.raw:
+        write_atomic(Path(args.raw), rgb.tobytes())
+    result = {"engine": engine, "weights": str(path), "model_size": img.model_size,
+              "out": args.out, "raw": args.raw, "ms": round(ms, 3),
+              "rgb_sha256": hashlib.sha256(rgb.tobytes()).hexdigest()}
+    if args.json:
+        ctx.emit_json(result)
+    else:
+        ctx.out(f"{engine} engine, {img.model_size} model: {args.out} in {ms:.1f} ms"
+                + (f" (raw {args.raw})" if args.raw else ""))
+    return 0
+
+
+def first_mismatch(got: list[Any], want: list[Any]) -> dict[str, Any] | None:
+    """Where two lists of per-layer (C, H, W) int8 arrays first differ, CMSIS-NN style."""
+    import numpy as np
+
+    for layer, (a, b) in enumerate(zip(got, want, strict=True)):
+        if a.shape != b.shape:
+            return {"layer": layer + 1, "shape": [list(a.shape), list(b.shape)]}
+        diff = np.argwhere(a != b)
+        if len(diff):
+            c, y, x = (int(v) for v in diff[0])
+            return {"layer": layer + 1, "channel": c, "pixel": [y, x],
+                    "c": int(a[c, y, x]), "reference": int(b[c, y, x]),
+                    "differ": int(len(diff)), "of": int(a.size)}
+    return None
+
+
+def describe_mismatch(mm: dict[str, Any]) -> str:
+    if "shape" in mm:
+        return f"layer {mm['layer']}: shape {mm['shape'][0]} vs reference {mm['shape'][1]}"
+    y, x = mm["pixel"]
+    return (f"layer {mm['layer']}, channel {mm['channel']}, pixel ({y}, {x}): "
+            f"C {mm['c']}, reference {mm['reference']}; {mm['differ']:,} of {mm['of']:,} differ")
+
+
+def _compare(ctx: Any, args: Any) -> int:
+    import numpy as np
+
+    from installation import engines
+    from models import reference
+    from quantum.latent import latent_from_entropy
+
+    if args.latents < 1:
+        raise UsageError("--latents must be at least 1")
+    path = weights_path(ctx, args.weights)
+    img = engines.weight_image(path)
+    eng = engines.c_engine(path)
+    rng = np.random.default_rng(args.seed)
+    latents = np.stack([reference.quantize_latent(
+        latent_from_entropy(rng.bytes(LATENT_BYTES)), img) for _ in range(args.latents)])
+    golden = reference.run_batch(img, latents)
+    failures: list[dict[str, Any]] = []
+    with ProgressBar("compare", enabled=not args.json) as bar:
+        for i, latent in enumerate(latents):
+            got = eng.generate(latent, layers=True)
+            mm = first_mismatch(got.layers, [layer[i] for layer in golden])
+            if mm is None and not np.array_equal(got.rgb, reference.to_rgb(golden[-1][i])):
+                mm = {"layer": "rgb"}
+            if mm is not None:
+                failures.append({"latent": i, **mm})
+            bar(i + 1, len(latents), f"{len(failures)} differ")
+    report = {"weights": str(path), "model_size": img.model_size, "latents": len(latents),
+              "seed": args.seed, "layers": len(img.layers), "identical": not failures,
+              "mismatched_latents": len(failures),
+              "first_mismatch": failures[0] if failures else None}
+    if args.json:
+        ctx.emit_json(report)
+        return 1 if failures else 0
+    if failures:
+        first = failures[0]
+        where = describe_mismatch(first) if first.get("layer") != "rgb" else "the RGB output"
+        raise CheckFailed(f"C engine differs from the reference on {len(failures)} of "
+                          f"{len(latents)} latents; first: latent {first['latent']}, {where}",
+                          hint="the C engine and models.reference must implement "
+                               "docs/formats.md identically")
+    ctx.out(f"identical: {len(latents)} latents x {len(img.layers)} layers of the "
+            f"{img.model_size} model, byte for byte (C engine vs numpy reference)")
+    return 0

@@ -1,0 +1,181 @@
+"""The one place the appliance renders a cat: `render(engine, weights, latent_q)`.
+
+Engines:
+    "c"      the cat unit's C engine through its ctypes binding (firmware.cat_engine), the same
+             source the unit runs; streams the weight image slice by slice, CRC-checked.
+    "numpy"  the golden integer reference (models.reference) on the decoded weight image.
+    "torch"  the *float* model (for comparison only: it is not bit-exact and never archived):
+             the checkpoint given, or the shipped `models/shipped/cat-demo.pt`, fed the
+             dequantized latent. torch is imported here lazily, only when this engine is used.
+
+"c" and "numpy" agree byte for byte on every layer (promise F1); the exhibit code and the
+simulators call this module, `qcat engine compare` proves it. Loaded weight images and opened C
+engines are cached per (path, size, mtime) so rendering many exhibits neither re-reads nor
+re-verifies the file each time; a changed file is loaded afresh.
+
+Must never import torch at module level (the kiosk starts without it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from installation.errors import InputError, ToolMissing
+
+ENGINES = ("c", "numpy", "torch")
+# Distinct models (path + version) kept loaded per engine kind; a gallery uses one or two.
+CACHE_ENTRIES = 4
+# The last layer's int8 output is tanh * 128 (scale 1/128, zero point 0); pixel = q + 128.
+TANH_SCALE = 128
+
+
+@dataclass
+class Render:
+    """rgb: uint8 (64, 64, 3); layers: every layer's int8 output (C, H, W), when asked for and
+    the engine is an integer one (None for "torch")."""
+
+    rgb: np.ndarray
+    layers: list[np.ndarray] | None
+    engine: str
+
+
+class _Cache:
+    """A small LRU of loaded things keyed by (kind, resolved path, size, mtime)."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, kind: str, path: Path, make: Callable[[Path], Any]) -> Any:
+        key = (kind, *_file_key(path))
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make(path)  # outside the lock: loading the full model takes a while
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.entries:
+                _, old = self._items.popitem(last=False)
+                close = getattr(old, "close", None)
+                if close:
+                    close()
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            for value in self._items.values():
+                close = getattr(value, "close", None)
+                if close:
+                    close()
+            self._items.clear()
+
+
+_cache = _Cache(CACHE_ENTRIES)
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"weight image {path} does not exist",
+                         hint="build one with `qcat sd weights build`") from None
+    except OSError as exc:
+        raise InputError(f"cannot read weight image {path}: {exc.strerror}") from None
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def clear_cache() -> None:
+    """Forget every loaded model and close the C engines (tests; after rewriting a file)."""
+    _cache.clear()
+
+
+def weight_image(path: Path) -> Any:
+    """The decoded, fully verified weight image (models.weightimage.WeightImage), cached."""
+    from models import weightimage
+
+    return _cache.get("image", Path(path), weightimage.load)
+
+
+def c_engine(path: Path) -> Any:
+    """An opened C engine (firmware.cat_engine.CatEngine) for `path`, cached."""
+    from firmware.cat_engine import CatEngine
+
+    return _cache.get("c", Path(path), CatEngine)
+
+
+def torch_generator(checkpoint: Path | None = None) -> Any:
+    """The float generator of a checkpoint (default: the shipped demo's), cached."""
+    from models.weightimage import SHIPPED_DEMO_STATE
+
+    def make(path: Path) -> Any:
+        try:
+            import torch  # noqa: F401  (fail here with a clear message, not deep inside)
+        except ImportError:
+            raise ToolMissing("the torch engine needs PyTorch, which is not installed",
+                              hint="pip install 'qcat[train]' (torch is only for training "
+                                   "and comparison; the c and numpy engines need none)") from None
+        from models import cat
+
+        return cat.generator_from(cat.load_checkpoint(path))
+
+    return _cache.get("torch", Path(checkpoint or SHIPPED_DEMO_STATE), make)
+
+
+def _check_latent(latent_q: np.ndarray, nz: int) -> np.ndarray:
+    latent = np.asarray(latent_q)
+    if latent.shape != (nz,) or latent.dtype != np.int8:
+        raise InputError(f"the latent must be {nz} int8 values, got {latent.dtype} {latent.shape}")
+    return latent
+
+
+def render(engine: str, weights_path: Path | str, latent_q: np.ndarray, layers: bool = False,
+           *, checkpoint: Path | None = None,
+           progress: Callable[[int, int, str], None] | None = None) -> Render:
+    """One cat from an int8 latent with the named engine (see the module docstring)."""
+    path = Path(weights_path)
+    if engine == "c":
+        eng = c_engine(path)
+        latent = _check_latent(latent_q, eng.nz)
+        out = eng.generate(latent, layers=layers, progress=progress)
+        return Render(out.rgb, out.layers, "c")
+    if engine == "numpy":
+        from models import reference
+
+        img = weight_image(path)
+        latent = _check_latent(latent_q, img.nz)
+        per_layer = reference.run(img, latent)
+        return Render(reference.to_rgb(per_layer[-1]), per_layer if layers else None, "numpy")
+    if engine == "torch":
+        img = weight_image(path)
+        latent = _check_latent(latent_q, img.nz)
+        return Render(_torch_rgb(torch_generator(checkpoint), img, latent), None, "torch")
+    raise InputError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
+
+
+def _torch_rgb(generator: Any, img: Any, latent: np.ndarray) -> np.ndarray:
+    """Float render of the dequantized latent, mapped to pixels as the int8 path does:
+    pixel = clamp(round(128 * tanh), -128, 127) + 128."""
+    import torch
+
+    from models import reference
+
+    if generator.nz != img.nz:
+        raise InputError(f"the checkpoint's latent length {generator.nz} differs from the "
+                         f"weight image's {img.nz}", hint="pass the checkpoint of this model")
+    scale = float(np.float32(img.latent_scale))
+    z = (latent.astype(np.float64) - img.latent_zp) * scale
+    with torch.inference_mode():
+        y = generator(torch.from_numpy(z.astype(np.float32))[None, :, None, None])[0]
+    q = reference.round_half_away(y.double().numpy() * TANH_SCALE)
+    return (np.clip(q, -128, 127) + 128).astype(np.uint8).transpose(1, 2, 0).copy()
