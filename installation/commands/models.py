@@ -1,11 +1,156 @@
-"""`qcat models`: placeholder until its feature lands (says so plainly)."""
+"""`qcat models`: make, train, quantize and measure the cat DCGAN.
+
+    qcat models init cat --size demo|full --seed N --out CKPT
+    qcat models train cat --data DIR|procedural --size demo|full --epochs N --out CKPT
+    qcat models quantize CKPT --out FILE.qcw         (same as `qcat sd weights build`)
+    qcat models quality [--weights FILE] [--state CKPT] [--latents N] [--json]
+
+Thin layer: parsing and printing only; the work is in `models.*`. torch is imported inside the
+handlers that need it, so `qcat --help` stays fast.
+"""
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
-from installation.commands import command, not_built
+from installation.commands import add_json, command, group
+from installation.errors import UsageError
+from installation.progress import ProgressBar
+
+DEFAULT_PROCEDURAL_IMAGES = 12000
+DEFAULT_TRAIN_THREADS = 2
+DEFAULT_QUALITY_LATENTS = 256
+QUALITY_GOAL_DB = 30.0
 
 
 def register(sub: Any) -> None:
-    command(sub, "models", "(not built yet)", not_built("qcat models", "a later issue"))
+    _, cmds = group(sub, "models", "make, train, quantize and measure the cat DCGAN")
+
+    p = command(cmds, "init", "make an untrained cat model checkpoint (tests, benchmarks)", _init)
+    p.add_argument("model", choices=["cat"])
+    p.add_argument("--size", choices=["demo", "full"], default="demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, metavar="CKPT")
+
+    p = command(cmds, "train", "train the cat DCGAN (resumes from --out if it exists)", _train)
+    p.add_argument("model", choices=["cat"])
+    p.add_argument("--data", default="procedural", metavar="DIR|procedural",
+                   help="a folder of face crops, or 'procedural' (the built-in cartoon cats)")
+    p.add_argument("--images", type=int, default=DEFAULT_PROCEDURAL_IMAGES, metavar="N",
+                   help="procedural images to draw (or the most images to load from DIR)")
+    p.add_argument("--size", choices=["demo", "full"], default="demo")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", required=True, metavar="CKPT")
+    p.add_argument("--samples", metavar="DIR",
+                   help="folder for one sample grid PNG per epoch (default: next to CKPT)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=DEFAULT_TRAIN_THREADS,
+                   help="CPU threads for torch")
+    p.add_argument("--fresh", action="store_true", help="start over even if CKPT exists")
+
+    p = command(cmds, "quantize", "quantize a checkpoint into a .qcw weight image", _quantize)
+    _add_quantize_args(p)
+
+    p = command(cmds, "quality", "PSNR/SSIM of the int8 model against the float model", _quality)
+    p.add_argument("--weights", metavar="FILE",
+                   help="weight image (default: models.weights, else the shipped demo)")
+    p.add_argument("--state", metavar="CKPT",
+                   help="float checkpoint (default: the one shipped next to the demo image)")
+    p.add_argument("--latents", type=int, default=DEFAULT_QUALITY_LATENTS, metavar="N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--goal", type=float, default=QUALITY_GOAL_DB, metavar="DB",
+                   help="exit 1 when the mean PSNR is below this")
+    add_json(p)
+
+
+def _add_quantize_args(p: Any) -> None:
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--calibration", type=int, default=None, metavar="N",
+                   help="latents for activation calibration (at least 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration entropy")
+
+
+def _command_line() -> str:
+    return "qcat " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _init(ctx: Any, args: Any) -> int:
+    from models import cat
+
+    g, d = cat.make_models(args.size, args.seed)
+    ckpt = cat.new_checkpoint(args.size, args.seed, g, d, command=_command_line())
+    cat.save_checkpoint(Path(args.out), ckpt)
+    ctx.out(f"wrote untrained {args.size} cat model ({g.conv_weight_count():,} conv weights) "
+            f"to {args.out}")
+    return 0
+
+
+def _train(ctx: Any, args: Any) -> int:
+    import torch
+
+    from models import data, train
+
+    if args.epochs < 1 or args.batch_size < 1 or args.images < 1:
+        raise UsageError("--epochs, --batch-size and --images must be at least 1")
+    torch.set_num_threads(max(1, args.threads))
+    out = Path(args.out)
+    with ProgressBar("data") as bar:
+        if args.data == "procedural":
+            images = data.procedural(args.images, args.seed, progress=bar)
+            desc = f"procedural cats: {args.images} images, seed {args.seed}"
+        else:
+            images = data.load_folder(Path(args.data), limit=args.images, progress=bar)
+            desc = f"folder {args.data}: {len(images)} images"
+    samples = Path(args.samples) if args.samples else out.with_suffix("").with_name(
+        out.stem + "-samples")
+    with ProgressBar("training") as bar:
+        ckpt = train.train(out, images, size=args.size, epochs=args.epochs, seed=args.seed,
+                           batch_size=args.batch_size, resume=not args.fresh,
+                           samples_dir=samples, device=args.device, command=_command_line(),
+                           data_desc=desc, progress=bar)
+    last = ckpt["history"][-1] if ckpt["history"] else {}
+    ctx.out(f"trained {args.size} cat model to epoch {ckpt['epoch']}: "
+            f"loss D {last.get('loss_d')}, G {last.get('loss_g')}; checkpoint {out}; "
+            f"samples in {samples}")
+    return 0
+
+
+def _quantize(ctx: Any, args: Any) -> int:
+    from installation.commands.sd import build_weights
+
+    return build_weights(ctx, args)
+
+
+def _quality(ctx: Any, args: Any) -> int:
+    import torch
+
+    from models import cat, quality, weightimage
+
+    torch.set_num_threads(1)
+    weights = Path(args.weights or ctx.config["models.weights"] or weightimage.SHIPPED_DEMO)
+    img = weightimage.load(weights)
+    state = Path(args.state) if args.state else None
+    if state is None:
+        if weights.resolve() != weightimage.SHIPPED_DEMO.resolve():
+            raise UsageError("--state is needed to measure a weight image other than the "
+                             "shipped demo")
+        state = weightimage.SHIPPED_DEMO_STATE
+    g = cat.generator_from(cat.load_checkpoint(state))
+    with ProgressBar("quality") as bar:
+        report = quality.measure(img, g, n=args.latents, seed=args.seed, progress=bar)
+    report["weights"], report["state"], report["goal_db"] = str(weights), str(state), args.goal
+    report["ok"] = report["psnr_db_mean"] >= args.goal
+    if args.json:
+        ctx.emit_json(report)
+    else:
+        ctx.out(f"int8 vs float over {report['latents']} latents: PSNR mean "
+                f"{report['psnr_db_mean']:.2f} dB (min {report['psnr_db_min']:.2f}), "
+                f"SSIM mean {report['ssim_mean']:.4f}; goal {args.goal} dB: "
+                f"{'met' if report['ok'] else 'NOT met'}")
+    return 0 if report["ok"] else 1

@@ -1,11 +1,120 @@
-"""`qcat sd`: placeholder until its feature lands (says so plainly)."""
+"""`qcat sd`: files that go onto the units' SD cards. Here: the cat weight image (.qcw).
+
+    qcat sd weights build CKPT --out FILE [--calibration N] [--seed N]
+    qcat sd weights verify FILE [--json]        exit 1 naming the first bad slice
+    qcat sd weights inspect FILE [--json]
+
+Thin layer: `models.quantize` builds (torch, imported inside the handler), `models.weightimage`
+reads and checks (numpy only).
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
-from installation.commands import command, not_built
+from installation.commands import add_json, command, group
+from installation.errors import CheckFailed, InputError, UsageError
+from installation.progress import ProgressBar
 
 
 def register(sub: Any) -> None:
-    command(sub, "sd", "(not built yet)", not_built("qcat sd", "a later issue"))
+    _, groups = group(sub, "sd", "files for the units' SD cards")
+    _, cmds = group(groups, "weights", "the cat weight image (.qcw)")
+
+    p = command(cmds, "build", "quantize a cat checkpoint into a .qcw weight image",
+                build_weights)
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--calibration", type=int, default=None, metavar="N",
+                   help="latents for activation calibration (at least 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration entropy")
+
+    p = command(cmds, "verify", "check every CRC and the SHA-256 of a weight image", _verify)
+    p.add_argument("file", metavar="FILE")
+    add_json(p)
+
+    p = command(cmds, "inspect", "describe a weight image (sizes, layers, provenance)", _inspect)
+    p.add_argument("file", metavar="FILE")
+    add_json(p)
+
+
+def build_weights(ctx: Any, args: Any) -> int:
+    """`qcat sd weights build` and `qcat models quantize`."""
+    import shlex
+
+    import torch
+
+    from models import cat, quantize, weightimage
+
+    torch.set_num_threads(1)
+    n = args.calibration or quantize.DEFAULT_CALIBRATION_LATENTS
+    if n < quantize.MIN_CALIBRATION_LATENTS:
+        raise UsageError(f"--calibration must be at least {quantize.MIN_CALIBRATION_LATENTS}")
+    ckpt_path = Path(args.checkpoint)
+    ckpt = cat.load_checkpoint(ckpt_path)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise InputError(f"folder {out.parent} does not exist", hint="create it first")
+    with ProgressBar("quantizing") as bar:
+        img = quantize.quantize(ckpt, calibration=n, seed=args.seed,
+                                checkpoint_sha256=weightimage.sha256_of(ckpt_path),
+                                command="qcat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                                progress=bar)
+    digest = weightimage.save(img, out)
+    ctx.out(f"wrote {out}: {img.model_size} model, {img.conv_weights:,} conv weights, "
+            f"{img.file_bytes:,} bytes ({img.file_bytes / 2**20:.2f} MiB), sha256 {digest}")
+    return 0
+
+
+def _verify(ctx: Any, args: Any) -> int:
+    from models import weightimage
+
+    report = weightimage.verify(Path(args.file))
+    if args.json:
+        out = report.as_dict()
+        if report.image is not None:
+            out["conv_weights"] = report.image.conv_weights
+            out["model_size"] = report.image.model_size
+        ctx.emit_json(out)
+        return 0 if report.ok else 1
+    if not report.ok:
+        raise CheckFailed(report.error or "the weight image is bad", hint=report.hint)
+    img = report.image
+    assert img is not None
+    slices = sum(lay.c_out for lay in img.layers)
+    ctx.out(f"{args.file}: ok ({img.model_size}, {slices} slices with good CRCs, "
+            f"{report.bytes:,} bytes, sha256 {report.sha256})")
+    return 0
+
+
+def _inspect(ctx: Any, args: Any) -> int:
+    from models import weightimage
+
+    report = weightimage.verify(Path(args.file))
+    if not report.ok or report.image is None:
+        raise CheckFailed(report.error or "the weight image is bad", hint=report.hint)
+    info = weightimage.describe(report.image, report.bytes, report.sha256)
+    if args.json:
+        ctx.emit_json(info)
+        return 0
+    ctx.out(f"{args.file}")
+    ctx.out(f"  model        {info['model_size']} (nz {info['nz']}, ngf {info['ngf']})")
+    ctx.out(f"  conv weights {info['conv_weights']:,} ({info['weight_mib']} MiB of int8)")
+    ctx.out(f"  file         {info['bytes']:,} bytes ({info['mib']} MiB: header "
+            f"{info['header_bytes']:,}, sector padding {info['padding_bytes']:,})")
+    ctx.out(f"  sha256       {info['sha256']}")
+    ctx.out(f"  latent       scale {info['latent']['scale']:.6g}, zero point "
+            f"{info['latent']['zero_point']}")
+    for lay in info["layers"]:
+        ctx.out(f"  layer {lay['index']}  {lay['c_in']:>5} -> {lay['c_out']:<5} "
+                f"{lay['h_in']:>2}x{lay['h_in']:<2} -> {lay['h_out']:>2}x{lay['h_out']:<2} "
+                f"s{lay['stride']} p{lay['padding']} {lay['activation']:<4} "
+                f"zp {lay['in_zp']:>4} -> {lay['out_zp']:>4}  slice {lay['slice_bytes']:>5} B "
+                f"x {lay['c_out']}")
+    prov = info["provenance"]
+    for key in ("tool", "command", "seed", "epochs", "final_losses", "created"):
+        if key in prov:
+            ctx.out(f"  {key:<12} {prov[key]}")
+    return 0
