@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -50,6 +51,8 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x71636174
 # How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 30.0
+# Waiting for another process's write lock: poll at random intervals in this range (seconds).
+LOCK_POLL_S = (0.0002, 0.002)
 # With when_empty = "wait": how often to look for new bytes.
 WAIT_POLL_S = 0.25
 # Largest single draw (a sanity bound for scripts; exhibits draw 203 bytes).
@@ -210,6 +213,7 @@ class EntropyPool:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._busy_timeout_s = busy_timeout_s
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
                                        check_same_thread=False)
@@ -250,10 +254,7 @@ class EntropyPool:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One `BEGIN IMMEDIATE` transaction: all of it is committed, or none of it."""
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise self._locked(exc) from None
+            self._begin_immediate()
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -262,10 +263,31 @@ class EntropyPool:
                     self._db.execute("ROLLBACK")
                 raise
 
+    def _begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE, polling the lock ourselves at short random intervals.
+
+        SQLite's own busy handler backs off to 100 ms sleeps; a process drawing in a loop
+        re-takes the lock within microseconds of releasing it, so a second process waiting that
+        way starves. Polling every fraction of a millisecond gives waiters a fair chance.
+        """
+        deadline = time.monotonic() + self._busy_timeout_s
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or time.monotonic() > deadline:
+                        raise self._locked(exc) from None
+                time.sleep(random.uniform(*LOCK_POLL_S))
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+
     def _locked(self, exc: sqlite3.OperationalError) -> ExternalError:
-        if "locked" in str(exc) or "busy" in str(exc):
+        if _is_busy(exc):
             return ExternalError(f"the entropy pool {self.path} stayed locked by another process "
-                                 f"for {BUSY_TIMEOUT_S:g} s",
+                                 f"for {self._busy_timeout_s:g} s",
                                  hint="another qcat is fetching or exporting; try again")
         return ExternalError(f"the entropy pool {self.path} failed: {exc}")
 
@@ -762,6 +784,11 @@ class EntropyPool:
                           "os_fallback_draws": n_fallback,
                           "exports": db.execute("SELECT count(*) FROM exports").fetchone()[0]}
         return rep
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
 
 
 def _first_mismatch(a: bytes, b: bytes) -> str:
