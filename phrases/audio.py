@@ -281,10 +281,11 @@ def play(samples12: np.ndarray, rate: int, backend: Any = None) -> None:
     hint = "write the verdict to a file instead with --wav OUT.wav"
     if backend is None:
         try:
-            import sounddevice as backend  # noqa: PLC0415  (PortAudio is only needed to play)
+            import sounddevice  # PortAudio is only needed to play, so import it late
         except (ImportError, OSError) as exc:
             raise DeviceError(f"audio playback is unavailable: sounddevice cannot load PortAudio "
                               f"({exc})", hint=hint + " (or install libportaudio2)") from exc
+        backend = sounddevice
     try:
         backend.query_devices(kind="output")
     except Exception as exc:  # sounddevice raises PortAudioError or ValueError for "no device"

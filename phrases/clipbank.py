@@ -59,7 +59,7 @@ def _align(n: int) -> int:
     return -(-n // SECTOR) * SECTOR
 
 
-def _crc(data: bytes | memoryview) -> int:
+def _crc(data: bytes | bytearray | memoryview) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 

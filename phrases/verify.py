@@ -93,7 +93,7 @@ def verify_durations(bank: Bank, report: VerifyReport, clip_seconds: list[float]
     for m, mood in enumerate(MOODS):
         slots = [clip_seconds[(m * len(SLOTS) + s) * per:(m * len(SLOTS) + s + 1) * per]
                  for s in range(len(SLOTS))]
-        top = [max(range(per), key=lambda i, xs=xs: xs[i]) for xs in slots]
+        top = [int(max(range(per), key=xs.__getitem__)) for xs in slots]
         hi = sum(xs[i] for xs, i in zip(slots, top, strict=True)) + 3 * gap_seconds
         lo = sum(min(xs) for xs in slots) + 3 * gap_seconds
         if hi > longest:

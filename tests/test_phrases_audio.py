@@ -182,3 +182,10 @@ def test_real_playback_on_a_machine_without_audio_is_a_device_error() -> None:
     with pytest.raises(DeviceError) as exc:
         audio.play(np.full(160, 2048, dtype=np.uint16), RATE_OUT)
     assert "--wav" in (exc.value.hint or "")
+
+
+def test_play_when_sounddevice_cannot_load_portaudio(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "sounddevice", None)  # import now fails
+    with pytest.raises(DeviceError, match="cannot load PortAudio") as exc:
+        audio.play(np.full(10, 2048, dtype=np.uint16), RATE_OUT)
+    assert "--wav" in (exc.value.hint or "") and "libportaudio2" in (exc.value.hint or "")
