@@ -3,6 +3,7 @@ own errors located by file, mood, slot and line, and the package's import hygien
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -78,14 +79,15 @@ def test_out_of_range_code_is_an_input_error() -> None:
 
 def test_duration_bound_reports_the_longest_verdict() -> None:
     bank = phrases.default_bank()
+    text_report = verify_text(bank)
     seconds = [1.0] * 128
     seconds[64 + 16 + 5] = 7.0  # motivated verb 5 is very slow to say
-    report = verify_durations(bank, verify_text(bank), seconds, gap_seconds=0.1)
+    report = verify_durations(bank, copy.deepcopy(text_report), seconds, gap_seconds=0.1)
     assert report.longest_seconds == pytest.approx(10.3)
     assert report.longest_seconds_code is not None
     assert split_code(report.longest_seconds_code).slots[1] == 5
     assert any("takes 10.30 s" in f for f in report.failures)
-    ok = verify_durations(bank, verify_text(bank), [1.5] * 128, gap_seconds=0.09)
+    ok = verify_durations(bank, text_report, [1.5] * 128, gap_seconds=0.09)
     assert ok.ok and ok.longest_seconds < MAX_VERDICT_SECONDS
 
 
