@@ -141,3 +141,16 @@ def test_missing_config_file_to_check(run_qcat, tmp_path):
 def test_console_script_runs_in_a_subprocess(qcat_subprocess):
     r = qcat_subprocess("--version")
     assert r.code == 0 and __version__ in r.out
+
+
+def test_a_closed_pipe_is_not_a_traceback(qcat_home):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run(
+        f"{sys.executable} -m installation.cli phrases list | head -1",
+        shell=True, capture_output=True, text=True, cwd=REPO)
+    assert proc.stdout.count("\n") == 1 and "\t" in proc.stdout
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

@@ -1,0 +1,186 @@
+"""Issue 7: exhibits end to end on the controller (promises E1, E2, F1, F2).
+
+Real parts throughout: the SQLite pool and archive on disk in a temporary home, the real CLI in a
+child process where a crash is involved, real PNG files. The weight image is a synthetic demo-size
+model written to disk (numpy only), so these tests do not depend on the trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from installation.exhibit import read_png_rgb
+from quantum import latent
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    from models import weightimage
+
+    path = tmp_path_factory.mktemp("model") / "synthetic-demo.qcw"
+    path.write_bytes(weightimage.encode(weightimage.synthetic("demo", seed=7)))
+    return path
+
+
+def generate(run_qcat, weights: Path, count: int, *extra: str) -> list[dict]:
+    r = run_qcat("generate", "--count", count, "--engine", "numpy", "--weights", weights,
+                 "--json", *extra)
+    assert r.code == 0, r.err
+    return json.loads(r.out)["generated"]
+
+
+def test_generate_list_show_verify(run_qcat, qcat_home, weights):
+    made = generate(run_qcat, weights, 3)
+    assert [e["id"] for e in made] == [1, 2, 3]
+    for e in made:
+        entropy = bytes.fromhex(e["entropy_hex"])
+        assert len(entropy) == latent.EXHIBIT_BYTES
+        code = latent.verdict_code(entropy[200:])
+        assert e["verdict_code"] == code.code and e["mood"] == code.mood
+        png = qcat_home / "gallery" / e["png_path"]
+        big = qcat_home / "gallery" / e["big_png_path"]
+        assert read_png_rgb(png).shape == (64, 64, 3)
+        assert read_png_rgb(big).shape == (512, 512, 3)
+        assert np.array_equal(read_png_rgb(big)[::8, ::8], read_png_rgb(png))
+        # offline: the pool is empty, the default policy is os and it is labelled so (E2)
+        assert e["source"] == "os-fallback"
+    listed = json.loads(run_qcat("gallery", "list", "--json").out)
+    assert [e["id"] for e in listed] == [1, 2, 3]
+    r = run_qcat("gallery", "show", "2")
+    assert r.code == 0 and made[1]["entropy_hex"] in r.out and "NOT quantum" in r.out
+    r = run_qcat("gallery", "verify", "--all")
+    assert r.code == 0, r.out + r.err
+    assert "3 exhibits checked, 0 problems" in r.out
+
+
+def test_the_same_bytes_give_the_same_exhibit_in_c_and_numpy(run_qcat, weights):
+    pytest.importorskip("firmware.cat_engine")
+    made = generate(run_qcat, weights, 2)
+    r = run_qcat("generate", "--count", "1", "--engine", "c", "--weights", weights, "--json")
+    assert r.code == 0, r.err
+    assert run_qcat("gallery", "verify", "--all").code == 0
+
+
+def test_verify_reports_a_tampered_png(run_qcat, qcat_home, weights):
+    made = generate(run_qcat, weights, 2)
+    png = qcat_home / "gallery" / made[1]["png_path"]
+    from PIL import Image
+
+    with Image.open(png) as img:
+        pixels = np.asarray(img.convert("RGB")).copy()
+    pixels[10, 10, 0] ^= 0x01  # one bit of one pixel
+    Image.fromarray(pixels).save(png)
+    r = run_qcat("gallery", "verify", "--all")
+    assert r.code == 1
+    assert "exhibit 2: image file" in r.out and "exhibit 1" not in r.out
+    assert "1 of 2 exhibits differ" in r.err
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("verdict_code", 5, "does not follow from its bytes"),
+        ("verdict_text", "The cat is fine.", "verdict text differs"),
+        ("image_sha256", "0" * 64, "re-rendered image differs"),
+    ],
+)
+def test_verify_reports_a_tampered_archive_row(run_qcat, qcat_home, weights, column, value, message):
+    generate(run_qcat, weights, 2)
+    with sqlite3.connect(qcat_home / "gallery.sqlite") as db:
+        db.execute(f"UPDATE exhibits SET {column} = ? WHERE id = 1", (value,))
+    r = run_qcat("gallery", "verify", "--all")
+    assert r.code == 1
+    assert f"exhibit 1: " in r.out and message in r.out
+    assert "exhibit 2" not in r.out
+
+
+def test_verify_reports_tampered_entropy(run_qcat, qcat_home, weights):
+    made = generate(run_qcat, weights, 1)
+    flipped = bytearray.fromhex(made[0]["entropy_hex"])
+    flipped[17] ^= 0x80
+    with sqlite3.connect(qcat_home / "gallery.sqlite") as db:
+        db.execute("UPDATE exhibits SET entropy_hex = ? WHERE id = 1", (flipped.hex(),))
+    r = run_qcat("gallery", "verify", "1")
+    assert r.code == 1 and "re-rendered image differs" in r.out
+
+
+def test_unknown_exhibit_and_bad_usage(run_qcat, weights):
+    assert run_qcat("gallery", "show", "99").code == 2
+    r = run_qcat("gallery", "verify")
+    assert r.code == 2 and "--all" in r.err
+
+
+def test_contact_sheet(run_qcat, qcat_home, weights, tmp_path):
+    made = generate(run_qcat, weights, 2)
+    out = tmp_path / "sheet"
+    r = run_qcat("gallery", "export", out)
+    assert r.code == 0
+    page = (out / "index.html").read_text()
+    for e in made:
+        assert e["big_png_path"] in page and (out / e["big_png_path"]).exists()
+        assert e["verdict_text"].replace("'", "&#x27;") in page
+    assert "os-fallback: NOT quantum" in page
+
+
+@pytest.mark.parametrize("crash_point", ["after-draw", "before-archive"])
+def test_sigkill_between_draw_and_archive_completes_with_the_same_bytes(
+        qcat_subprocess, qcat_home, weights, crash_point):
+    from quantum.pool import EntropyPool
+
+    r = qcat_subprocess("generate", "--engine", "numpy", "--weights", weights,
+                        env={"QCAT_CRASH_AT": crash_point})
+    assert r.code == -9, (r.code, r.err)
+    pool = EntropyPool(qcat_home / "entropy.sqlite")
+    draws = pool.draws()
+    pool.close()
+    assert len(draws) == 1 and draws[0].purpose.startswith("exhibit:")
+    drawn = draws[0].data
+    png_before = None
+    gallery_dir = qcat_home / "gallery"
+    if crash_point == "before-archive":
+        [png] = [p for p in gallery_dir.glob("cat-*.png") if "512" not in p.name]
+        png_before = png.read_bytes()
+    # nothing archived yet
+    r = qcat_subprocess("gallery", "list", "--json")
+    assert json.loads(r.out) == []
+    # restart: the pending exhibit is completed, and no new entropy is drawn for it
+    r = qcat_subprocess("generate", "--count", "0", "--engine", "numpy", "--weights", weights,
+                        "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["generated"] == []
+    [done] = doc["completed_pending"]
+    assert bytes.fromhex(done["entropy_hex"]) == drawn
+    pool = EntropyPool(qcat_home / "entropy.sqlite")
+    assert len(pool.draws()) == 1  # no extra bytes drawn
+    pool.close()
+    png_after = (gallery_dir / done["png_path"]).read_bytes()
+    if png_before is not None:
+        assert png_after == png_before
+    # the image is exactly what the reference renders from those bytes
+    assert qcat_subprocess("gallery", "verify", "--all").code == 0
+    # and running again completes nothing twice
+    r = qcat_subprocess("generate", "--count", "0", "--engine", "numpy", "--weights", weights,
+                        "--json")
+    assert json.loads(r.out)["completed_pending"] == []
+
+
+def test_missing_weights_is_a_clear_error(run_qcat, tmp_path):
+    r = run_qcat("generate", "--weights", tmp_path / "none.qcw")
+    assert r.code == 2 and "does not exist" in r.err
+
+
+def test_demo_runs_offline_and_says_where_its_entropy_came_from(qcat_subprocess, qcat_home, weights):
+    cfg = qcat_home / "qcat.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(f'[models]\nweights = "{weights}"\n[engine]\ndefault = "numpy"\n')
+    r = qcat_subprocess("demo", "--count", "2", "--no-speech")
+    assert r.code == 0, r.err
+    assert "os-fallback" in r.out and "NOT quantum" in r.out
+    assert "contact sheet:" in r.out and (qcat_home / "contact-sheet" / "index.html").exists()
+    assert r.out.count("the cat is ") == 2
