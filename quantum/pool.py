@@ -739,9 +739,12 @@ class EntropyPool:
                         v.append(f"batch {bid}: bytes {pos}..{start - 1} were spent without "
                                  "a draw or export owning them")
                     pos = max(pos, stop)
-                if pos != consumed:
-                    v.append(f"batch {bid}: cursor is {consumed} but draws and exports own "
-                             f"bytes up to {pos}")
+                if pos > consumed:
+                    v.append(f"batch {bid}: cursor is {consumed} but bytes up to {pos} were "
+                             f"handed out: bytes {consumed}..{pos - 1} would be handed out twice")
+                elif pos < consumed:
+                    v.append(f"batch {bid}: bytes {pos}..{consumed - 1} were spent without a "
+                             "draw or export owning them")
             for bid in spans_by_batch:
                 v.append(f"spans point at batch {bid}, which does not exist")
             n_draws = n_fallback = 0
