@@ -1,11 +1,202 @@
-"""`qcat bench`: placeholder until its feature lands (says so plainly)."""
+"""`qcat bench [--json]`: how fast the cat engines are, how big the unit's build is, how long the
+unit takes, and (when present) the entropy benchmark, in one report.
+
+For `demo` (the shipped trained model; a synthetic one until it ships) and `full` (synthetic
+weights: the arithmetic's speed does not depend on their values): milliseconds per image of the
+C engine (host build, single-threaded compute; with and without its prefetch thread), the numpy
+golden reference and the float torch model (torch.set_num_threads(1)), all measured in this run,
+with the ratios; the arena bytes; the rv32 build's text/data/bss and worst stack depth; and the
+modelled time on the unit per layer for the SD throughputs of firmware.bench, next to the 26 s
+anchor. Numbers taken while other programs run are noisy: the ratios of one run are what count.
+"""
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from typing import Any
 
-from installation.commands import command, not_built
+from installation.commands import add_json, command
+from installation.errors import QcatError
+
+# Timed runs per engine and model size (after one warm-up run each).
+REPEATS = {"demo": {"c": 30, "c_sync": 30, "numpy": 10, "torch": 30},
+           "full": {"c": 8, "c_sync": 8, "numpy": 3, "torch": 8}}
+QUICK_REPEATS = 3
+BENCH_SEED = 7
+SYNTHETIC_SEED = 1
 
 
 def register(sub: Any) -> None:
-    command(sub, "bench", "(not built yet)", not_built("qcat bench", "a later issue"))
+    p = command(sub, "bench", "speed and size benchmarks: cat engines, unit model, entropy",
+                _bench, description=__doc__)
+    p.add_argument("--quick", action="store_true",
+                   help=f"{QUICK_REPEATS} timed runs per engine (a smoke test, not a measurement)")
+    p.add_argument("--no-torch", action="store_true", help="skip the float torch model")
+    add_json(p)
+
+
+def _model_files(ctx: Any) -> dict[str, tuple[Path, str]]:
+    """size -> (weight image, where it came from)."""
+    from models import weightimage
+
+    folder = ctx.home.builds_dir / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, tuple[Path, str]] = {}
+    for size in ("demo", "full"):
+        if size == "demo" and weightimage.SHIPPED_DEMO.exists():
+            out[size] = (weightimage.SHIPPED_DEMO, "shipped trained model")
+            continue
+        path = folder / f"{size}-synthetic-{SYNTHETIC_SEED}.qcw"
+        if not weightimage.verify(path).ok:
+            weightimage.save(weightimage.synthetic(size, seed=SYNTHETIC_SEED), path)
+        out[size] = (path, f"synthetic weights (seed {SYNTHETIC_SEED})")
+    return out
+
+
+def _torch_model(size: str, img: Any) -> Any:
+    """The float generator of this size: the shipped checkpoint for demo when present."""
+    import torch
+
+    from models import cat, weightimage
+
+    torch.set_num_threads(1)
+    if size == "demo" and weightimage.SHIPPED_DEMO_STATE.exists():
+        return cat.generator_from(cat.load_checkpoint(weightimage.SHIPPED_DEMO_STATE))
+    g = cat.Generator(img.nz, img.ngf)
+    g.apply(cat.init_weights)
+    return g.eval()
+
+
+def measure_engines(ctx: Any, quick: bool = False, with_torch: bool = True) -> dict[str, Any]:
+    import numpy as np
+
+    from firmware import bench as fb
+    from firmware.cat_engine import CatEngine
+    from models import reference, weightimage
+
+    results: dict[str, Any] = {}
+    rng = np.random.default_rng(BENCH_SEED)
+    for size, (path, source) in _model_files(ctx).items():
+        img = weightimage.load(path)
+        latent = reference.quantize_latent(rng.standard_normal(img.nz), img)
+        reps = {k: (QUICK_REPEATS if quick else v) for k, v in REPEATS[size].items()}
+        row: dict[str, Any] = {"weights": str(path), "source": source,
+                               "conv_weights": img.conv_weights, "file_bytes": path.stat().st_size}
+        with CatEngine(path, threaded=True) as eng:
+            row["arena_bytes"] = eng.arena_bytes
+            row["c"] = fb.time_call(lambda e=eng, x=latent: e.generate(x), reps["c"])
+        with CatEngine(path, threaded=False) as eng:
+            row["c_sync"] = fb.time_call(lambda e=eng, x=latent: e.generate(x), reps["c_sync"])
+        row["numpy"] = fb.time_call(lambda m=img, x=latent: reference.run(m, x), reps["numpy"])
+        row["torch"] = None
+        if with_torch:
+            try:
+                import torch
+            except ImportError:
+                row["torch_note"] = "torch is not installed (pip install 'qcat[train]')"
+            else:
+                g = _torch_model(size, img)
+                z = torch.from_numpy(
+                    ((latent.astype(np.float64) - img.latent_zp) * img.latent_scale)
+                    .astype(np.float32))[None, :, None, None]
+
+                def run_torch(model: Any = g, x: Any = z) -> None:
+                    with torch.inference_mode():
+                        model(x)
+
+                row["torch"] = fb.time_call(run_torch, reps["torch"])
+        c = row["c"]["median_ms"]
+        row["ratios"] = {"c_over_numpy": c / row["numpy"]["median_ms"]}
+        if row["torch"]:
+            row["ratios"]["c_over_torch"] = c / row["torch"]["median_ms"]
+        shapes = [fb.LayerShape(lay.c_in, lay.c_out, lay.h_in, lay.h_out, lay.stride,
+                                lay.padding, lay.slice_bytes) for lay in img.layers]
+        row["unit"] = [_unit_dict(fb.unit_time(shapes, speed), name)
+                       for name, speed in fb.SD_THROUGHPUTS]
+        results[size] = row
+    return results
+
+
+def _unit_dict(t: Any, name: str) -> dict[str, Any]:
+    return {"sd": name, "sd_mb_per_s": t.sd_bytes_per_s / 1e6, "total_s": t.total_s,
+            "first_read_s": t.first_read_s,
+            "layers": [{"layer": lay.layer, "macs": lay.macs, "bytes": lay.bytes,
+                        "read_s": lay.read_s, "compute_s": lay.compute_s, "time_s": lay.time_s,
+                        "bound": lay.bound} for lay in t.layers]}
+
+
+def entropy_section() -> dict[str, Any]:
+    """quantum.bench's report when that module exists (it is another package's benchmark)."""
+    try:
+        from quantum import bench as qbench  # type: ignore[attr-defined]
+    except ImportError:
+        return {"available": False, "lines": ["entropy benchmark not available"]}
+    result = qbench.run()
+    params = inspect.signature(qbench.lines).parameters
+    lines = qbench.lines(result) if params else qbench.lines()
+    return {"available": True, "result": result, "lines": list(lines)}
+
+
+def _bench(ctx: Any, args: Any) -> int:
+    from firmware import bench as fb
+
+    engines = measure_engines(ctx, quick=args.quick, with_torch=not args.no_torch)
+    try:
+        rv32: dict[str, Any] = fb.rv32_build(ctx.home.builds_dir / "firmware-rv32")
+    except QcatError as exc:
+        rv32 = {"error": exc.message, "hint": exc.hint}
+    entropy = entropy_section()
+    report = {"engines": engines, "rv32": rv32, "unit_assumptions": fb.assumptions(),
+              "entropy": entropy}
+    if args.json:
+        ctx.emit_json(report)
+        return 0
+    for line in format_report(report):
+        ctx.out(line)
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> list[str]:
+    eng = report["engines"]
+    a = report["unit_assumptions"]
+    lines = ["cat engines: ms per image, median (C and torch compute on one thread; "
+             "numpy uses its BLAS threads)",
+             f"  {'model':<5} {'c':>8} {'c-sync':>8} {'numpy':>8} {'torch':>8} "
+             f"{'c/torch':>8} {'c/numpy':>8} {'arena B':>9}"]
+    for size, row in eng.items():
+        torch_ms = f"{row['torch']['median_ms']:8.2f}" if row["torch"] else f"{'-':>8}"
+        ratio_t = (f"{row['ratios']['c_over_torch']:7.2f}x" if "c_over_torch" in row["ratios"]
+                   else f"{'-':>8}")
+        lines.append(f"  {size:<5} {row['c']['median_ms']:8.2f} {row['c_sync']['median_ms']:8.2f} "
+                     f"{row['numpy']['median_ms']:8.2f} {torch_ms} {ratio_t} "
+                     f"{row['ratios']['c_over_numpy']:7.2f}x {row['arena_bytes']:9,}")
+    for size, row in eng.items():
+        lines.append(f"  {size}: {row['source']}, {row['conv_weights']:,} weights, "
+                     f"{row['file_bytes']:,}-byte image" + (f" ({row['torch_note']})"
+                                                            if row.get("torch_note") else ""))
+    rv = report["rv32"]
+    if "error" in rv:
+        lines.append(f"rv32 build: not measured: {rv['error']}"
+                     + (f" ({rv['hint']})" if rv.get("hint") else ""))
+    else:
+        lines.append(f"rv32 build (rv32imafc, -Os, picolibc): text {rv['text']:,} B, data "
+                     f"{rv['data']:,} B, bss {rv['bss']:,} B (the 512 KB arena), worst stack "
+                     f"{rv['stack_bytes']:,} B ({rv['stack_path']})")
+    lines.append(f"cat unit, modelled: {a['clock_hz'] / 1e6:.0f} MHz, {a['macs_per_cycle']} MAC/"
+                 f"cycle assumed (scalar rv32), {a['cycles_per_output']} cycles per output value, "
+                 f"CRC {a['crc_cycles_per_byte']} cycles/byte, reads of up to "
+                 f"{a['read_bytes'] // 1024} KB double-buffered; anchor: {a['anchor_s']:.0f} s "
+                 "per image (original build, SD-bound)")
+    for size, row in eng.items():
+        for u in row["unit"]:
+            lines.append(f"  {size}, {u['sd']} ({u['sd_mb_per_s']:g} MB/s): "
+                         f"{u['total_s']:.2f} s per image")
+            if size == "full":
+                for lay in u["layers"]:
+                    lines.append(f"    layer {lay['layer']}: {lay['bytes'] / 1e6:6.2f} MB "
+                                 f"read {lay['read_s']:6.2f} s, {lay['macs'] / 1e6:6.1f} M MAC "
+                                 f"compute {lay['compute_s']:5.2f} s -> {lay['time_s']:6.2f} s "
+                                 f"({lay['bound']}-bound)")
+    lines += ["entropy:"] + [f"  {line}" for line in report["entropy"]["lines"]]
+    return lines

@@ -1,0 +1,165 @@
+"""Benchmark helpers of the cat engine: timing, the rv32 build's sizes, and the cat unit's
+modelled generation time.
+
+The time model (DESIGN §5): weights stream from the SD card in read units (as many whole slices
+of one layer as fit in CAT_READ_BYTES, as cat_engine.c reads them); while one unit is computed the
+next is read (double buffering), so a unit costs max(read time, compute time), plus the first
+read that nothing overlaps. Compute time counts the multiply-accumulates the engine really runs
+(every stride-2 output pixel runs 4 taps over c_in; the first layer 1 tap), a fixed cost per output
+value (requantization, activation, store) and the CRC-32 of every slice byte, at an assumed
+MACS_PER_CYCLE on the 400 MHz V5F core. The assumptions are named constants and are printed
+next to the result; the 26 s of the original build is the anchor to compare with.
+
+Standard library + the firmware package only: never imports torch, models or installation.*
+(other than the leaf installation.errors).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from installation.errors import ExternalError, ToolMissing
+
+FIRMWARE_DIR = Path(__file__).resolve().parent
+RV_CC = "riscv64-unknown-elf-gcc"
+RV_PACKAGES = "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf"
+RV_BUILD_TIMEOUT_S = 300
+
+# The cat unit (CH32H417, QingKe V5F) as the model assumes it.
+UNIT_CLOCK_HZ = 400e6
+# Scalar RV32IMAFC (no packed-SIMD extension assumed): the -Os dot product is a load-byte,
+# load-byte, multiply, add loop, about 4 instructions per MAC at about 2 instructions per cycle.
+MACS_PER_CYCLE = 0.5
+# Requantization (64-bit multiply and shifts on a 32-bit core), activation and store per output.
+CYCLES_PER_OUTPUT = 60
+# Table-driven CRC-32, byte at a time.
+CRC_CYCLES_PER_BYTE = 6
+# SD throughputs (bytes per second): the original SPI-mode build, and 4-bit SDIO.
+SD_THROUGHPUTS = (("SPI-mode SD, original build", 0.47e6), ("4-bit SDIO", 8.0e6))
+ANCHOR_S = 26.0  # the original build: 26 s per image, SD-bound (../shared/reference/anchors.md)
+READ_BYTES = 64 * 1024  # CAT_READ_BYTES of cat_engine.h
+KERNEL = 4
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What the time model needs of a layer (from the weight image's layer table)."""
+
+    c_in: int
+    c_out: int
+    h_in: int
+    h_out: int
+    stride: int
+    padding: int
+    slice_bytes: int
+
+    @property
+    def taps(self) -> int:
+        """Taps per output pixel the engine runs: 2x2 for k4 s2 p1, else the valid ones of a
+        1x1 input (the first layer: one)."""
+        if self.stride == 2 and self.padding == 1:
+            return 4
+        return 1 if self.h_in == 1 else KERNEL * KERNEL
+
+    @property
+    def macs_per_channel(self) -> int:
+        return self.h_out * self.h_out * self.taps * self.c_in
+
+
+@dataclass
+class LayerTime:
+    layer: int
+    macs: int
+    bytes: int
+    read_s: float
+    compute_s: float
+    time_s: float  # sum over read units of max(read, compute)
+
+    @property
+    def bound(self) -> str:
+        return "SD" if self.read_s >= self.compute_s else "compute"
+
+
+@dataclass
+class UnitTime:
+    sd_bytes_per_s: float
+    layers: list[LayerTime]
+    first_read_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.first_read_s + sum(lay.time_s for lay in self.layers)
+
+
+def unit_time(layers: list[LayerShape], sd_bytes_per_s: float, clock_hz: float = UNIT_CLOCK_HZ,
+              macs_per_cycle: float = MACS_PER_CYCLE, read_bytes: int = READ_BYTES) -> UnitTime:
+    """The modelled generation time on the unit (see the module docstring)."""
+    out: list[LayerTime] = []
+    first_read = 0.0
+    for index, lay in enumerate(layers):
+        per_unit = max(1, read_bytes // lay.slice_bytes)
+        slice_cycles = (lay.macs_per_channel / macs_per_cycle
+                        + lay.h_out * lay.h_out * CYCLES_PER_OUTPUT
+                        + lay.slice_bytes * CRC_CYCLES_PER_BYTE)
+        read_total = compute_total = overlapped = 0.0
+        for first in range(0, lay.c_out, per_unit):
+            n = min(per_unit, lay.c_out - first)
+            read = n * lay.slice_bytes / sd_bytes_per_s
+            compute = n * slice_cycles / clock_hz
+            if index == 0 and first == 0:
+                first_read = read  # nothing to overlap the very first read with
+            read_total += read
+            compute_total += compute
+            overlapped += max(read, compute)
+        out.append(LayerTime(index + 1, lay.macs_per_channel * lay.c_out,
+                             lay.slice_bytes * lay.c_out, read_total, compute_total, overlapped))
+    return UnitTime(sd_bytes_per_s, out, first_read)
+
+
+def assumptions() -> dict[str, Any]:
+    return {"clock_hz": UNIT_CLOCK_HZ, "macs_per_cycle": MACS_PER_CYCLE,
+            "cycles_per_output": CYCLES_PER_OUTPUT, "crc_cycles_per_byte": CRC_CYCLES_PER_BYTE,
+            "read_bytes": READ_BYTES, "anchor_s": ANCHOR_S}
+
+
+def time_call(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> dict[str, float]:
+    """Wall-clock milliseconds of `fn()`: min and median over `repeat` runs after `warmup`."""
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        runs.append((time.perf_counter() - start) * 1e3)
+    return {"min_ms": min(runs), "median_ms": statistics.median(runs), "runs": repeat}
+
+
+def rv32_build(build_dir: Path) -> dict[str, Any]:
+    """`make rv32` into `build_dir`: text/data/bss of the unit image and the worst stack depth."""
+    if shutil.which(RV_CC) is None:
+        raise ToolMissing(f"{RV_CC} is not installed, so the unit's RISC-V build cannot be measured",
+                          hint=f"sudo apt-get install {RV_PACKAGES}")
+    if shutil.which("make") is None:
+        raise ToolMissing("`make` is not installed", hint="sudo apt-get install make")
+    proc = subprocess.run(["make", "--no-print-directory", "-C", str(FIRMWARE_DIR), "rv32",
+                           f"BUILD={build_dir}"], capture_output=True, text=True,
+                          timeout=RV_BUILD_TIMEOUT_S)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise ExternalError("the rv32 build failed: " + " / ".join(tail))
+    sizes = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+\d+\s+[0-9a-f]+\s+\S*cat_unit\.elf",
+                      proc.stdout, re.M)
+    stack = re.search(r"worst stack depth: (\d+) bytes \((.+)\)", proc.stdout)
+    if not sizes or not stack:
+        raise ExternalError("the rv32 build printed no sizes (size or stackdepth.py changed?)")
+    text, data, bss = (int(v) for v in sizes.groups())
+    return {"text": text, "data": data, "bss": bss, "stack_bytes": int(stack.group(1)),
+            "stack_path": stack.group(2), "warnings": proc.stderr.count("warning:")}
