@@ -191,6 +191,7 @@ class Generator:
             "source": draw.source,
             "provenance": draw.provenance,
             "model_sha256": model.sha256,
+            "model_path": str(model.path.absolute()),
             "model_size": model.size,
             "engine": self.engine,
             "image_sha256": hashlib.sha256(rendered.rgb.tobytes()).hexdigest(),

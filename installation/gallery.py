@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS exhibits (
     source        TEXT NOT NULL,
     provenance    TEXT NOT NULL,
     model_sha256  TEXT NOT NULL,
+    model_path    TEXT NOT NULL,
     model_size    TEXT NOT NULL,
     engine        TEXT NOT NULL,
     image_sha256  TEXT NOT NULL,
@@ -61,6 +62,7 @@ class Exhibit:
     source: str
     provenance: dict[str, Any]
     model_sha256: str
+    model_path: str
     model_size: str
     engine: str
     image_sha256: str
@@ -137,6 +139,10 @@ class Gallery:
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM exhibits").fetchone()[0])
+
+    def model_paths(self) -> list[str]:
+        """Every weight image path the archive's exhibits were made with (for re-rendering)."""
+        return [r[0] for r in self._db.execute("SELECT DISTINCT model_path FROM exhibits")]
 
     def archived_draw_ids(self) -> set[int]:
         return {int(r[0]) for r in self._db.execute("SELECT draw_id FROM exhibits")}

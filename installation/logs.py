@@ -57,4 +57,4 @@ def setup(log_file: Path, level: str = "INFO", max_bytes: int = 1_000_000, backu
         handler.addFilter(SecretFilter())
         handler._qcat = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
+    root.setLevel(min(h.level for h in handlers))

@@ -70,7 +70,7 @@ def show(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def verify(ctx: Any, args: argparse.Namespace) -> int:
-    from installation.commands.generate import known_models, weights_path
+    from installation.commands.generate import known_models
     from installation.exhibit import load_model
     from installation.exhibit import verify as verify_exhibits
 
@@ -78,12 +78,12 @@ def verify(ctx: Any, args: argparse.Namespace) -> int:
         raise UsageError("name an exhibit number or use --all")
     if args.id is not None and args.all:
         raise UsageError("give an exhibit number or --all, not both")
-    models = {}
-    for path in known_models(ctx, weights_path(ctx)):
-        if path.exists():
-            model = load_model(path)
-            models[model.sha256] = model
     with _open(ctx) as gallery:
+        models = {}
+        for path in known_models(ctx, [Path(p) for p in gallery.model_paths()]):
+            if path.exists():
+                model = load_model(path)
+                models[model.sha256] = model
         exhibits = list(gallery.all()) if args.all else [gallery.get(args.id)]
         problems = verify_exhibits(exhibits, gallery, models)
     if args.json:

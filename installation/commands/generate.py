@@ -44,11 +44,11 @@ def clip_bank_path(ctx: Any) -> Path:
     return ctx.home.builds_dir / "verdicts.qcv"
 
 
-def known_models(ctx: Any, current: Path) -> list[Path]:
-    """Weight images an archived or pending exhibit may refer to."""
+def known_models(ctx: Any, first: list[Path]) -> list[Path]:
+    """Weight images an archived or pending exhibit may refer to (`first` are tried first)."""
     from models.weightimage import SHIPPED_DEMO
 
-    found = [current, SHIPPED_DEMO]
+    found = [*first, SHIPPED_DEMO]
     if ctx.config["models.weights"]:
         found.append(Path(ctx.config["models.weights"]).expanduser())
     found += sorted(ctx.home.builds_dir.glob("*.qcw"))
@@ -70,7 +70,7 @@ def open_generator(ctx: Any, engine: str | None, weights: str | None) -> Any:
         clip_bank_path=clip_bank_path(ctx),
         when_empty=ctx.config["entropy.when_empty"],
         wait_timeout_s=ctx.config["entropy.wait_timeout_s"],
-        other_models=known_models(ctx, path),
+        other_models=known_models(ctx, [path]),
     )
 
 
