@@ -56,10 +56,9 @@ def known_models(ctx: Any, first: list[Path]) -> list[Path]:
 
 
 def open_generator(ctx: Any, engine: str | None, weights: str | None) -> Any:
-    from quantum.pool import EntropyPool
-
     from installation.exhibit import Generator, load_model
     from installation.gallery import Gallery
+    from quantum.pool import EntropyPool
 
     path = weights_path(ctx, weights)
     return Generator(
