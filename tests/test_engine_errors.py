@@ -232,3 +232,16 @@ def test_read_only_package_builds_into_a_cache(tmp_path: Path,
     monkeypatch.setattr(cat_engine.os, "access",
                         lambda p, mode: False if Path(p) == ro else real_access(p, mode))
     assert cat_engine.build_dir() == tmp_path / "cache" / "qcat" / "firmware-build"
+
+
+def test_slice_constants_outside_the_format_are_refused(demo, tmp_path: Path) -> None:
+    """A left shift (valid CRC, right place) is refused mid-run, not computed with overflow."""
+    _path, data, img = demo
+    lay = img.layers[1]
+    start = _slice_offset(img, data, 1, 3)
+    tail = start + 16 * lay.c_in
+    bad = bytearray(data)
+    struct.pack_into("<i", bad, tail + 8, 5)  # shift = +5
+    crc_at = start + lay.slice_bytes - 4
+    struct.pack_into("<I", bad, crc_at, zlib.crc32(bytes(bad[start:crc_at])))
+    assert _code_of(_variant(tmp_path, bytes(bad), "shift.qcw")) == CODES["CAT_E_UNSUPPORTED"]

@@ -275,9 +275,25 @@ static void fill_border(uint8_t *act, uint32_t h, uint32_t c, uint8_t value)
     }
 }
 
-/* Shifts outside this range cannot come from QuantizeMultiplier and would overflow 64 bits. */
-#define CAT_SHIFT_MIN (-62)
-#define CAT_SHIFT_MAX 31
+/* The constants QuantizeMultiplier can give and the weight image allows (models.weightimage
+ * refuses the rest too): a Q31 multiplier in [2^30, 2^31) or 0, no left shift, and a bias small
+ * enough that every accumulator fits an int32 (|w| <= 127, |x - zp| <= 255 over 16 c_in taps),
+ * so every 64-bit intermediate of mbqm stays far from overflow. */
+#define CAT_SHIFT_MIN (-31)
+#define CAT_SHIFT_MAX 0
+#define CAT_Q31_MIN ((int32_t)1 << 30)
+#define CAT_WEIGHT_MAX 127
+#define CAT_INPUT_SPAN 255
+
+static int constants_ok(const qcw_slice_t *s, const qcw_layer_t *l)
+{
+    int64_t bias_limit = (int64_t)INT32_MAX -
+        (int64_t)CAT_KERNEL * CAT_KERNEL * l->c_in * CAT_WEIGHT_MAX * CAT_INPUT_SPAN;
+    int64_t bias = s->bias;
+    return s->shift >= CAT_SHIFT_MIN && s->shift <= CAT_SHIFT_MAX &&
+           (s->multiplier == 0 || s->multiplier >= CAT_Q31_MIN) &&
+           (bias < 0 ? -bias : bias) <= bias_limit;
+}
 
 /* A read unit: `count` consecutive slices (channels first..first+count-1) of one layer, contiguous
  * in the file, so one multi-block read brings them all. */
@@ -370,8 +386,7 @@ int cat_generate(cat_engine_t *e, const int8_t *latent, uint8_t *rgb, const cat_
             qcw_slice_t s;
             uint16_t c = (uint16_t)(cur.first + j);
             rc = qcw_open_slice(buf[k] + (size_t)j * l->slice_bytes, l, cur.layer, c, &s);
-            if (rc == CAT_OK && (s.shift < CAT_SHIFT_MIN || s.shift > CAT_SHIFT_MAX))
-                rc = CAT_E_UNSUPPORTED;
+            if (rc == CAT_OK && !constants_ok(&s, l)) rc = CAT_E_UNSUPPORTED;
             if (rc != CAT_OK) break;
             compute_channel(l, &s, m->tanh_table, in, out, c);
             done++;
