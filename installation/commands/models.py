@@ -12,7 +12,6 @@ handlers that need it, so `qcat --help` stays fast.
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +75,17 @@ def _add_quantize_args(p: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration entropy")
 
 
-def _command_line() -> str:
-    return "qcat " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def canonical(*words: Any) -> str:
+    """The command as a user would type it again (provenance), from the parsed arguments."""
+    return "qcat " + " ".join(shlex.quote(str(w)) for w in words)
 
 
 def _init(ctx: Any, args: Any) -> int:
     from models import cat
 
     g, d = cat.make_models(args.size, args.seed)
-    ckpt = cat.new_checkpoint(args.size, args.seed, g, d, command=_command_line())
+    ckpt = cat.new_checkpoint(args.size, args.seed, g, d, command=canonical(
+        "models", "init", "cat", "--size", args.size, "--seed", args.seed, "--out", args.out))
     cat.save_checkpoint(Path(args.out), ckpt)
     ctx.out(f"wrote untrained {args.size} cat model ({g.conv_weight_count():,} conv weights) "
             f"to {args.out}")
@@ -112,7 +113,11 @@ def _train(ctx: Any, args: Any) -> int:
     with ProgressBar("training") as bar:
         ckpt = train.train(out, images, size=args.size, epochs=args.epochs, seed=args.seed,
                            batch_size=args.batch_size, resume=not args.fresh,
-                           samples_dir=samples, device=args.device, command=_command_line(),
+                           samples_dir=samples, device=args.device,
+                           command=canonical("models", "train", "cat", "--data", args.data,
+                                             "--images", args.images, "--size", args.size,
+                                             "--epochs", args.epochs, "--seed", args.seed,
+                                             "--batch-size", args.batch_size, "--out", args.out),
                            data_desc=desc, progress=bar)
     last = ckpt["history"][-1] if ckpt["history"] else {}
     ctx.out(f"trained {args.size} cat model to epoch {ckpt['epoch']}: "

@@ -10,7 +10,6 @@ reads and checks (numpy only).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +41,9 @@ def register(sub: Any) -> None:
 
 def build_weights(ctx: Any, args: Any) -> int:
     """`qcat sd weights build` and `qcat models quantize`."""
-    import shlex
-
     import torch
 
+    from installation.commands.models import canonical
     from models import cat, quantize, weightimage
 
     torch.set_num_threads(1)
@@ -60,7 +58,9 @@ def build_weights(ctx: Any, args: Any) -> int:
     with ProgressBar("quantizing") as bar:
         img = quantize.quantize(ckpt, calibration=n, seed=args.seed,
                                 checkpoint_sha256=weightimage.sha256_of(ckpt_path),
-                                command="qcat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                                command=canonical("sd", "weights", "build", ckpt_path,
+                                                  "--out", out, "--calibration", n,
+                                                  "--seed", args.seed),
                                 progress=bar)
     digest = weightimage.save(img, out)
     ctx.out(f"wrote {out}: {img.model_size} model, {img.conv_weights:,} conv weights, "

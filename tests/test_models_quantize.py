@@ -1,0 +1,146 @@
+"""Quantization and the two integer paths: BN folding is exact in float, the quantized constants
+obey the rules an int32 engine relies on, and numpy reference == torch int64 path per layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models import cat, quantize, reference, torch_int  # noqa: E402
+from models import weightimage as wi  # noqa: E402
+
+pytestmark = pytest.mark.needs_torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def randomized_generator(size: str = "demo", seed: int = 0) -> cat.Generator:
+    """An untrained generator whose BatchNorms have non-trivial statistics (as after training):
+    running statistics measured on a batch, then random gamma and beta."""
+    g, _ = cat.make_models(size, seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in g.bns():
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration batch
+        g.train()
+        g(torch.randn(64, 100, 1, 1, generator=gen))
+        for bn in g.bns():
+            c = bn.num_features
+            bn.weight.copy_(0.5 + torch.rand(c, generator=gen))
+            bn.bias.copy_(0.3 * torch.randn(c, generator=gen))
+    return g.eval()
+
+
+@pytest.fixture(scope="module")
+def quantized() -> tuple[wi.WeightImage, cat.Generator]:
+    torch.set_num_threads(1)
+    g = randomized_generator("demo", 4)
+    ckpt = cat.new_checkpoint("demo", 4, g, history=[{"epoch": 1, "loss_d": 1.0}])
+    img = quantize.quantize(ckpt, calibration=1000, seed=9, checkpoint_sha256="ab" * 32,
+                            command="test")
+    return wi.decode(wi.encode(img)), g
+
+
+def test_bn_folding_leaves_the_float_output_unchanged():
+    g = randomized_generator("demo", 1).double()
+    z = torch.randn(8, 100, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = g(z)
+        # also every intermediate: the folded layer i equals conv -> BN -> ReLU of the original
+        x, originals = z, []
+        for m in g.main:
+            x = m(x)
+            if isinstance(m, torch.nn.ReLU):
+                originals.append(x)
+    folded = quantize.folded_forward(quantize.fold_bn(g), g, z)
+    assert torch.allclose(torch.tanh(folded[-1]), want, rtol=0, atol=1e-12)
+    for i, (a, b) in enumerate(zip(folded[:-1], originals, strict=True)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10), f"layer {i}"
+    assert float((want - g.float()(z.float()).double()).abs().max()) > 0  # the test can see error
+
+
+def test_quantized_constants_follow_the_rules(quantized):
+    img, g = quantized
+    assert img.conv_weights == g.conv_weight_count() == 1_099_264
+    assert img.latent_zp == 0 and img.layers[0].in_zp == 0
+    for i, lay in enumerate(img.layers):
+        per_channel_max = np.abs(lay.weights.astype(int)).reshape(lay.c_out, -1).max(axis=1)
+        assert per_channel_max.max() == 127 and per_channel_max.min() >= 126, i  # symmetric
+        assert (lay.shift <= 0).all() and (lay.multiplier >= 2**30).all()
+        if lay.activation == wi.ACT_RELU:
+            assert lay.out_zp == -128  # ReLU range [0, max]
+    # the weights really are the folded weights at the channel's scale
+    w, b = quantize.fold_bn(g)[2]
+    lay = img.layers[2]
+    scale = np.abs(w.numpy()).max(axis=(0, 2, 3)) / 127
+    back = lay.weights.transpose(3, 0, 1, 2) * scale[None, :, None, None]
+    assert np.abs(back - w.numpy()).max() <= scale.max() / 2 + 1e-12
+    prov = img.provenance
+    assert prov["calibration"]["latents"] == 1000 and prov["checkpoint_sha256"] == "ab" * 32
+    assert prov["final_losses"] == {"epoch": 1, "loss_d": 1.0} and prov["seed"] == 4
+
+
+def test_calibration_refuses_fewer_than_1000_latents():
+    g = randomized_generator()
+    with pytest.raises(ValueError, match="at least 1000"):
+        quantize.quantize(cat.new_checkpoint("demo", 0, g), calibration=999)
+
+
+def test_int8_model_tracks_the_float_model(quantized):
+    from models import quality
+
+    img, g = quantized
+    report = quality.measure(img, g, n=16, seed=3)
+    assert report["psnr_db_mean"] > 25, report  # an untrained-but-scaled model, not the goal
+
+
+def _compare(img: wi.WeightImage, latents: np.ndarray) -> None:
+    for n, q in enumerate(reference.quantize_latent(latents, img)):
+        problem = reference.first_mismatch(torch_int.run(img, q), reference.run(img, q),
+                                           ("torch int64", "numpy reference"))
+        assert problem is None, f"latent {n}: {problem}"
+
+
+def test_numpy_reference_equals_torch_int64_path_random_weights():
+    rng = np.random.default_rng(11)
+    for seed in (0, 1, 2):
+        _compare(wi.synthetic("demo", seed), rng.standard_normal((4, 100)) * 1.5)
+
+
+def test_numpy_reference_equals_torch_int64_path_quantized_weights(quantized):
+    img, _ = quantized
+    _compare(img, quantize.calibration_latents(12, seed=77))
+
+
+def test_numpy_reference_equals_torch_int64_path_shipped_model():
+    if not wi.SHIPPED_DEMO.exists():
+        pytest.skip("the shipped demo model is not built yet")
+    img = wi.load(wi.SHIPPED_DEMO)
+    _compare(img, quantize.calibration_latents(12, seed=5))
+
+
+@pytest.mark.slow
+def test_numpy_reference_equals_torch_int64_path_full_size():
+    img = wi.synthetic("full", seed=3)
+    _compare(img, np.random.default_rng(3).standard_normal((1, 100)))
+
+
+def test_first_mismatch_names_layer_channel_pixel_and_values():
+    img = wi.synthetic("demo", 0)
+    q = reference.quantize_latent(np.ones(100), img)
+    good = reference.run(img, q)
+    bad = [a.copy() for a in good]
+    bad[3][17, 5, 9] = np.int8(int(bad[3][17, 5, 9]) ^ 1)
+    msg = reference.first_mismatch(bad, good, ("C", "reference"))
+    assert msg == (f"layer 3, channel 17, pixel (5, 9): C {int(bad[3][17, 5, 9])}, reference "
+                   f"{int(good[3][17, 5, 9])}; 1 of 32,768 differ")
+    # a changed weight really changes the torch path's output (the comparison can fail)
+    img.layers[1].weights[5] = -img.layers[1].weights[5]
+    msg = reference.first_mismatch(torch_int.run(img, q), good)
+    assert msg is not None and msg.startswith("layer 1, channel 5, pixel")
