@@ -144,13 +144,14 @@ class FakeAnu:
             return self._send(h, 403, {"message": "Forbidden"})
         if behaviour == "slow":
             time.sleep(self.slow_s)
-        status_bodies = {"429": (429, {"message": "Limit Exceeded"}),
+        status_bodies: dict[str, tuple[int, dict[str, Any]]] = {"429": (429, {"message": "Limit Exceeded"}),
                          "503": (503, {"message": "Service Unavailable"}),
                          "403": (403, {"message": "Forbidden"}),
                          "success-false": (200, {"success": False,
                                                  "message": "The service is unavailable"})}
         if behaviour in status_bodies:
-            return self._send(h, *status_bodies[behaviour])
+            status, body = status_bodies[behaviour]
+            return self._send(h, status, body)
         if behaviour == "500-legacy":
             return self._send_raw(h, 500, LEGACY_RATE_BODY.encode(), "text/html")
         if behaviour == "not-json":
