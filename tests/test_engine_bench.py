@@ -51,7 +51,7 @@ def test_entropy_section_with_and_without_quantum_bench(monkeypatch: pytest.Monk
     monkeypatch.setitem(sys.modules, "quantum.bench", None)  # import fails
     assert cmd.entropy_section()["lines"] == ["entropy benchmark not available"]
     fake = types.ModuleType("quantum.bench")
-    fake.run = lambda: {"draws_per_s": 123}  # type: ignore[attr-defined]
+    fake.run = lambda progress=None: {"draws_per_s": 123}  # type: ignore[attr-defined]
     fake.lines = lambda result: [f"pool: {result['draws_per_s']} draws/s"]  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "quantum.bench", fake)
     import quantum
@@ -63,7 +63,7 @@ def test_entropy_section_with_and_without_quantum_bench(monkeypatch: pytest.Monk
 
 @pytest.mark.slow
 def test_bench_report(run_qcat) -> None:
-    res = run_qcat("bench", "--quick", "--no-torch", "--json")
+    res = run_qcat("bench", "--quick", "--no-torch", "--no-entropy", "--json")
     assert res.code == 0, res.err
     doc = json.loads(res.out)
     full = doc["engines"]["full"]
@@ -75,6 +75,6 @@ def test_bench_report(run_qcat) -> None:
         assert len(row["unit"][0]["layers"]) == 5
     if "error" not in doc["rv32"]:
         assert doc["rv32"]["text"] > 0 and doc["rv32"]["warnings"] == 0
-    res = run_qcat("bench", "--quick", "--no-torch")
+    res = run_qcat("bench", "--quick", "--no-torch", "--no-entropy")
     assert res.code == 0
     assert "c/numpy" in res.out and "26 s" in res.out and "layer 2:" in res.out

@@ -12,12 +12,13 @@ anchor. Numbers taken while other programs run are noisy: the ratios of one run 
 
 from __future__ import annotations
 
-import inspect
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from installation.commands import add_json, command
 from installation.errors import QcatError
+from installation.progress import ProgressBar
 
 # Timed runs per engine and model size (after one warm-up run each).
 REPEATS = {"demo": {"c": 30, "c_sync": 30, "numpy": 10, "torch": 30},
@@ -33,6 +34,7 @@ def register(sub: Any) -> None:
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK_REPEATS} timed runs per engine (a smoke test, not a measurement)")
     p.add_argument("--no-torch", action="store_true", help="skip the float torch model")
+    p.add_argument("--no-entropy", action="store_true", help="skip the entropy benchmark")
     add_json(p)
 
 
@@ -85,10 +87,10 @@ def measure_engines(ctx: Any, quick: bool = False, with_torch: bool = True) -> d
                                "conv_weights": img.conv_weights, "file_bytes": path.stat().st_size}
         with CatEngine(path, threaded=True) as eng:
             row["arena_bytes"] = eng.arena_bytes
-            row["c"] = fb.time_call(lambda e=eng, x=latent: e.generate(x), reps["c"])
+            row["c"] = fb.time_call(partial(eng.generate, latent), reps["c"])
         with CatEngine(path, threaded=False) as eng:
-            row["c_sync"] = fb.time_call(lambda e=eng, x=latent: e.generate(x), reps["c_sync"])
-        row["numpy"] = fb.time_call(lambda m=img, x=latent: reference.run(m, x), reps["numpy"])
+            row["c_sync"] = fb.time_call(partial(eng.generate, latent), reps["c_sync"])
+        row["numpy"] = fb.time_call(partial(reference.run, img, latent), reps["numpy"])
         row["torch"] = None
         if with_torch:
             try:
@@ -126,16 +128,14 @@ def _unit_dict(t: Any, name: str) -> dict[str, Any]:
                         "bound": lay.bound} for lay in t.layers]}
 
 
-def entropy_section() -> dict[str, Any]:
-    """quantum.bench's report when that module exists (it is another package's benchmark)."""
+def entropy_section(progress: Any = None) -> dict[str, Any]:
+    """quantum.bench's report when that module exists (it is the entropy package's benchmark)."""
     try:
-        from quantum import bench as qbench  # type: ignore[attr-defined]
+        from quantum import bench as qbench
     except ImportError:
         return {"available": False, "lines": ["entropy benchmark not available"]}
-    result = qbench.run()
-    params = inspect.signature(qbench.lines).parameters
-    lines = qbench.lines(result) if params else qbench.lines()
-    return {"available": True, "result": result, "lines": list(lines)}
+    result = qbench.run(progress=progress)
+    return {"available": True, "result": result, "lines": list(qbench.lines(result))}
 
 
 def _bench(ctx: Any, args: Any) -> int:
@@ -146,7 +146,11 @@ def _bench(ctx: Any, args: Any) -> int:
         rv32: dict[str, Any] = fb.rv32_build(ctx.home.builds_dir / "firmware-rv32")
     except QcatError as exc:
         rv32 = {"error": exc.message, "hint": exc.hint}
-    entropy = entropy_section()
+    if args.no_entropy:
+        entropy = {"available": False, "lines": ["entropy benchmark skipped (--no-entropy)"]}
+    else:
+        with ProgressBar("entropy bench", enabled=not args.json) as bar:
+            entropy = entropy_section(progress=bar)
     report = {"engines": engines, "rv32": rv32, "unit_assumptions": fb.assumptions(),
               "entropy": entropy}
     if args.json:
