@@ -170,9 +170,11 @@ def _torch_rgb(generator: Any, img: Any, latent: np.ndarray) -> np.ndarray:
 
     from models import reference
 
-    if generator.nz != img.nz:
-        raise InputError(f"the checkpoint's latent length {generator.nz} differs from the "
-                         f"weight image's {img.nz}", hint="pass the checkpoint of this model")
+    if (generator.nz, generator.ngf) != (img.nz, img.ngf):
+        raise InputError(f"the float checkpoint (nz {generator.nz}, ngf {generator.ngf}) is not "
+                         f"the weight image's model (nz {img.nz}, ngf {img.ngf})",
+                         hint="pass the checkpoint this weight image was quantized from "
+                              "with --checkpoint")
     scale = float(np.float32(img.latent_scale))
     z = (latent.astype(np.float64) - img.latent_zp) * scale
     with torch.inference_mode():

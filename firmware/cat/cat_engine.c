@@ -12,8 +12,8 @@
  * Arena (cat_plan_arena): one activation region sized max over layers of (input + output); a layer
  * reads its input from one end and writes its output at the other, and the next layer swaps ends.
  * Activations carry a one-pixel border holding their zero point, so every output pixel of a
- * stride-2 layer runs the same four taps (no border cases in the inner loop). Then two slice
- * buffers sized for the largest slice. No int32 plane: in gather form every output pixel's
+ * stride-2 layer runs the same four taps (no border cases in the inner loop). Then the two read
+ * buffers, each max(largest slice, CAT_READ_BYTES). No int32 plane: in gather form every output pixel's
  * accumulator lives in a register from its first tap to its requantization.
  */
 #include "cat_engine.h"
