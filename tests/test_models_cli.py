@@ -95,6 +95,20 @@ def test_init_build_verify_quality(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["ok"] and report["latents"] == 8
     assert np.isfinite(report["psnr_db_mean"]) and 0 < report["ssim_mean"] <= 1
+    # the generator-only export loads and is much smaller than a training checkpoint
+    slim = tmp_path / "g.pt"
+    assert qcat(tmp_path, "models", "export", str(ckpt), "--out", str(slim)) == 0
+    assert slim.stat().st_size < ckpt.stat().st_size  # no discriminator, no optimizer state
+    from models import cat
+
+    assert "discriminator" not in cat.load_checkpoint(slim)
+    png = tmp_path / "s.png"
+    assert qcat(tmp_path, "models", "samples", "--weights", str(out), "--out", str(png),
+                "-n", "4", "--scale", "1") == 0
+    from PIL import Image
+
+    assert Image.open(png).size == (2 * 66 + 2, 2 * 66 + 2)
+    capsys.readouterr()
     # a checkpoint that is not one
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not torch")

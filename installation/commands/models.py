@@ -2,6 +2,8 @@
 
     qcat models init cat --size demo|full --seed N --out CKPT
     qcat models train cat --data DIR|procedural --size demo|full --epochs N --out CKPT
+    qcat models export CKPT --out PT                 (generator only: the shipped cat-demo.pt)
+    qcat models samples [--weights FILE] --out PNG   (a grid of int8 cats, numpy reference)
     qcat models quantize CKPT --out FILE.qcw         (same as `qcat sd weights build`)
     qcat models quality [--weights FILE] [--state CKPT] [--latents N] [--json]
 
@@ -51,6 +53,20 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=DEFAULT_TRAIN_THREADS,
                    help="CPU threads for torch")
     p.add_argument("--fresh", action="store_true", help="start over even if CKPT exists")
+
+    p = command(cmds, "export", "write the generator-only checkpoint (small; what the torch "
+                "engine and `quality` load)", _export)
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--out", required=True, metavar="PT")
+
+    p = command(cmds, "samples", "render a grid of int8 cats (numpy reference) as a PNG",
+                _samples)
+    p.add_argument("--weights", metavar="FILE",
+                   help="weight image (default: models.weights, else the shipped demo)")
+    p.add_argument("--out", required=True, metavar="PNG")
+    p.add_argument("-n", type=int, default=64, help="cats in the grid")
+    p.add_argument("--seed", type=int, default=0, help="seed of the entropy bytes")
+    p.add_argument("--scale", type=int, default=2, help="enlarge each pixel this many times")
 
     p = command(cmds, "quantize", "quantize a checkpoint into a .qcw weight image", _quantize)
     _add_quantize_args(p)
@@ -123,6 +139,37 @@ def _train(ctx: Any, args: Any) -> int:
     ctx.out(f"trained {args.size} cat model to epoch {ckpt['epoch']}: "
             f"loss D {last.get('loss_d')}, G {last.get('loss_g')}; checkpoint {out}; "
             f"samples in {samples}")
+    return 0
+
+
+def _export(ctx: Any, args: Any) -> int:
+    from models import cat
+
+    ckpt = cat.load_checkpoint(Path(args.checkpoint))
+    slim = {k: ckpt.get(k) for k in ("size", "nz", "ngf", "seed", "epoch", "history", "command",
+                                     "data", "generator")}
+    slim["generator"] = {k: v.detach().clone() for k, v in ckpt["generator"].items()}
+    cat.generator_from(slim)  # refuse to export something that does not load
+    cat.save_checkpoint(Path(args.out), slim)
+    ctx.out(f"wrote the generator of {args.checkpoint} (epoch {ckpt.get('epoch')}) to {args.out}")
+    return 0
+
+
+def _samples(ctx: Any, args: Any) -> int:
+    import numpy as np
+
+    from models import data, quality, reference, weightimage
+
+    if args.n < 1 or args.scale < 1:
+        raise UsageError("-n and --scale must be at least 1")
+    weights = Path(args.weights or ctx.config["models.weights"] or weightimage.SHIPPED_DEMO)
+    img = weightimage.load(weights)
+    z = quality.entropy_latents(args.n, args.seed)
+    last = reference.run_batch(img, reference.quantize_latent(z, img))[-1]
+    rgb = np.stack([reference.to_rgb(x) for x in last])
+    cols = int(np.ceil(np.sqrt(args.n)))
+    data.save_png(Path(args.out), data.grid(rgb, cols=cols), scale=args.scale)
+    ctx.out(f"wrote {args.n} int8 cats from {weights} to {args.out}")
     return 0
 
 
