@@ -213,15 +213,26 @@ class Generator:
         return self._bank
 
 
-def verify(exhibits: Iterable[Exhibit], gallery: Gallery, models: dict[str, Model]) -> list[str]:
+def verify(exhibits: Iterable[Exhibit], gallery: Gallery, models: dict[str, Model],
+           pool: Any = None) -> list[str]:
     """Re-render each exhibit from its stored bytes with the reference; list every difference.
 
-    Checks: the model is available; the stored bytes give the stored image hash and verdict; the
+    Checks: the archived bytes are the bytes the pool handed out for that draw (when the pool is
+    given); the model is available; the stored bytes give the stored image hash and verdict; the
     PNG file is unchanged (hash) and shows the re-rendered pixels; the WAV is unchanged.
     """
     problems: list[str] = []
     for ex in exhibits:
         where = f"exhibit {ex.id}"
+        if pool is not None:
+            try:
+                drawn = pool.get_draw(ex.draw_id).data
+            except InputError:
+                problems.append(f"{where}: the entropy pool has no record of its draw {ex.draw_id}")
+            else:
+                if drawn.hex() != ex.entropy_hex:
+                    problems.append(f"{where}: archived entropy differs from the bytes the pool "
+                                    f"handed out in draw {ex.draw_id}")
         model = models.get(ex.model_sha256)
         if model is None:
             problems.append(f"{where}: model {ex.model_sha256[:16]}… is not available to re-render it")

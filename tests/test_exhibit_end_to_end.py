@@ -104,11 +104,12 @@ def test_verify_reports_a_tampered_archive_row(run_qcat, qcat_home, weights, col
 def test_verify_reports_tampered_entropy(run_qcat, qcat_home, weights):
     made = generate(run_qcat, weights, 1)
     flipped = bytearray.fromhex(made[0]["entropy_hex"])
-    flipped[17] ^= 0x80
+    flipped[16] ^= 0x80  # high byte of k[8]: moves u by 0.5, so z and the image change
     with sqlite3.connect(qcat_home / "gallery.sqlite") as db:
         db.execute("UPDATE exhibits SET entropy_hex = ? WHERE id = 1", (flipped.hex(),))
     r = run_qcat("gallery", "verify", "1")
     assert r.code == 1 and "re-rendered image differs" in r.out
+    assert "archived entropy differs from the bytes the pool handed out" in r.out
 
 
 def test_unknown_exhibit_and_bad_usage(run_qcat, weights):

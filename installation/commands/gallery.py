@@ -85,7 +85,16 @@ def verify(ctx: Any, args: argparse.Namespace) -> int:
                 model = load_model(path)
                 models[model.sha256] = model
         exhibits = list(gallery.all()) if args.all else [gallery.get(args.id)]
-        problems = verify_exhibits(exhibits, gallery, models)
+        pool = None
+        if ctx.home.pool_db.exists():
+            from quantum.pool import EntropyPool
+
+            pool = EntropyPool(ctx.home.pool_db)
+        try:
+            problems = verify_exhibits(exhibits, gallery, models, pool)
+        finally:
+            if pool is not None:
+                pool.close()
     if args.json:
         ctx.emit_json({"checked": len(exhibits), "problems": problems, "ok": not problems})
     else:
