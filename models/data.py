@@ -55,6 +55,7 @@ def cat_face(seed: int, index: int) -> np.ndarray:
     canvas = Image.new("RGB", (big, big), bg)
     face = Image.new("RGBA", (big, big), (0, 0, 0, 0))
     d = ImageDraw.Draw(face)
+    fur: tuple[int, ...]
     fur, dark = FURS[int(rng.integers(len(FURS)))]
     fur = tuple(int(np.clip(c + rng.integers(-15, 16), 0, 255)) for c in fur)
     pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
@@ -138,11 +139,11 @@ def cat_face(seed: int, index: int) -> np.ndarray:
             d.line([p(x0, y0), p(x1, y1)], fill=wc, width=max(1, int(0.5 * k)))
     # pose: a small tilt about the head centre
     angle = _jitter(rng, -12, 12)
-    face = face.rotate(angle, resample=Image.BICUBIC, center=p(cx, cy))
+    face = face.rotate(angle, resample=Image.Resampling.BICUBIC, center=p(cx, cy))
     canvas.paste(face, (0, 0), face)
     if rng.random() < 0.5:
-        canvas = canvas.transpose(Image.FLIP_LEFT_RIGHT)
-    return np.asarray(canvas.resize((SIZE, SIZE), Image.LANCZOS), dtype=np.uint8)
+        canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(canvas.resize((SIZE, SIZE), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def procedural(n: int, seed: int = 0,
@@ -173,14 +174,14 @@ def load_folder(folder: Path, limit: int | None = None,
     kept = 0
     for i, f in enumerate(files):
         try:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-                side = min(im.size)
-                left, top = (im.width - side) // 2, (im.height - side) // 2
-                im = im.crop((left, top, left + side, top + side)).resize((SIZE, SIZE),
-                                                                          Image.LANCZOS)
-                out[kept] = np.asarray(im, dtype=np.uint8)
-                kept += 1
+            with Image.open(f) as opened:
+                im = opened.convert("RGB")
+            side = min(im.size)
+            left, top = (im.width - side) // 2, (im.height - side) // 2
+            im = im.crop((left, top, left + side, top + side)).resize(
+                (SIZE, SIZE), Image.Resampling.LANCZOS)
+            out[kept] = np.asarray(im, dtype=np.uint8)
+            kept += 1
         except (OSError, ValueError):
             continue  # an unreadable file in a big folder is skipped, not fatal
         if progress and (i % 256 == 0 or i == len(files) - 1):
@@ -208,7 +209,7 @@ def save_png(path: Path, rgb: np.ndarray, scale: int = 1) -> None:
     path = Path(path)
     im = Image.fromarray(np.asarray(rgb, dtype=np.uint8), "RGB")
     if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
     tmp = path.with_name(path.name + ".tmp")
     im.save(tmp, format="PNG")
     tmp.replace(path)

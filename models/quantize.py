@@ -28,13 +28,12 @@ import torch
 from installation import __version__
 from models import cat, reference
 from models.weightimage import (
-    ACT_RELU,
-    ACT_TANH,
     KERNEL,
     WEIGHT_MAX,
     Layer,
     WeightImage,
     acc_bias_limit,
+    generator_layout,
 )
 from quantum.latent import LATENT_BYTES, latent_from_entropy
 
@@ -61,6 +60,7 @@ def fold_bn(g: cat.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
         b = torch.zeros(w.shape[1], dtype=torch.float64)
         if i < len(bns):
             bn = bns[i]
+            assert bn.running_var is not None and bn.running_mean is not None
             s = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
             w = w * s[None, :, None, None]
             b = bn.bias.detach().double() - bn.running_mean.double() * s
@@ -72,12 +72,12 @@ def fold_bn(g: cat.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def folded_forward(folded: list[tuple[torch.Tensor, torch.Tensor]], g: cat.Generator,
                    z: torch.Tensor) -> list[torch.Tensor]:
     """Every layer's float output of the folded model: ReLU outputs, then the pre-Tanh value."""
-    convs = g.convs()
+    shapes = generator_layout(g.nz, g.ngf)
     x = z.reshape(z.shape[0], -1, 1, 1).to(folded[0][0].dtype)
     outs = []
-    for i, ((w, b), conv) in enumerate(zip(folded, convs, strict=True)):
+    for i, ((w, b), shape) in enumerate(zip(folded, shapes, strict=True)):
         x = torch.nn.functional.conv_transpose2d(x, w.to(x.dtype), b.to(x.dtype),
-                                                 stride=conv.stride, padding=conv.padding)
+                                                 stride=shape.stride, padding=shape.padding)
         if i < len(folded) - 1:
             x = torch.relu(x)
         outs.append(x)
@@ -169,18 +169,16 @@ def quantize(ckpt: dict[str, Any], *, calibration: int = DEFAULT_CALIBRATION_LAT
     folded = fold_bn(g)
     latent_scale = _f32(LATENT_RANGE / 127)
     in_scale, in_zp = latent_scale, 0
-    layers = []
+    layers: list[Layer] = []
     tanh_table = np.zeros(256, np.int8)
-    for i, ((w, b), conv, (lo, hi)) in enumerate(zip(folded, g.convs(), ranges, strict=True)):
+    shapes = generator_layout(g.nz, g.ngf)
+    for i, ((w, b), shape, (lo, hi)) in enumerate(zip(folded, shapes, ranges, strict=True)):
         out_scale, out_zp = activation_params(lo, hi)
         last = i == len(folded) - 1
         wq, bq, mult, shift = quantize_layer(w.numpy(), b.numpy(), in_scale, out_scale)
-        c_in, c_out = w.shape[0], w.shape[1]
-        h_in = 1 if i == 0 else layers[-1].h_out
-        h_out = (h_in - 1) * conv.stride[0] - 2 * conv.padding[0] + KERNEL
-        layers.append(Layer(c_in, c_out, h_in, h_out, KERNEL, conv.stride[0], conv.padding[0],
-                            ACT_TANH if last else ACT_RELU, in_zp, out_zp, in_scale, out_scale,
-                            wq, bq, mult, shift))
+        layers.append(Layer(shape.c_in, shape.c_out, shape.h_in, shape.h_out, KERNEL,
+                            shape.stride, shape.padding, shape.activation, in_zp, out_zp,
+                            in_scale, out_scale, wq, bq, mult, shift))
         if last:
             tanh_table = reference.make_tanh_table(out_scale, out_zp)
         in_scale, in_zp = out_scale, out_zp
