@@ -191,7 +191,9 @@ def quantize(ckpt: dict[str, Any], *, calibration: int = DEFAULT_CALIBRATION_LAT
         "training_command": ckpt.get("command"),
         "training_data": ckpt.get("data"),
         "seed": ckpt.get("seed"),
-        "epochs": ckpt.get("epoch"),
+        "epochs": ckpt.get("epoch"),  # completed epochs
+        "batches_into_next_epoch": ckpt.get("batch") or 0,
+        "steps": ckpt.get("step"),
         "final_losses": history[-1] if history else None,
         "calibration": {"latents": calibration, "seed": seed,
                         "latents_from": "quantum.latent.latent_from_entropy(seeded bytes)",
