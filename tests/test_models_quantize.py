@@ -132,7 +132,7 @@ def test_shipped_demo_model_meets_the_quality_goal_and_says_where_it_came_from()
     g = cat.generator_from(cat.load_checkpoint(wi.SHIPPED_DEMO_STATE))
     assert (img.model_size, img.nz, img.ngf) == ("demo", g.nz, g.ngf)
     prov = img.provenance
-    assert "qcat models train cat" in prov["training_command"]
+    assert "models train cat --data procedural" in prov["training_command"]
     assert prov["epochs"] >= 1 and prov["seed"] is not None
     assert {"loss_d", "loss_g"} <= set(prov["final_losses"])
     assert prov["calibration"]["latents"] >= 1000
