@@ -115,3 +115,24 @@ def test_init_build_verify_quality(tmp_path, capsys):
     assert qcat(tmp_path, "sd", "weights", "build", str(bad), "--out", str(out)) == 2
     assert "is not a PyTorch checkpoint" in capsys.readouterr().err
     assert wi.verify(out).ok  # the failed build left the old file alone
+
+
+@pytest.mark.needs_torch
+@pytest.mark.slow
+def test_train_command_writes_checkpoint_samples_and_resumes(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from models import cat
+
+    ckpt = tmp_path / "c.pt"
+    args = ["models", "train", "cat", "--images", "64", "--batch-size", "32", "--threads", "1",
+            "--seed", "4", "--out", str(ckpt)]
+    assert qcat(tmp_path, *args, "--epochs", "1") == 0
+    assert "trained demo cat model to epoch 1" in capsys.readouterr().out
+    assert (tmp_path / "c-samples" / "epoch-001.png").exists()
+    loaded = cat.load_checkpoint(ckpt)
+    assert loaded["command"].startswith("qcat models train cat --data procedural --images 64")
+    assert qcat(tmp_path, *args, "--epochs", "2") == 0  # resumes: one more epoch, not two
+    assert [h["epoch"] for h in cat.load_checkpoint(ckpt)["history"]] == [1, 2]
+    assert qcat(tmp_path, "models", "train", "cat", "--data", str(tmp_path / "nope"),
+                "--out", str(tmp_path / "x.pt")) == 2
+    assert "does not exist" in capsys.readouterr().err
