@@ -471,6 +471,9 @@ def _check_trailer(data: bytes, file_bytes: int) -> None:
 def _read(path: Path) -> bytes:
     path = Path(path)
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            # a device or pipe (/dev/zero would never end): not something to read whole
+            raise InputError(f"{path} is not a regular file, not a weight image")
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise FormatError(f"{path} is {size} bytes, far larger than any weight image",

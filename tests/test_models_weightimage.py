@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,6 +184,7 @@ def test_foreign_and_odd_files(tmp_path, demo_bytes):
     assert "not a qcat weight image" in wi.verify(png).error
     assert wi.verify(tmp_path).error.endswith("is a folder, not a weight image file")
     assert "does not exist" in wi.verify(tmp_path / "nope.qcw").error
+    assert "not a regular file" in wi.verify(Path("/dev/zero")).error
     with pytest.raises(InputError):
         wi.load(tmp_path / "nope.qcw")
     extra = tmp_path / "extra.qcw"
