@@ -57,7 +57,7 @@ ERRORS: dict[int, ErrorInfo] = {
     4: ErrorInfo("CAT_E_VERSION", "the weight image has a format version this engine does not read"),
     5: ErrorInfo("CAT_E_HEADER_CRC", "the weight image header is corrupted (header CRC mismatch)"),
     6: ErrorInfo("CAT_E_HEADER", "the weight image header is inconsistent (offsets, sizes or zero points)"),
-    7: ErrorInfo("CAT_E_UNSUPPORTED", "the weight image has a layer shape this engine does not support"),
+    7: ErrorInfo("CAT_E_UNSUPPORTED", "the weight image has a layer or constant outside what the format allows"),
     8: ErrorInfo("CAT_E_ARENA", "the model needs more memory than the engine's 512 KB arena"),
     9: ErrorInfo("CAT_E_TRAILER", "the weight image trailer is wrong (truncated or extended file)"),
     10: ErrorInfo("CAT_E_SLICE_CRC", "a weight slice is corrupted (slice CRC mismatch)"),

@@ -234,14 +234,39 @@ def test_read_only_package_builds_into_a_cache(tmp_path: Path,
     assert cat_engine.build_dir() == tmp_path / "cache" / "qcat" / "firmware-build"
 
 
-def test_slice_constants_outside_the_format_are_refused(demo, tmp_path: Path) -> None:
-    """A left shift (valid CRC, right place) is refused mid-run, not computed with overflow."""
+@pytest.mark.parametrize("field, value", [
+    ("shift", 5),               # a left shift
+    ("shift", -32),
+    ("multiplier", 1 << 29),    # not a normalized Q31 multiplier
+    ("bias", 2**31 - 1),        # the accumulator could leave int32
+    ("weight", -128),           # weights are symmetric
+])
+def test_slice_constants_outside_the_format_are_refused(demo, tmp_path: Path, field: str,
+                                                        value: int) -> None:
+    """Valid CRC, right place, but a constant the format excludes: refused mid-run
+    (CAT_E_UNSUPPORTED), never computed with overflow."""
     _path, data, img = demo
     lay = img.layers[1]
     start = _slice_offset(img, data, 1, 3)
     tail = start + 16 * lay.c_in
     bad = bytearray(data)
-    struct.pack_into("<i", bad, tail + 8, 5)  # shift = +5
+    if field == "weight":
+        bad[start + 7 * lay.c_in + 2] = value & 0xFF
+    else:
+        struct.pack_into("<i", bad, tail + {"bias": 0, "multiplier": 4, "shift": 8}[field], value)
     crc_at = start + lay.slice_bytes - 4
     struct.pack_into("<I", bad, crc_at, zlib.crc32(bytes(bad[start:crc_at])))
-    assert _code_of(_variant(tmp_path, bytes(bad), "shift.qcw")) == CODES["CAT_E_UNSUPPORTED"]
+    assert _code_of(_variant(tmp_path, bytes(bad), "const.qcw")) == CODES["CAT_E_UNSUPPORTED"]
+
+
+def test_wrong_activation_in_the_header_is_refused(demo, tmp_path: Path) -> None:
+    """Tanh on a middle layer: the header (CRC recomputed) breaks the DCGAN's layout."""
+    _path, data, _img = demo
+    header_bytes = struct.unpack_from("<H", data, 10)[0]
+    bad = bytearray(data)
+    bad[128 + 2 * 64 + 11] = 2  # layer 2's activation byte -> Tanh
+    bad[12:16] = bytes(4)
+    struct.pack_into("<I", bad, 12, zlib.crc32(bytes(bad[:header_bytes])))
+    with pytest.raises(EngineError) as info:
+        CatEngine(_variant(tmp_path, bytes(bad), "act.qcw"))
+    assert info.value.code == CODES["CAT_E_UNSUPPORTED"]

@@ -24,6 +24,9 @@
 #define ACT_BIAS 128
 /* Every activation carries a one-pixel border holding its zero point (channel_s2). */
 #define CAT_PAD 1u
+/* Weights lie in -127..127; an input minus its zero point spans at most 255 (docs/formats.md). */
+#define CAT_WEIGHT_MAX 127
+#define CAT_INPUT_SPAN 255
 
 static uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1u) / a * a; }
 
@@ -37,7 +40,7 @@ const char *cat_strerror(int code)
     case CAT_E_VERSION: return "the weight image has a format version this engine does not read";
     case CAT_E_HEADER_CRC: return "the weight image header is corrupted (header CRC mismatch)";
     case CAT_E_HEADER: return "the weight image header is inconsistent (offsets, sizes or zero points)";
-    case CAT_E_UNSUPPORTED: return "the weight image has a layer shape this engine does not support";
+    case CAT_E_UNSUPPORTED: return "the weight image has a layer or constant outside what the format allows";
     case CAT_E_ARENA: return "the model needs more memory than the engine's 512 KB arena";
     case CAT_E_TRAILER: return "the weight image trailer is wrong (truncated or extended file)";
     case CAT_E_SLICE_CRC: return "a weight slice is corrupted (slice CRC mismatch)";
@@ -244,19 +247,29 @@ static void channel_s2(const qcw_layer_t *l, const qcw_slice_t *s, const int32_t
     }
 }
 
-/* One output channel: padded input (h_in + 2)^2 x c_in -> channel c of the padded output. */
-static void compute_channel(const qcw_layer_t *l, const qcw_slice_t *s, const int8_t *tanh_table,
-                            const uint8_t *in, uint8_t *out, uint32_t c)
+/* Per-tap weight sums (the zero-point folding: acc = sum w (x - zp) = sum w u - (ACT_BIAS + zp)
+ * sum w, with u = x + ACT_BIAS, so the zero point leaves the inner loop and becomes one product
+ * per pixel), and the format's weight range: -128 never occurs (docs/formats.md). */
+static int prepare_slice(const qcw_layer_t *l, const qcw_slice_t *s, int32_t *tap_sum)
 {
-    /* acc = sum w (x - zp) = sum w u - (ACT_BIAS + zp) sum w, with u = x + ACT_BIAS: the zero
-     * point leaves the inner loop and becomes one product per pixel. */
-    int32_t tap_sum[CAT_KERNEL * CAT_KERNEL];
+    int32_t lowest = 0;
     for (uint32_t t = 0; t < CAT_KERNEL * CAT_KERNEL; t++) {
         const int8_t *w = s->weights + t * l->c_in;
-        int32_t sum = 0;
-        for (uint32_t i = 0; i < l->c_in; i++) sum += w[i];
+        int32_t sum = 0, low = 0;
+        for (uint32_t i = 0; i < l->c_in; i++) {
+            sum += w[i];
+            low = w[i] < low ? w[i] : low;
+        }
         tap_sum[t] = sum;
+        lowest = low < lowest ? low : lowest;
     }
+    return lowest < -CAT_WEIGHT_MAX ? CAT_E_UNSUPPORTED : CAT_OK;
+}
+
+/* One output channel: padded input (h_in + 2)^2 x c_in -> channel c of the padded output. */
+static void compute_channel(const qcw_layer_t *l, const qcw_slice_t *s, const int32_t *tap_sum,
+                            const int8_t *tanh_table, const uint8_t *in, uint8_t *out, uint32_t c)
+{
     if (l->stride == 2 && l->padding == 1)
         channel_s2(l, s, tap_sum, tanh_table, in, out, c);
     else
@@ -282,8 +295,6 @@ static void fill_border(uint8_t *act, uint32_t h, uint32_t c, uint8_t value)
 #define CAT_SHIFT_MIN (-31)
 #define CAT_SHIFT_MAX 0
 #define CAT_Q31_MIN ((int32_t)1 << 30)
-#define CAT_WEIGHT_MAX 127
-#define CAT_INPUT_SPAN 255
 
 static int constants_ok(const qcw_slice_t *s, const qcw_layer_t *l)
 {
@@ -387,8 +398,10 @@ int cat_generate(cat_engine_t *e, const int8_t *latent, uint8_t *rgb, const cat_
             uint16_t c = (uint16_t)(cur.first + j);
             rc = qcw_open_slice(buf[k] + (size_t)j * l->slice_bytes, l, cur.layer, c, &s);
             if (rc == CAT_OK && !constants_ok(&s, l)) rc = CAT_E_UNSUPPORTED;
+            int32_t tap_sum[CAT_KERNEL * CAT_KERNEL];
+            if (rc == CAT_OK) rc = prepare_slice(l, &s, tap_sum);
             if (rc != CAT_OK) break;
-            compute_channel(l, &s, m->tanh_table, in, out, c);
+            compute_channel(l, &s, tap_sum, m->tanh_table, in, out, c);
             done++;
             if (hooks && hooks->progress) hooks->progress(hooks->user, done, total, cur.layer);
         }

@@ -41,7 +41,7 @@ enum cat_error {
     CAT_E_VERSION = 4,       /* a .qcw version this engine does not read */
     CAT_E_HEADER_CRC = 5,    /* header bytes do not match the header CRC */
     CAT_E_HEADER = 6,        /* header fields inconsistent (offsets, sizes, zero-point chain) */
-    CAT_E_UNSUPPORTED = 7,   /* a layer shape outside the engine's limits */
+    CAT_E_UNSUPPORTED = 7,   /* a layer shape, activation or slice constant outside the format */
     CAT_E_ARENA = 8,         /* the model needs more arena than CAT_ARENA_BUDGET or than given */
     CAT_E_TRAILER = 9,       /* trailer magic or file size wrong (truncated/extended file) */
     CAT_E_SLICE_CRC = 10,    /* a slice's CRC-32 is wrong: the engine stops, no image */

@@ -80,6 +80,9 @@ int qcw_parse_sector0(const uint8_t *s, qcw_model_t *m)
     m->first_slice = qcw_u32(s + H_FIRST_SLICE);
     if (m->header_bytes < QCW_SECTOR || m->header_bytes % QCW_SECTOR != 0) return CAT_E_HEADER;
     if (m->first_slice != m->header_bytes) return CAT_E_HEADER;
+    if (strcmp(m->size_name, "demo") != 0 && strcmp(m->size_name, "full") != 0 &&
+        strcmp(m->size_name, "custom") != 0)
+        return CAT_E_HEADER;
     if (m->n_layers < 1 || m->n_layers > CAT_MAX_LAYERS) return CAT_E_UNSUPPORTED;
     return CAT_OK;
 }
@@ -129,7 +132,9 @@ int qcw_parse_header(const uint8_t *h, qcw_model_t *m)
         if (l->kernel != CAT_KERNEL || (l->stride != 1 && l->stride != 2) || l->padding > 1 ||
             l->c_in == 0 || l->c_in > CAT_MAX_CIN || l->c_out == 0 || l->h_in == 0)
             return CAT_E_UNSUPPORTED;
-        if (l->activation != QCW_ACT_RELU && l->activation != QCW_ACT_TANH) return CAT_E_UNSUPPORTED;
+        /* The DCGAN: ReLU after every layer but the last, the Tanh table after the last. */
+        if (l->activation != (i + 1u == m->n_layers ? QCW_ACT_TANH : QCW_ACT_RELU))
+            return CAT_E_UNSUPPORTED;
         /* ConvTranspose2d output size: (h_in - 1) * s - 2p + k. */
         if ((uint32_t)l->h_out + 2u * l->padding != ((uint32_t)l->h_in - 1u) * l->stride + l->kernel)
             return CAT_E_HEADER;
