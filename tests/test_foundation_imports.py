@@ -54,8 +54,8 @@ def test_the_check_would_catch_a_torch_import(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("import torch\n")
     code = (
-        "import sys; sys.path.insert(0, %r); import leaky, json; print(json.dumps('torch' in sys.modules))"
-        % str(tmp_path)
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import leaky, json; "
+        "print(json.dumps('torch' in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) is True
