@@ -4,8 +4,6 @@ report's contents (speed itself is measured by the benchmark, never asserted her
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 
@@ -45,20 +43,14 @@ def test_original_build_is_near_the_26_s_anchor() -> None:
     assert fast.total_s < t.total_s / 5  # 4-bit SDIO makes the unit compute-bound
 
 
-def test_entropy_section_with_and_without_quantum_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_entropy_section_reports_the_quantum_bench() -> None:
     from installation.commands import bench as cmd
 
-    monkeypatch.setitem(sys.modules, "quantum.bench", None)  # import fails
-    assert cmd.entropy_section()["lines"] == ["entropy benchmark not available"]
-    fake = types.ModuleType("quantum.bench")
-    fake.run = lambda progress=None: {"draws_per_s": 123}  # type: ignore[attr-defined]
-    fake.lines = lambda result: [f"pool: {result['draws_per_s']} draws/s"]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "quantum.bench", fake)
-    import quantum
-
-    monkeypatch.setattr(quantum, "bench", fake, raising=False)
     section = cmd.entropy_section()
-    assert section["available"] and section["lines"] == ["pool: 123 draws/s"]
+    assert section["available"]
+    joined = "\n".join(section["lines"])
+    assert "20,480" in joined  # hex16 size 10: the request fetch uses
+    assert "draws" in joined
 
 
 @pytest.mark.slow
