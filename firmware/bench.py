@@ -21,10 +21,10 @@ import shutil
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from installation.errors import ExternalError, ToolMissing
 
@@ -49,29 +49,36 @@ READ_BYTES = 64 * 1024  # CAT_READ_BYTES of cat_engine.h
 KERNEL = 4
 
 
-@dataclass(frozen=True)
-class LayerShape:
-    """What the time model needs of a layer (from the weight image's layer table)."""
-
-    c_in: int
-    c_out: int
-    h_in: int
-    h_out: int
-    stride: int
-    padding: int
-    slice_bytes: int
+class LayerShape(Protocol):
+    """What the time model needs of a layer: `models.weightimage.Layer` (a decoded image) and
+    `models.weightimage.LayerShape` (a planned one) both fit; no import of models needed."""
 
     @property
-    def taps(self) -> int:
-        """Taps per output pixel the engine runs: 2x2 for k4 s2 p1, else the valid ones of a
-        1x1 input (the first layer: one)."""
-        if self.stride == 2 and self.padding == 1:
-            return 4
-        return 1 if self.h_in == 1 else KERNEL * KERNEL
-
+    def c_in(self) -> int: ...
     @property
-    def macs_per_channel(self) -> int:
-        return self.h_out * self.h_out * self.taps * self.c_in
+    def c_out(self) -> int: ...
+    @property
+    def h_in(self) -> int: ...
+    @property
+    def h_out(self) -> int: ...
+    @property
+    def stride(self) -> int: ...
+    @property
+    def padding(self) -> int: ...
+    @property
+    def slice_bytes(self) -> int: ...
+
+
+def taps(lay: LayerShape) -> int:
+    """Taps per output pixel the engine runs: 2x2 for k4 s2 p1, else the valid ones of a 1x1
+    input (the first layer: one)."""
+    if lay.stride == 2 and lay.padding == 1:
+        return 4
+    return 1 if lay.h_in == 1 else KERNEL * KERNEL
+
+
+def macs_per_channel(lay: LayerShape) -> int:
+    return lay.h_out * lay.h_out * taps(lay) * lay.c_in
 
 
 @dataclass
@@ -99,14 +106,14 @@ class UnitTime:
         return self.first_read_s + sum(lay.time_s for lay in self.layers)
 
 
-def unit_time(layers: list[LayerShape], sd_bytes_per_s: float, clock_hz: float = UNIT_CLOCK_HZ,
+def unit_time(layers: Sequence[LayerShape], sd_bytes_per_s: float, clock_hz: float = UNIT_CLOCK_HZ,
               macs_per_cycle: float = MACS_PER_CYCLE, read_bytes: int = READ_BYTES) -> UnitTime:
     """The modelled generation time on the unit (see the module docstring)."""
     out: list[LayerTime] = []
     first_read = 0.0
     for index, lay in enumerate(layers):
         per_unit = max(1, read_bytes // lay.slice_bytes)
-        slice_cycles = (lay.macs_per_channel / macs_per_cycle
+        slice_cycles = (macs_per_channel(lay) / macs_per_cycle
                         + lay.h_out * lay.h_out * CYCLES_PER_OUTPUT
                         + lay.slice_bytes * CRC_CYCLES_PER_BYTE)
         read_total = compute_total = overlapped = 0.0
@@ -119,7 +126,7 @@ def unit_time(layers: list[LayerShape], sd_bytes_per_s: float, clock_hz: float =
             read_total += read
             compute_total += compute
             overlapped += max(read, compute)
-        out.append(LayerTime(index + 1, lay.macs_per_channel * lay.c_out,
+        out.append(LayerTime(index + 1, macs_per_channel(lay) * lay.c_out,
                              lay.slice_bytes * lay.c_out, read_total, compute_total, overlapped))
     return UnitTime(sd_bytes_per_s, out, first_read)
 

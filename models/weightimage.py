@@ -184,6 +184,10 @@ class LayerShape:
     padding: int
     activation: int
 
+    @property
+    def slice_bytes(self) -> int:
+        return slice_bytes_for(self.c_in)
+
 
 def generator_layout(nz: int = NZ, ngf: int = SIZES["demo"],
                      channels: int = IMAGE_CHANNELS) -> list[LayerShape]:

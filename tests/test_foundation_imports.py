@@ -73,14 +73,15 @@ def test_no_runtime_source_file_imports_torch():
     assert not offenders, f"top-level torch import on the runtime path: {offenders}"
 
 
-def test_qcat_help_does_not_import_torch():
+def test_qcat_help_stays_light():
+    """`qcat --help` (and so the start of every command) loads neither torch, textual nor numpy."""
     code = (
         "import sys, json, contextlib, io\n"
         "from installation.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try: main(['--help'])\n"
         "    except SystemExit: pass\n"
-        "print(json.dumps([m for m in ('torch', 'textual') if m in sys.modules]))\n"
+        "print(json.dumps([m for m in ('torch', 'textual', 'numpy') if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          check=True).stdout

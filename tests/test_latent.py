@@ -68,3 +68,9 @@ def test_wrong_length_is_a_clear_error():
         latent.latent_from_entropy(bytes(199))
     with pytest.raises(InputError, match="exactly 203"):
         latent.split_exhibit(bytes(200))
+
+
+def test_cli_constant_matches_the_latent_contract():
+    from installation.commands import engine
+
+    assert engine.LATENT_BYTES == latent.LATENT_BYTES

@@ -112,9 +112,7 @@ def measure_engines(ctx: Any, quick: bool = False, with_torch: bool = True) -> d
         row["ratios"] = {"c_over_numpy": c / row["numpy"]["median_ms"]}
         if row["torch"]:
             row["ratios"]["c_over_torch"] = c / row["torch"]["median_ms"]
-        shapes = [fb.LayerShape(lay.c_in, lay.c_out, lay.h_in, lay.h_out, lay.stride,
-                                lay.padding, lay.slice_bytes) for lay in img.layers]
-        row["unit"] = [_unit_dict(fb.unit_time(shapes, speed), name)
+        row["unit"] = [_unit_dict(fb.unit_time(img.layers, speed), name)
                        for name, speed in fb.SD_THROUGHPUTS]
         results[size] = row
     return results

@@ -33,6 +33,7 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
     from installation.exhibit import read_png_rgb
     from installation.progress import ProgressBar
     from installation.termart import halfblocks, side_by_side
+    from quantum.latent import EXHIBIT_BYTES
 
     ctx.out("qcat demo: Schrödinger's demotivational quantum cats\n")
     ctx.out(f"home: {ctx.home.root}")
@@ -60,7 +61,7 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
         gen.clip_bank_path = None
 
     status = gen.pool.status()
-    need = 203 * args.count
+    need = EXHIBIT_BYTES * args.count
     available = int(status.get("available_bytes", 0))
     if available >= need:
         ctx.out(f"entropy: {available:,} quantum bytes in the pool; these cats use ANU vacuum noise")

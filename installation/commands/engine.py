@@ -22,7 +22,7 @@ from installation.progress import ProgressBar
 
 DEFAULT_COMPARE_LATENTS = 16
 DEFAULT_COMPARE_SEED = 0
-LATENT_BYTES = 200
+LATENT_BYTES = 200  # quantum.latent.LATENT_BYTES; not imported here to keep `qcat --help` numpy-free
 
 
 def register(sub: Any) -> None:
