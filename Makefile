@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 DEB_PACKAGES := espeak-ng libportaudio2 gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
 STAMP  := $(VENV)/.qcat-installed
 
-.PHONY: demo test lint bench system-deps venv clean help
+.PHONY: demo test lint bench system-deps venv clean help firmware-sizes
 
 help:
 	@echo "make demo    build what the demo needs and generate a few exhibits"
@@ -21,8 +21,15 @@ help:
 demo: system-deps venv
 	$(BIN)/qcat demo
 
-test: system-deps venv
+test: system-deps venv firmware-sizes
 	$(BIN)/python -m pytest -q
+
+# The cat unit's RISC-V build, with its text/data/bss and worst stack depth in the log (the
+# tests build it too and fail in CI without the cross compiler; here it only reports).
+firmware-sizes:
+	@if command -v riscv64-unknown-elf-gcc >/dev/null; then \
+	  $(MAKE) --no-print-directory -s -C firmware rv32 2>&1 | grep -A6 '^rv32 sizes'; \
+	else echo "note: riscv64-unknown-elf-gcc missing: the rv32 build is skipped here"; fi
 
 lint: venv
 	$(BIN)/ruff check installation quantum phrases firmware models tui tests
