@@ -26,6 +26,8 @@ from quantum.pool import EntropyPool
 from tests.conftest import REPO
 
 BATCH = 20480
+# Enough stock that a fast machine (tmpfs fsyncs) keeps drawing until the last kill.
+STOCK_BATCHES = 120
 # The child: random draw sizes (1..300 bytes, spanning batch boundaries now and then).
 CHILD = r"""
 import random, sys
@@ -35,8 +37,15 @@ rng = random.Random(int(sys.argv[2]))
 out = sys.stdout
 out.write("ready\n")
 out.flush()
+from installation.errors import EntropyExhausted
 while True:
-    d = pool.draw(rng.randint(1, 300), sys.argv[3], when_empty="fail")
+    try:
+        d = pool.draw(rng.randint(1, 300), sys.argv[3], when_empty="fail")
+    except EntropyExhausted:
+        # A fast machine can drain the stock before the kill comes: wait for it instead of
+        # exiting, so the parent's SIGKILL still lands on a live process.
+        import time
+        time.sleep(3600)
     out.write(f"{d.id} {d.data.hex()}\n")
     out.flush()
 """
@@ -115,7 +124,7 @@ def _prove_exactly_once(pool_path: Path, acked: dict[int, str]) -> int:
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_replays_or_loses_a_draw(qcat_home, run_qcat):
     pool_path = qcat_home / "entropy.sqlite"
-    _stock(pool_path, 40)
+    _stock(pool_path, STOCK_BATCHES)
     rng = random.Random(20240601)
     acked: dict[int, str] = {}
     for k in range(KILLS):
@@ -135,7 +144,7 @@ def test_sigkill_at_random_moments_never_replays_or_loses_a_draw(qcat_home, run_
 @pytest.mark.slow
 def test_two_processes_drawing_at_once_never_share_a_byte(qcat_home, run_qcat):
     pool_path = qcat_home / "entropy.sqlite"
-    _stock(pool_path, 40)
+    _stock(pool_path, STOCK_BATCHES)
     rng = random.Random(7)
     acked: dict[int, str] = {}
     both_drew = 0
