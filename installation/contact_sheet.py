@@ -59,8 +59,9 @@ def _card(ex: Exhibit) -> str:
     if ex.source == "os-fallback":
         origin = '<span class="fallback">os-fallback: NOT quantum (the pool was empty)</span>'
     else:
-        detail = prov.get("request_time") or prov.get("fetched") or ""
-        origin = f"{e(ex.source)} {e(str(detail))}"
+        segments = prov.get("segments") or [{}]
+        fetched = segments[0].get("request_time", "")
+        origin = f"{e(ex.source)}, fetched {e(str(fetched))}"
     audio = f'<audio controls src="{e(ex.wav_path)}"></audio>' if ex.wav_path else ""
     return f"""<div class="card">
 <img src="{e(ex.big_png_path)}" alt="cat {ex.id}">

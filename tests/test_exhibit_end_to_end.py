@@ -187,3 +187,36 @@ def test_demo_runs_offline_and_says_where_its_entropy_came_from(qcat_subprocess,
     assert "os-fallback" in r.out and "NOT quantum" in r.out
     assert "contact sheet:" in r.out and (qcat_home / "contact-sheet" / "index.html").exists()
     assert r.out.count("the cat is ") == 2
+
+
+def test_quantum_exhibits_record_where_their_bytes_came_from(run_qcat, qcat_home, weights,
+                                                             monkeypatch, tmp_path):
+    """E2 end to end: bytes fetched over real HTTP from the fake ANU server are what the exhibit
+    records, with the batch and request they came from; exactly 203 bytes per exhibit."""
+    from quantum.fakeanu import FakeAnu
+    from quantum.pool import EntropyPool
+
+    key = "exhibit-test-key-0123456789abcdef"
+    monkeypatch.setenv("QCAT_ANU_API_KEY", key)
+    with FakeAnu(api_key=key) as fake:
+        url = fake.url
+        r = run_qcat("entropy", "fetch", "--bytes", "1000", "--api-url", url)
+    assert r.code == 0, r.err
+    made = generate(run_qcat, weights, 2)
+    pool = EntropyPool(qcat_home / "entropy.sqlite")
+    status = pool.status()
+    draws = {d.id: d for d in pool.draws()}
+    pool.close()
+    assert status["served_bytes"] == 2 * latent.EXHIBIT_BYTES
+    for e in made:
+        assert e["source"] == "anu"
+        assert bytes.fromhex(e["entropy_hex"]) == draws[e["draw_id"]].data
+        [segment] = e["provenance"]["segments"]
+        assert segment["request_number"] == 1 and segment["base_url"] == url
+        assert key not in json.dumps(e)
+    assert made[1]["provenance"]["segments"][0]["offset"] == latent.EXHIBIT_BYTES
+    assert "NOT quantum" not in run_qcat("gallery", "show", "1").out
+    r = run_qcat("gallery", "export", tmp_path / "sheet")
+    page = (tmp_path / "sheet" / "index.html").read_text()
+    assert "anu, fetched 20" in page and "NOT quantum" not in page
+    assert run_qcat("gallery", "verify", "--all").code == 0

@@ -59,7 +59,11 @@ def show(ctx: Any, args: argparse.Namespace) -> int:
         ctx.out(f"  verdict:  {e.verdict_text} (code {e.verdict_code})")
         ctx.out(f"  entropy:  {e.source}{'  (NOT quantum)' if not e.quantum else ''}")
         for key, value in sorted(e.provenance.items()):
-            ctx.out(f"            {key}: {value}")
+            if key == "segments" and isinstance(value, list):
+                for seg in value:
+                    ctx.out("            " + describe_segment(seg))
+            else:
+                ctx.out(f"            {key}: {value}")
         ctx.out(f"  bytes:    {e.entropy_hex}")
         ctx.out(f"  model:    {e.model_sha256} ({e.model_size})")
         ctx.out(f"  engine:   {e.engine}")
@@ -67,6 +71,17 @@ def show(ctx: Any, args: argparse.Namespace) -> int:
         if e.wav_path:
             ctx.out(f"  speech:   {gallery.path(e.wav_path)}")
     return 0
+
+
+def describe_segment(seg: Any) -> str:
+    """One line for a run of bytes from one batch: where in the batch, which request, when."""
+    if not isinstance(seg, dict):
+        return str(seg)
+    line = (f"{seg.get('length', '?')} bytes at offset {seg.get('offset', '?')} of batch "
+            f"{seg.get('batch', '?')} ({seg.get('source', '?')}")
+    if seg.get("request_number") is not None:
+        line += f", {seg.get('api', '')} request #{seg['request_number']} at {seg.get('request_time', '?')}"
+    return line + ")"
 
 
 def verify(ctx: Any, args: argparse.Namespace) -> int:
