@@ -128,8 +128,8 @@ class Generator:
     def pending(self) -> list[Any]:
         """Exhibit draws that have no archive row yet (a crash came between the two)."""
         done = self.gallery.archived_draw_ids()
-        return [d for d in self.pool.draws() if d.purpose.startswith(PURPOSE_PREFIX)
-                and d.id not in done]
+        return [self.pool.get_draw(i) for i, _ in self.pool.draw_purposes(PURPOSE_PREFIX)
+                if i not in done]
 
     def complete_pending(self, progress: ProgressCallback | None = None) -> list[Exhibit]:
         pending = self.pending()

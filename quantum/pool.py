@@ -522,6 +522,15 @@ class EntropyPool:
             rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
         return [self._draw_from_row(r) for r in rows]
 
+    def draw_purposes(self, prefix: str = "") -> list[tuple[int, str]]:
+        """(id, purpose) of every draw whose purpose starts with `prefix`, oldest first, without
+        their bytes: cheap enough to call before every exhibit however long the history."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, purpose FROM draws WHERE substr(purpose, 1, ?) = ? ORDER BY id",
+                (len(prefix), prefix)).fetchall()
+        return [(int(i), str(p)) for i, p in rows]
+
     # -- packs ----------------------------------------------------------------------------------
 
     def export_pack(self, n: int, path: str | os.PathLike[str]) -> ExportResult:

@@ -206,3 +206,15 @@ def test_a_newer_schema_is_refused(tmp_path):
 def test_wal_and_full_sync_are_in_force(pool, tmp_path):
     assert pool._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert pool._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_draw_purposes_lists_ids_by_prefix_without_bytes(tmp_path):
+    from quantum.pool import EntropyPool
+
+    with EntropyPool(tmp_path / "p.sqlite") as pool:
+        a = pool.draw(10, "exhibit:abc", when_empty="os")
+        pool.draw(10, "card", when_empty="os")
+        c = pool.draw(10, "exhibit:def", when_empty="os")
+        pool.draw(10, "exhibitor", when_empty="os")
+        assert pool.draw_purposes("exhibit:") == [(a.id, "exhibit:abc"), (c.id, "exhibit:def")]
+        assert len(pool.draw_purposes()) == 4
