@@ -110,8 +110,7 @@ def _fetch(ctx: Any, args: argparse.Namespace) -> int:
         client = AnuClient(session, legacy=legacy, base_url=base, api_key=key,
                            timeout_s=cfg["entropy.request_timeout_s"])
         log.info("fetch %d bytes from %s (%s API)", args.bytes, client.base_url, client.api)
-        pool = _open(ctx)
-        try:
+        with _open(ctx) as pool:
             with ProgressBar("fetching") as bar:
                 try:
                     report = fetch.fill(pool, client, args.bytes,
@@ -126,8 +125,6 @@ def _fetch(ctx: Any, args: argparse.Namespace) -> int:
             st = pool.status()
             ctx.out(f"pool: {st['available_bytes']:,} usable bytes "
                     f"({st['exhibits_left']:,} exhibits)")
-        finally:
-            pool.close()
     return 0
 
 
@@ -141,11 +138,8 @@ def _fallback_warning(st: dict[str, Any]) -> str | None:
 
 def _status(ctx: Any, args: argparse.Namespace) -> int:
     cfg = ctx.config
-    pool = _open(ctx)
-    try:
+    with _open(ctx) as pool:
         st = pool.status()
-    finally:
-        pool.close()
     budget = cfg["entropy.monthly_request_budget"]
     st["request_budget"] = budget
     st["requests_left_this_month"] = max(0, budget - st["requests_this_month"])
@@ -179,12 +173,9 @@ def _status(ctx: Any, args: argparse.Namespace) -> int:
 def _draw(ctx: Any, args: argparse.Namespace) -> int:
     cfg = ctx.config
     policy = args.when_empty or cfg["entropy.when_empty"]
-    pool = _open(ctx)
-    try:
+    with _open(ctx) as pool:
         d = pool.draw(args.bytes, args.purpose, when_empty=policy,
                       wait_timeout_s=cfg["entropy.wait_timeout_s"])
-    finally:
-        pool.close()
     log.info("draw %d: %d bytes for %r from %s", d.id, len(d.data), d.purpose, d.source)
     if d.source == "os-fallback":
         print(f"qcat: warning: draw {d.id} is os-fallback (os.urandom), NOT quantum: the pool "
@@ -198,12 +189,9 @@ def _draw(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def _export(ctx: Any, args: argparse.Namespace) -> int:
-    pool = _open(ctx)
-    try:
+    with _open(ctx) as pool:
         res = pool.export_pack(args.bytes, Path(args.file))
         left = pool.available_bytes()
-    finally:
-        pool.close()
     log.info("exported %d bytes as pack %s to %s", res.size, res.pack_id, res.path)
     ctx.out(f"moved {res.size:,} bytes into {res.path} (pack {res.pack_id}, "
             f"sha256 {res.file_sha256[:16]}...)")
@@ -212,12 +200,9 @@ def _export(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def _import(ctx: Any, args: argparse.Namespace) -> int:
-    pool = _open(ctx)
-    try:
+    with _open(ctx) as pool:
         stored = pool.import_pack(Path(args.file))
         left = pool.available_bytes()
-    finally:
-        pool.close()
     log.info("imported %s as batch %d (%s)", args.file, stored.id, stored.status)
     if not stored.usable:
         raise CheckFailed(f"the pack's {stored.size:,} bytes failed the health tests and were "
@@ -229,11 +214,8 @@ def _import(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def _quarantine(ctx: Any, args: argparse.Namespace) -> int:
-    pool = _open(ctx)
-    try:
+    with _open(ctx) as pool:
         rows = pool.quarantined()
-    finally:
-        pool.close()
     if args.json:
         ctx.emit_json(rows)
         return 0
@@ -249,11 +231,8 @@ def _quarantine(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def _audit(ctx: Any, args: argparse.Namespace) -> int:
-    pool = _open(ctx)
-    try:
+    with _open(ctx) as pool:
         rep = pool.audit()
-    finally:
-        pool.close()
     if args.json:
         ctx.emit_json({"ok": rep.ok, "violations": rep.violations, "counts": rep.counts})
     else:
