@@ -24,7 +24,7 @@ from installation import __version__, logs
 from installation import config as config_mod
 from installation.commands import GROUP_MODULES
 from installation.errors import ConfigError, QcatError
-from installation.paths import Home
+from installation.paths import CONFIG_ENV, Home
 
 log = logging.getLogger("qcat.cli")
 
@@ -44,10 +44,12 @@ class Context:
     stdout: Any = field(default_factory=lambda: sys.stdout)
     _config: config_mod.Config | None = None
 
+    config_explicit: bool = False  # --config or QCAT_CONFIG named the file: it must exist
+
     @property
     def config(self) -> config_mod.Config:
         if self._config is None:
-            self._config = config_mod.load(self.config_path)
+            self._config = config_mod.load(self.config_path, required=self.config_explicit)
             for secret in self._config.secrets():
                 logs.register_secret(secret)
         return self._config
@@ -90,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         helper.print_help()
         return 0 if args.group is None else 2
     home = Home.resolve(args.home)
-    ctx = Context(home=home, config_path=home.config_path(args.config), verbose=args.verbose)
+    ctx = Context(home=home, config_path=home.config_path(args.config), verbose=args.verbose,
+                  config_explicit=bool(args.config or os.environ.get(CONFIG_ENV)))
     try:
         home.ensure()
         _setup_logging(ctx)

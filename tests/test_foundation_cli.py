@@ -154,3 +154,14 @@ def test_a_closed_pipe_is_not_a_traceback(qcat_home):
         shell=True, capture_output=True, text=True, cwd=REPO)
     assert proc.stdout.count("\n") == 1 and "\t" in proc.stdout
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_a_config_file_named_explicitly_must_exist(run_qcat, tmp_path, monkeypatch):
+    missing = tmp_path / "typo.toml"
+    r = run_qcat("--config", missing, "config", "show")
+    assert r.code == 2 and "does not exist" in r.err and "qcat config init" in r.err
+    monkeypatch.setenv("QCAT_CONFIG", str(missing))
+    assert run_qcat("config", "show").code == 2
+    # the default location may be absent: then the defaults apply
+    monkeypatch.delenv("QCAT_CONFIG")
+    assert run_qcat("config", "show").code == 0

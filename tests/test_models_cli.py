@@ -61,15 +61,17 @@ def test_verify_ok_then_names_the_first_bad_slice(tmp_path, capsys):
 def test_verify_and_inspect_refuse_garbage_cleanly(tmp_path, content, capsys):
     path = tmp_path / "g.qcw"
     path.write_bytes(content)
-    for verb in ("verify", "inspect"):
-        assert qcat(tmp_path, "sd", "weights", verb, str(path)) == 1
+    # verify ran its checks and they failed (1); inspect was handed a bad file (2)
+    for verb, code in (("verify", 1), ("inspect", 2)):
+        assert qcat(tmp_path, "sd", "weights", verb, str(path)) == code
         err = capsys.readouterr().err
         assert err.startswith("qcat: error: ") and "Traceback" not in err
 
 
 def test_missing_file_is_bad_input(tmp_path, capsys):
-    assert qcat(tmp_path, "sd", "weights", "verify", str(tmp_path / "none.qcw")) == 1
-    assert "does not exist" in capsys.readouterr().err
+    for verb in ("verify", "inspect"):
+        assert qcat(tmp_path, "sd", "weights", verb, str(tmp_path / "none.qcw")) == 2
+        assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.needs_torch

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from installation.commands import add_json, command, group
-from installation.errors import CheckFailed, InputError, UsageError
+from installation.errors import CheckFailed, FormatError, InputError, UsageError
 from installation.progress import ProgressBar
 
 
@@ -71,7 +71,12 @@ def build_weights(ctx: Any, args: Any) -> int:
 def _verify(ctx: Any, args: Any) -> int:
     from models import weightimage
 
-    report = weightimage.verify(Path(args.file))
+    path = Path(args.file)
+    if not path.exists():
+        # nothing to verify: bad input (exit 2), unlike a file that fails its checks (exit 1)
+        raise InputError(f"weight image {path} does not exist",
+                         hint="give the path of a .qcw file; `qcat sd weights build` makes one")
+    report = weightimage.verify(path)
     if args.json:
         out = report.as_dict()
         if report.image is not None:
@@ -94,7 +99,8 @@ def _inspect(ctx: Any, args: Any) -> int:
 
     report = weightimage.verify(Path(args.file))
     if not report.ok or report.image is None:
-        raise CheckFailed(report.error or "the weight image is bad", hint=report.hint)
+        # inspect reads what it is given: a bad file is bad input (exit 2), not a failed check
+        raise FormatError(report.error or "the weight image is bad", hint=report.hint)
     info = weightimage.describe(report.image, report.bytes, report.sha256)
     if args.json:
         ctx.emit_json(info)
