@@ -157,3 +157,11 @@ def generator_from(ckpt: dict[str, Any]) -> Generator:
                           f"{str(exc).splitlines()[0]}") from None
     g.eval()
     return g
+
+
+def training_commands(ckpt: dict[str, Any]) -> list[str]:
+    """The commands that trained a checkpoint, first run first (each resume appends its own)."""
+    commands = [str(c) for c in ckpt.get("commands") or []]
+    if not commands and ckpt.get("command"):
+        commands = [str(ckpt["command"])]
+    return commands

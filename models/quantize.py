@@ -188,7 +188,8 @@ def quantize(ckpt: dict[str, Any], *, calibration: int = DEFAULT_CALIBRATION_LAT
         "qcat_version": __version__,
         "command": command,
         "checkpoint_sha256": checkpoint_sha256,
-        "training_command": ckpt.get("command"),
+        "training_command": ckpt.get("command"),  # the first run
+        "training_commands": cat.training_commands(ckpt),  # every run, resumes included
         "training_data": ckpt.get("data"),
         "seed": ckpt.get("seed"),
         "epochs": ckpt.get("epoch"),  # completed epochs

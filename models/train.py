@@ -72,6 +72,11 @@ def train(out: Path, images: np.ndarray, *, size: str = "demo", epochs: int = 10
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
         seed, batch_size = ckpt["seed"], ckpt["batch_size"]
+        # Every run that trained this checkpoint is part of its provenance, not only the first.
+        commands = cat.training_commands(ckpt)
+        if command and command not in commands[-1:]:
+            commands.append(command)
+        ckpt["commands"] = commands
     g.to(dev).train()
     d.to(dev).train()
     loss_fn = nn.BCEWithLogitsLoss()

@@ -134,7 +134,12 @@ def test_train_command_writes_checkpoint_samples_and_resumes(tmp_path, capsys):
     loaded = cat.load_checkpoint(ckpt)
     assert loaded["command"].startswith("qcat models train cat --data procedural --images 64")
     assert qcat(tmp_path, *args, "--epochs", "2") == 0  # resumes: one more epoch, not two
-    assert [h["epoch"] for h in cat.load_checkpoint(ckpt)["history"]] == [1, 2]
+    resumed = cat.load_checkpoint(ckpt)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    # provenance keeps every run: the first command and the resume that took it to epoch 2
+    commands = cat.training_commands(resumed)
+    assert len(commands) == 2 and "--epochs 1" in commands[0] and "--epochs 2" in commands[1]
+    assert resumed["command"] == commands[0]
     assert qcat(tmp_path, "models", "train", "cat", "--data", str(tmp_path / "nope"),
                 "--out", str(tmp_path / "x.pt")) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -133,6 +133,9 @@ def test_shipped_demo_model_meets_the_quality_goal_and_says_where_it_came_from()
     assert (img.model_size, img.nz, img.ngf) == ("demo", g.nz, g.ngf)
     prov = img.provenance
     assert "models train cat --data procedural" in prov["training_command"]
+    # every run is recorded, and the last one trained it to the epochs it claims
+    assert all("models train cat" in c for c in prov["training_commands"])
+    assert f"--epochs {prov['epochs']} " in prov["training_commands"][-1]
     assert prov["epochs"] >= 1 and prov["seed"] is not None
     assert {"loss_d", "loss_g"} <= set(prov["final_losses"])
     assert prov["calibration"]["latents"] >= 1000

@@ -147,7 +147,7 @@ def _export(ctx: Any, args: Any) -> int:
 
     ckpt = cat.load_checkpoint(Path(args.checkpoint))
     slim = {k: ckpt.get(k) for k in ("size", "nz", "ngf", "seed", "epoch", "batch", "step",
-                                     "history", "command", "data", "generator")}
+                                     "history", "command", "commands", "data", "generator")}
     slim["generator"] = {k: v.detach().clone() for k, v in ckpt["generator"].items()}
     cat.generator_from(slim)  # refuse to export something that does not load
     cat.save_checkpoint(Path(args.out), slim)
