@@ -114,19 +114,27 @@ def c_engine(path: Path) -> Any:
     return _cache.get("c", Path(path), CatEngine)
 
 
+def torch_models() -> Any:
+    """`models.cat`, the one module that brings torch in, imported on demand; a clear error
+    when torch is not installed. The appliance never imports torch itself."""
+    try:
+        from models import cat
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        raise ToolMissing("this needs PyTorch, which is not installed",
+                          hint="pip install 'qcat[train]' (torch is only for training, "
+                               "quantization and comparison; the c and numpy engines need none)"
+                          ) from None
+    return cat
+
+
 def torch_generator(checkpoint: Path | None = None) -> Any:
     """The float generator of a checkpoint (default: the shipped demo's), cached."""
     from models.weightimage import SHIPPED_DEMO_STATE
 
     def make(path: Path) -> Any:
-        try:
-            import torch  # noqa: F401  (fail here with a clear message, not deep inside)
-        except ImportError:
-            raise ToolMissing("the torch engine needs PyTorch, which is not installed",
-                              hint="pip install 'qcat[train]' (torch is only for training "
-                                   "and comparison; the c and numpy engines need none)") from None
-        from models import cat
-
+        cat = torch_models()
         return cat.generator_from(cat.load_checkpoint(path))
 
     return _cache.get("torch", Path(checkpoint or SHIPPED_DEMO_STATE), make)
@@ -166,8 +174,6 @@ def render(engine: str, weights_path: Path | str, latent_q: np.ndarray, layers: 
 def _torch_rgb(generator: Any, img: Any, latent: np.ndarray) -> np.ndarray:
     """Float render of the dequantized latent, mapped to pixels as the int8 path does:
     pixel = clamp(round(128 * tanh), -128, 127) + 128."""
-    import torch
-
     from models import reference
 
     if (generator.nz, generator.ngf) != (img.nz, img.ngf):
@@ -175,9 +181,6 @@ def _torch_rgb(generator: Any, img: Any, latent: np.ndarray) -> np.ndarray:
                          f"the weight image's model (nz {img.nz}, ngf {img.ngf})",
                          hint="pass the checkpoint this weight image was quantized from "
                               "with --checkpoint")
-    scale = float(np.float32(img.latent_scale))
-    z = (latent.astype(np.float64) - img.latent_zp) * scale
-    with torch.inference_mode():
-        y = generator(torch.from_numpy(z.astype(np.float32))[None, :, None, None])[0]
-    q = reference.round_half_away(y.double().numpy() * TANH_SCALE)
+    y = torch_models().generate_float(generator, reference.dequantize_latent(latent, img))
+    q = reference.round_half_away(y * TANH_SCALE)
     return (np.clip(q, -128, 127) + 128).astype(np.uint8).transpose(1, 2, 0).copy()

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -165,3 +166,15 @@ def training_commands(ckpt: dict[str, Any]) -> list[str]:
     if not commands and ckpt.get("command"):
         commands = [str(ckpt["command"])]
     return commands
+
+
+def set_threads(n: int) -> None:
+    """CPU threads torch may use (benchmarks and the float engine use one, training more)."""
+    torch.set_num_threads(max(1, n))
+
+
+def generate_float(generator: nn.Module, z: np.ndarray) -> np.ndarray:
+    """The float model on one latent: z (nz,) -> float64 (3, 64, 64) in [-1, 1], no autograd."""
+    with torch.inference_mode():
+        y = generator(torch.from_numpy(np.asarray(z, dtype=np.float32))[None, :, None, None])[0]
+    return y.double().numpy()

@@ -126,6 +126,13 @@ def quantize_latent(z: np.ndarray, img: WeightImage) -> np.ndarray:
     return np.clip(q, -128, 127).astype(np.int8)
 
 
+def dequantize_latent(latent_q: np.ndarray, img: WeightImage) -> np.ndarray:
+    """The float latent the int8 one stands for: (q - latent_zp) * latent_scale, in float64 with
+    the f32 scale of the file (what the float model is fed to compare like with like)."""
+    scale = float(np.float32(img.latent_scale))
+    return (np.asarray(latent_q, dtype=np.float64) - img.latent_zp) * scale
+
+
 def _taps(size_in: int, size_out: int, k: int, stride: int, padding: int):
     """For each kernel index: (first input index, count, first output index) that are valid."""
     out = []

@@ -8,6 +8,7 @@ anywhere in the import graph of a runtime package fails here.
 from __future__ import annotations
 
 import importlib.util
+import os
 import json
 import subprocess
 import sys
@@ -86,3 +87,21 @@ def test_qcat_help_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          check=True).stdout
     assert json.loads(out) == []
+
+
+@pytest.mark.parametrize("args", [["models", "quality"],
+                                  ["engine", "run", "--engine", "torch", "--entropy-hex", "00" * 200,
+                                   "--out", "x.png"]])
+def test_commands_needing_torch_say_so_when_it_is_missing(args, tmp_path):
+    """On a controller without the train extra, torch commands end in one sentence, exit 3."""
+    code = (
+        "import sys; sys.modules['torch'] = None  # as if torch were not installed\n"
+        "from installation.cli import main\n"
+        f"raise SystemExit(main({args!r}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "QCAT_HOME": str(tmp_path / "h"),
+                               "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 3, proc.stderr
+    assert "needs PyTorch, which is not installed" in proc.stderr
+    assert "qcat[train]" in proc.stderr and "Traceback" not in proc.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from installation.commands import add_json, command
-from installation.errors import QcatError
+from installation.errors import QcatError, ToolMissing
 from installation.progress import ProgressBar
 
 # Timed runs per engine and model size (after one warm-up run each).
@@ -58,11 +58,11 @@ def _model_files(ctx: Any) -> dict[str, tuple[Path, str]]:
 
 def _torch_model(size: str, img: Any) -> Any:
     """The float generator of this size: the shipped checkpoint for demo when present."""
-    import torch
+    from installation.engines import torch_models
+    from models import weightimage
 
-    from models import cat, weightimage
-
-    torch.set_num_threads(1)
+    cat = torch_models()
+    cat.set_threads(1)
     if size == "demo" and weightimage.SHIPPED_DEMO_STATE.exists():
         return cat.generator_from(cat.load_checkpoint(weightimage.SHIPPED_DEMO_STATE))
     g = cat.Generator(img.nz, img.ngf)
@@ -94,20 +94,15 @@ def measure_engines(ctx: Any, quick: bool = False, with_torch: bool = True) -> d
         row["torch"] = None
         if with_torch:
             try:
-                import torch
-            except ImportError:
+                g = _torch_model(size, img)
+            except ToolMissing:
                 row["torch_note"] = "torch is not installed (pip install 'qcat[train]')"
             else:
-                g = _torch_model(size, img)
-                z = torch.from_numpy(
-                    ((latent.astype(np.float64) - img.latent_zp) * img.latent_scale)
-                    .astype(np.float32))[None, :, None, None]
+                from installation.engines import torch_models
 
-                def run_torch(model: Any = g, x: Any = z) -> None:
-                    with torch.inference_mode():
-                        model(x)
-
-                row["torch"] = fb.time_call(run_torch, reps["torch"])
+                z = reference.dequantize_latent(latent, img)
+                row["torch"] = fb.time_call(partial(torch_models().generate_float, g, z),
+                                            reps["torch"])
         c = row["c"]["median_ms"]
         row["ratios"] = {"c_over_numpy": c / row["numpy"]["median_ms"]}
         if row["torch"]:

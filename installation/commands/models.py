@@ -109,13 +109,12 @@ def _init(ctx: Any, args: Any) -> int:
 
 
 def _train(ctx: Any, args: Any) -> int:
-    import torch
-
-    from models import data, train
+    from installation.engines import torch_models
 
     if args.epochs < 1 or args.batch_size < 1 or args.images < 1:
         raise UsageError("--epochs, --batch-size and --images must be at least 1")
-    torch.set_num_threads(max(1, args.threads))
+    torch_models().set_threads(args.threads)
+    from models import data, train
     out = Path(args.out)
     with ProgressBar("data") as bar:
         if args.data == "procedural":
@@ -180,11 +179,10 @@ def _quantize(ctx: Any, args: Any) -> int:
 
 
 def _quality(ctx: Any, args: Any) -> int:
-    import torch
+    from installation.engines import torch_models
 
+    torch_models().set_threads(1)
     from models import cat, quality, weightimage
-
-    torch.set_num_threads(1)
     weights = Path(args.weights or ctx.config["models.weights"] or weightimage.SHIPPED_DEMO)
     img = weightimage.load(weights)
     state = Path(args.state) if args.state else None

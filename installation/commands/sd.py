@@ -41,12 +41,11 @@ def register(sub: Any) -> None:
 
 def build_weights(ctx: Any, args: Any) -> int:
     """`qcat sd weights build` and `qcat models quantize`."""
-    import torch
-
     from installation.commands.models import canonical
-    from models import cat, quantize, weightimage
+    from installation.engines import torch_models
 
-    torch.set_num_threads(1)
+    torch_models().set_threads(1)
+    from models import cat, quantize, weightimage
     n = args.calibration or quantize.DEFAULT_CALIBRATION_LATENTS
     if n < quantize.MIN_CALIBRATION_LATENTS:
         raise UsageError(f"--calibration must be at least {quantize.MIN_CALIBRATION_LATENTS}")
