@@ -8,8 +8,8 @@ anywhere in the import graph of a runtime package fails here.
 from __future__ import annotations
 
 import importlib.util
-import os
 import json
+import os
 import subprocess
 import sys
 
