@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from typing import Any
 
 from installation.commands import command
@@ -83,7 +82,7 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
         ctx.out("")
         columns = shutil.get_terminal_size((132, 40)).columns
         per_row = max(1, columns // (CAT_COLUMNS + 2))
-        if sys.stdout.isatty() or ctx.stdout is not sys.stdout:
+        if ctx.stdout.isatty():  # colour half blocks only where a terminal shows them
             pictures = [halfblocks(read_png_rgb(gen.gallery.path(e.png_path))) for e in exhibits]
             for i in range(0, len(pictures), per_row):
                 ctx.out(side_by_side(pictures[i:i + per_row]))
