@@ -28,7 +28,7 @@ import numpy as np
 
 from installation import faults
 from installation.errors import CheckFailed, InputError
-from installation.files import sha256_file, write_atomic
+from installation.files import write_atomic
 from installation.gallery import Exhibit, Gallery
 from installation.progress import ProgressCallback
 from quantum import latent as latent_mod
@@ -221,6 +221,8 @@ def verify(exhibits: Iterable[Exhibit], gallery: Gallery, models: dict[str, Mode
     given); the model is available; the stored bytes give the stored image hash and verdict; the
     PNG file is unchanged (hash) and shows the re-rendered pixels; the WAV is unchanged.
     """
+    from models import weightimage
+
     problems: list[str] = []
     for ex in exhibits:
         where = f"exhibit {ex.id}"
@@ -255,7 +257,7 @@ def verify(exhibits: Iterable[Exhibit], gallery: Gallery, models: dict[str, Mode
         if not png.exists():
             problems.append(f"{where}: image file {png} is missing")
         else:
-            if sha256_file(png) != ex.png_sha256:
+            if weightimage.sha256_of(png) != ex.png_sha256:
                 problems.append(f"{where}: image file {png.name} was modified (hash differs)")
             try:
                 if not np.array_equal(read_png_rgb(png), rendered.rgb):
@@ -264,6 +266,6 @@ def verify(exhibits: Iterable[Exhibit], gallery: Gallery, models: dict[str, Mode
                 problems.append(f"{where}: image file {png.name} is unreadable ({exc})")
         if ex.wav_path:
             wav = gallery.path(ex.wav_path)
-            if not wav.exists() or sha256_file(wav) != ex.wav_sha256:
+            if not wav.exists() or weightimage.sha256_of(wav) != ex.wav_sha256:
                 problems.append(f"{where}: verdict audio {ex.wav_path} is missing or modified")
     return problems

@@ -1,7 +1,8 @@
 """Atomic file writes for the appliance: a reader sees the old file or the new one, never half.
 
 Write to a temporary file in the same folder, fsync, then `os.replace`; a crash at any instant
-leaves at most a stray ``.tmp`` file behind, never a truncated target.
+leaves at most a stray ``.tmp`` file behind, never a truncated target. (Hashing a file on disk is
+`models.weightimage.sha256_of`, the one copy every layer may call.)
 """
 
 from __future__ import annotations
@@ -21,11 +22,3 @@ def write_atomic(path: Path, data: bytes) -> str:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

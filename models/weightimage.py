@@ -502,7 +502,8 @@ def load(path: Path) -> WeightImage:
 
 
 def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a whole file (the model hash recorded with every exhibit)."""
+    """Hex SHA-256 of a whole file, streamed: the model hash recorded with every exhibit, and the
+    appliance's hash of checkpoints, PNGs and WAVs (numpy-free, so every layer may call it)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
