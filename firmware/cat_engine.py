@@ -16,7 +16,6 @@ Must never import torch, textual or `installation.*` other than the leaf `instal
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import shutil
@@ -280,6 +279,9 @@ class CatEngine:
         self.close()
 
     def __del__(self) -> None:
-        # At interpreter shutdown the library may already be gone.
-        with contextlib.suppress(Exception):
+        # At interpreter shutdown the library, and even module globals such as `contextlib`,
+        # may already be gone: a plain try needs no global.
+        try:  # noqa: SIM105 (contextlib.suppress needs a global that may be gone)
             self.close()
+        except Exception:  # noqa: BLE001 (nothing useful can be done here)
+            pass
