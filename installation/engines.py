@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from installation.errors import InputError, ToolMissing
+from installation.reading import explain
 
 ENGINES = ("c", "numpy", "torch")
 # Distinct models (path + version) kept loaded per engine kind; a gallery uses one or two.
@@ -87,11 +88,9 @@ def _file_key(path: Path) -> tuple[str, int, int]:
     path = Path(path)
     try:
         st = path.stat()
-    except FileNotFoundError:
-        raise InputError(f"weight image {path} does not exist",
-                         hint="build one with `qcat sd weights build`") from None
     except OSError as exc:
-        raise InputError(f"cannot read weight image {path}: {exc.strerror}") from None
+        raise explain(exc, path, "weight image", hint="build one with `qcat sd weights build`") \
+            from None
     return str(path.resolve()), st.st_size, st.st_mtime_ns
 
 

@@ -13,7 +13,6 @@ Imports torch: only training, quantization and export use this module, never the
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from installation.errors import FormatError, InputError
+from installation.files import atomic_path
 from models.weightimage import IMAGE_CHANNELS, NZ, SIZES, generator_layout
 
 CHECKPOINT_KIND = "qcat-cat-dcgan"
@@ -111,9 +111,8 @@ def save_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
     """Write atomically: a killed training run never leaves a half-written checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, **ckpt}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, **ckpt}, tmp)
 
 
 def new_checkpoint(size: str, seed: int, g: Generator, d: Discriminator | None = None,

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from installation.errors import InputError
+from installation.files import atomic_path
 
 SIZE = 64
 SUPERSAMPLE = 3  # draw at 3x and downsample: smooth edges like a real photo crop
@@ -210,6 +211,5 @@ def save_png(path: Path, rgb: np.ndarray, scale: int = 1) -> None:
     im = Image.fromarray(np.asarray(rgb, dtype=np.uint8), "RGB")
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-    tmp = path.with_name(path.name + ".tmp")
-    im.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from installation.errors import FormatError, InputError
+from installation.files import write_atomic
+from installation.reading import read_input
 
 # The demo model shipped inside the package (trained on the procedural cats, see models/train.py).
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
@@ -315,12 +317,7 @@ def _encode_slices(index: int, lay: Layer) -> bytes:
 
 def save(img: WeightImage, path: Path) -> str:
     """Write `img` to `path` atomically (temp file + rename); returns the file's SHA-256."""
-    data = encode(img)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return hashlib.sha256(data).hexdigest()
+    return write_atomic(Path(path), encode(img))
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,23 +470,8 @@ def _check_trailer(data: bytes, file_bytes: int) -> None:
 
 
 def _read(path: Path) -> bytes:
-    path = Path(path)
-    try:
-        if path.exists() and not path.is_dir() and not path.is_file():
-            # a device or pipe (/dev/zero would never end): not something to read whole
-            raise InputError(f"{path} is not a regular file, not a weight image")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise FormatError(f"{path} is {size} bytes, far larger than any weight image",
-                              hint="check the path; " + REBUILD_HINT)
-        return path.read_bytes()
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a weight image file") from None
-    except FileNotFoundError:
-        raise InputError(f"weight image {path} does not exist",
-                         hint="build one with `qcat sd weights build`") from None
-    except OSError as exc:
-        raise InputError(f"cannot read weight image {path}: {exc.strerror}") from None
+    return read_input(path, "weight image", max_bytes=MAX_FILE_BYTES,
+                      hint="build one with `qcat sd weights build`")
 
 
 def load(path: Path) -> WeightImage:

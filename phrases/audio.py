@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 import wave
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from installation.errors import DeviceError, FormatError
+from installation.files import write_atomic
 
 # The DAC: 12-bit unsigned, right-aligned in 16 bits (CH32H417 DAC 12-bit right-aligned mode).
 DAC_BITS = 12
@@ -90,22 +90,8 @@ def write_wav(path: str | os.PathLike[str], samples12: np.ndarray, rate: int) ->
     """Write a WAV a person can play; atomic (temp file + rename), never a partial file."""
     path = Path(path)
     data = wav_bytes_from_12bit(np.asarray(samples12), rate)
-    atomic_write(path, data)
+    write_atomic(path, data)
     return path
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- the DSP chain

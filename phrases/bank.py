@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from installation.errors import FormatError, InputError
+from installation.reading import read_text_input
 from quantum.latent import N_VERDICTS, split_code
 
 BANK_FILE = Path(__file__).with_name("bank.toml")
@@ -146,11 +147,9 @@ def load_bank(path: Path | None = None) -> Bank:
 def inspect_bank(path: Path) -> tuple[list[BankIssue], Bank | None]:
     """Every problem of the data file (an empty list means the bank is usable) and the bank."""
     try:
-        source = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return [BankIssue(path, "the verdict bank file does not exist")], None
-    except (OSError, UnicodeDecodeError) as exc:
-        return [BankIssue(path, f"cannot read the verdict bank file ({exc})")], None
+        source = read_text_input(path, "verdict bank file")
+    except InputError as exc:
+        return [BankIssue(path, exc.message)], None
     try:
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:

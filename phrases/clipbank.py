@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from installation.errors import FormatError
-from phrases.audio import DAC_BITS, DAC_MID, atomic_write, join_clips
+from installation.files import write_atomic
+from installation.reading import read_input
+from phrases.audio import DAC_BITS, DAC_MID, join_clips
 from phrases.bank import FRAGMENTS_PER_SLOT, MOODS, SLOTS
 from quantum.latent import split_code
 
@@ -111,7 +113,7 @@ def write_clip_bank(path: Path, clips: list[np.ndarray], sample_rate: int, gap_m
     body = bytes(header) + b"".join(blocks)
     trailer = bytearray(SECTOR)
     TRAILER.pack_into(trailer, 0, TRAILER_MAGIC, file_bytes, hashlib.sha256(body).digest())
-    atomic_write(Path(path), body + bytes(trailer))
+    write_atomic(Path(path), body + bytes(trailer))
     return Path(path)
 
 
@@ -131,13 +133,7 @@ class ClipBank:
     @classmethod
     def load(cls, path: str | Path) -> ClipBank:
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise FormatError(f"the clip bank {path} does not exist",
-                              hint="build it with `qcat phrases build`") from None
-        except OSError as exc:
-            raise FormatError(f"cannot read the clip bank {path} ({exc.strerror})") from exc
+        data = read_input(path, "clip bank", hint="build it with `qcat phrases build`")
         return cls.from_bytes(data, path)
 
     @classmethod

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from installation.errors import ExternalError, InputError, ToolMissing
+from installation.files import atomic_path
 from phrases import audio
 from phrases.bank import SENTENCE_END, Bank, default_bank
 from phrases.clipbank import write_clip_bank
@@ -96,25 +95,20 @@ def cache_key(text: str, voice: str, wpm: int, pitch: int, version: str) -> str:
 def synthesize(exe: str, text: str, voice: str, wpm: int, pitch: int, out: Path) -> None:
     """espeak-ng text -> WAV at `out` (atomic). Text goes through stdin, never as an option."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".espeak.", suffix=".wav", dir=out.parent)
-    os.close(fd)
-    cmd = [exe, "-v", voice, "-s", str(wpm), "-p", str(pitch), "-z", "-w", tmp, "--stdin"]
-    try:
+    with atomic_path(out) as tmp:
+        cmd = [exe, "-v", voice, "-s", str(wpm), "-p", str(pitch), "-z", "-w", str(tmp), "--stdin"]
         try:
             proc = subprocess.run(cmd, input=text, capture_output=True, text=True,
                                   timeout=ESPEAK_TIMEOUT_S, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ExternalError(f"espeak-ng failed on {text!r} ({exc})") from exc
         err = (proc.stderr or "").strip()
-        if proc.returncode != 0 or "voice" in err.lower() or os.path.getsize(tmp) <= 44:
+        if proc.returncode != 0 or "voice" in err.lower() or tmp.stat().st_size <= 44:
             if "voice" in err.lower():
                 raise InputError(f"espeak-ng has no voice {voice!r} ({err.splitlines()[0]})",
                                  hint="list the voices with `espeak-ng --voices` and set "
                                       "phrases.voice")
             raise ExternalError(f"espeak-ng failed on {text!r} (exit {proc.returncode}: {err})")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def render_clips(cache_dir: Path, voice: str = DEFAULT_VOICE, words_per_minute: int = DEFAULT_WPM,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import uuid
 import zlib
@@ -25,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from installation.errors import FormatError, InputError
+from installation import files
+from installation.errors import FormatError
+from installation.reading import read_input
 
 MAGIC = b"QCATPACK"
 VERSION = 1
@@ -107,46 +108,14 @@ def decode(blob: bytes, where: str) -> Pack:
 
 
 def read(path: Path) -> Pack:
-    try:
-        size = path.stat().st_size
-        if size > MAX_PACK_BYTES:
-            raise FormatError(f"{path} is {size} bytes, larger than any entropy pack",
-                              hint=FIX_HINT)
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"pack file {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a pack file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read pack file {path}: {exc.strerror}") from None
+    blob = read_input(path, "entropy pack", max_bytes=MAX_PACK_BYTES)
     return decode(blob, str(path))
 
 
 def write_temp(path: Path, blob: bytes) -> Path:
-    """Write `blob` next to `path` under a temporary name, fsynced; the caller renames it."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+    """Write `blob` beside `path` under a temporary name, fsynced, readable by the owner alone
+    (the bytes are someone's exhibits to come); the caller publishes it with `publish`."""
+    return files.write_temp(path, blob, mode=0o600)
 
 
-def publish(tmp: Path, path: Path) -> None:
-    """Atomically give the temporary file its final name, and make the rename durable."""
-    os.replace(tmp, path)
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+publish = files.publish

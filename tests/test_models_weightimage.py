@@ -182,7 +182,7 @@ def test_foreign_and_odd_files(tmp_path, demo_bytes):
     png = tmp_path / "cat.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(600))
     assert "not a qcat weight image" in wi.verify(png).error
-    assert wi.verify(tmp_path).error.endswith("is a folder, not a weight image file")
+    assert wi.verify(tmp_path).error.endswith("is a folder, not a weight image")
     assert "does not exist" in wi.verify(tmp_path / "nope.qcw").error
     assert "not a regular file" in wi.verify(Path("/dev/zero")).error
     with pytest.raises(InputError):

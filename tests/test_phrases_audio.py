@@ -106,6 +106,7 @@ def test_join_puts_idle_gaps_between_clips() -> None:
 
 def test_write_wav_is_16_bit_pcm_a_player_reads(tmp_path: Path) -> None:
     samples = audio.quantize12(_tone(440, 0.25, RATE_OUT, amp=0.5))
+    (tmp_path / "out").mkdir()  # writers never create folders behind the caller's back
     path = audio.write_wav(tmp_path / "out" / "x.wav", samples, RATE_OUT)
     with wave.open(str(path)) as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, RATE_OUT)

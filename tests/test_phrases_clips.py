@@ -212,7 +212,7 @@ def test_damaged_files_are_refused_with_one_sentence(built, tmp_path: Path, wher
     bad.write_bytes(bytes(data))
     with pytest.raises(FormatError, match=says):
         ClipBank.load(bad)
-    with pytest.raises(FormatError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         ClipBank.load(tmp_path / "absent.qcv")
 
 
@@ -309,6 +309,10 @@ def test_cli_say_usage_errors(home: Path, capsys) -> None:
 
 def test_cli_build_and_verify(home: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "card" / "v.qcv"
+    # a folder that does not exist is refused, not created behind the user's back
+    assert main(["--home", str(home), "phrases", "build", "--out", str(out), "--json"]) == 2
+    assert "folder" in capsys.readouterr().err and not out.parent.exists()
+    out.parent.mkdir()
     assert main(["--home", str(home), "phrases", "build", "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["rendered"] == 0 and summary["cached"] == N_CLIPS
