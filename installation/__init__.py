@@ -15,4 +15,6 @@ GROUND_MODULES = (
     "installation.files",  # atomic writes
     "installation.reading",  # reading a file someone handed us, with one clear sentence
     "installation.progress",  # the progress callback type (and the stderr bar)
+    "installation.database",  # opening an SQLite database read-write or read-only
+    "installation.words",  # numbers in sentences ("1 exhibit", "2 exhibits")
 )

@@ -18,13 +18,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from installation import __version__, logs
 from installation import config as config_mod
 from installation.commands import GROUP_MODULES
-from installation.errors import ConfigError, QcatError
-from installation.paths import CONFIG_ENV, Home
+from installation.errors import EXIT_BAD_INPUT, ConfigError, QcatError
+from installation.paths import CONFIG_ENV, READ_ONLY_ERRNOS, Home
+from installation.workspace import Workspace
 
 log = logging.getLogger("qcat.cli")
 
@@ -36,15 +37,16 @@ state: everything lives under --home (env QCAT_HOME); see `qcat config show`
 
 @dataclass
 class Context:
-    """What every handler gets: the home, the (lazily loaded, validated) config, output helpers."""
+    """What every handler gets: the home, the (lazily loaded, validated) config, the workspace
+    the services take, and output helpers."""
 
     home: Home
     config_path: Path
     verbose: int = 0
-    stdout: Any = field(default_factory=lambda: sys.stdout)
-    _config: config_mod.Config | None = None
-
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    read_only: bool = False  # the home could not be written (read-only media)
     config_explicit: bool = False  # --config or QCAT_CONFIG named the file: it must exist
+    _config: config_mod.Config | None = None
 
     @property
     def config(self) -> config_mod.Config:
@@ -53,6 +55,11 @@ class Context:
             for secret in self._config.secrets():
                 logs.register_secret(secret)
         return self._config
+
+    @property
+    def workspace(self) -> Workspace:
+        """The home and config as the services take them (loads and checks the config)."""
+        return Workspace(self.home, self.config, read_only=self.read_only)
 
     def out(self, text: str = "") -> None:
         print(text, file=self.stdout)
@@ -95,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(home=home, config_path=home.config_path(args.config), verbose=args.verbose,
                   config_explicit=bool(args.config or os.environ.get(CONFIG_ENV)))
     try:
-        home.ensure()
+        ctx.read_only = not home.check().prepare()
         _setup_logging(ctx)
         log.info("qcat %s: %s", __version__, " ".join(sys.argv[1:] if argv is None else argv))
         return int(args.func(ctx, args) or 0)
@@ -105,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  hint: {logs.scrub(exc.hint)}", file=sys.stderr)
         log.warning("exit %d: %s", exc.exit_code, exc.message)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in READ_ONLY_ERRNOS:
+            raise  # a bug or a broken machine: the traceback is the useful thing
+        # a file qcat had to write sits on read-only media or in a folder it may not write
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"qcat: error: cannot write{where}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("qcat: interrupted", file=sys.stderr)
         return 130

@@ -31,6 +31,7 @@ from installation.errors import CheckFailed, InputError
 from installation.files import write_atomic
 from installation.gallery import Exhibit, Gallery
 from installation.progress import ProgressCallback
+from installation.words import plural
 from quantum import latent as latent_mod
 
 log = logging.getLogger("qcat.exhibit")
@@ -111,6 +112,48 @@ def read_png_rgb(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class EntropyPlan:
+    """Before a run: how many of `count` new exhibits the pool's quantum bytes cover, and what
+    the empty-pool policy does with the rest (said before starting, never discovered after)."""
+
+    count: int
+    available_bytes: int
+    policy: str  # entropy.when_empty: "os" | "wait" | "fail"
+    wait_timeout_s: float = 0.0
+
+    @property
+    def quantum(self) -> int:
+        return min(self.count, self.available_bytes // latent_mod.EXHIBIT_BYTES)
+
+    @property
+    def short(self) -> int:
+        """Exhibits the quantum bytes in the pool do not cover."""
+        return self.count - self.quantum
+
+    def sentence(self) -> str:
+        if self.count == 0:
+            return "no new exhibits asked for (--count 0): nothing is drawn from the pool"
+        covered = (f"the pool holds {plural(self.available_bytes, 'quantum byte')}: enough for "
+                   f"{self.quantum} of these {plural(self.count, 'exhibit')}")
+        if self.short == 0:
+            return (f"the pool holds {plural(self.available_bytes, 'quantum byte')}: every one "
+                    f"of these {plural(self.count, 'exhibit')} uses ANU vacuum noise")
+        if self.policy == "os":
+            return (f"{covered}; the other {self.short} will use the operating system's "
+                    "randomness (entropy.when_empty = \"os\") and are labelled os-fallback, "
+                    "never quantum")
+        if self.policy == "wait":
+            return (f"{covered}; the other {self.short} each wait up to "
+                    f"{self.wait_timeout_s:g} s for bytes to arrive (entropy.when_empty = \"wait\")")
+        return (f"{covered}; entropy.when_empty = \"fail\", so the run stops with an error "
+                f"after {plural(self.quantum, 'exhibit')}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "available_bytes": self.available_bytes,
+                "quantum": self.quantum, "not_quantum": self.short, "policy": self.policy}
+
+
 @dataclass
 class Generator:
     """Makes and archives exhibits: owns nothing, is handed the pool, gallery and model."""
@@ -124,6 +167,11 @@ class Generator:
     wait_timeout_s: float = 0.0
     other_models: list[Path] = field(default_factory=list)
     _bank: Any = None
+
+    def plan(self, count: int) -> EntropyPlan:
+        """What the pool covers of `count` new exhibits, under the configured policy."""
+        return EntropyPlan(count, self.pool.available_bytes(), self.when_empty,
+                           self.wait_timeout_s)
 
     def pending(self) -> list[Any]:
         """Exhibit draws that have no archive row yet (a crash came between the two)."""

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from installation import database
 from installation.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -91,18 +92,20 @@ class Exhibit:
 class Gallery:
     """The archive database plus the folder of exhibit files."""
 
-    def __init__(self, db_path: Path, files_dir: Path) -> None:
+    def __init__(self, db_path: Path, files_dir: Path, *, read_only: bool = False) -> None:
         self.db_path = db_path
         self.files_dir = files_dir
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        files_dir.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         try:
-            self._db = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
+            self._db = database.connect(db_path, "gallery archive", read_only=read_only,
+                                        timeout_s=BUSY_TIMEOUT_S)
+            if not read_only:
+                files_dir.mkdir(parents=True, exist_ok=True)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                 (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             raise InputError(f"the gallery archive {db_path} is not a readable SQLite database ({exc})",
                              hint="move the file aside; `qcat generate` starts a new archive") from None

@@ -36,21 +36,32 @@ class SecretFilter(logging.Filter):
 
 
 def setup(log_file: Path, level: str = "INFO", max_bytes: int = 1_000_000, backups: int = 5,
-          verbose: int = 0) -> None:
-    """Send the `qcat` loggers to a rotating file, and to stderr with `-v`."""
+          verbose: int = 0) -> bool:
+    """Send the `qcat` loggers to a rotating file, and to stderr with `-v`.
+
+    A log file that cannot be opened (a home on read-only media) is not an error: the records go
+    to stderr instead, errors only unless `-v` (a user error is already printed once as a
+    sentence; its warning record would say it twice). Returns whether the file is in use."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_qcat", False):
             root.removeHandler(handler)
             handler.close()
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.handlers.RotatingFileHandler(
-        log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-    file_handler.setLevel(level)
-    handlers: list[logging.Handler] = [file_handler]
-    if verbose:
+    handlers: list[logging.Handler] = []
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    except OSError:
+        to_file = False
+    else:
+        file_handler.setLevel(level)
+        handlers.append(file_handler)
+        to_file = True
+    if verbose or not to_file:
         stderr = logging.StreamHandler()
-        stderr.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+        stderr.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose
+                        else logging.ERROR)
         handlers.append(stderr)
     for handler in handlers:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -58,3 +69,4 @@ def setup(log_file: Path, level: str = "INFO", max_bytes: int = 1_000_000, backu
         handler._qcat = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(min(h.level for h in handlers))
+    return to_file

@@ -7,12 +7,17 @@ Lower packages never look paths up themselves: the appliance hands them the path
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from installation.errors import InputError
+
 HOME_ENV = "QCAT_HOME"
+# errno values that mean "this medium or folder cannot be written", not "something broke".
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 CONFIG_ENV = "QCAT_CONFIG"
 
 
@@ -38,8 +43,29 @@ class Home:
         value = cli_value or os.environ.get(HOME_ENV)
         return cls(Path(value).expanduser().absolute() if value else default_home())
 
+    def check(self) -> Home:
+        """The home must be a folder (or not exist yet): a file named by mistake is one sentence."""
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"the qcat home {self.root} is a file, not a folder",
+                             hint=f"point --home (or {HOME_ENV}) at a folder; qcat creates it "
+                                  "when it does not exist")
+        return self
+
+    def prepare(self) -> bool:
+        """Create the home's folders where missing; False when the home cannot be written (an
+        archive on read-only media), which only the commands that write to it mind."""
+        try:
+            self.ensure()
+        except OSError as exc:
+            if exc.errno not in READ_ONLY_ERRNOS:
+                raise
+            return False
+        # access(2) answers EROFS for a read-only mount even to root
+        return os.access(self.root, os.W_OK)
+
     def ensure(self) -> Home:
-        """Create the home folder (and its fixed sub-folders) if missing."""
+        """Create the home folder (and its fixed sub-folders) if missing (OSError on read-only
+        media: the caller decides what that means)."""
         for path in (self.root, self.logs_dir, self.builds_dir):
             path.mkdir(parents=True, exist_ok=True)
         return self

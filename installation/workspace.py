@@ -14,7 +14,6 @@ the one exception, and that is the database's own business).
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     from quantum.pool import EntropyPool
 
 CLIP_BANK_FILE = "verdicts.qcv"
-# errno values that mean "this medium or folder cannot be written", not "something broke".
-READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 @dataclass(frozen=True)
@@ -60,17 +57,9 @@ class Workspace:
 
     @classmethod
     def open(cls, home: Home, config: Config) -> Workspace:
-        """Create the home's folders where possible; a home that cannot be written is opened
-        read-only rather than refused (the read commands still work on it)."""
-        home.check()
-        try:
-            home.ensure()
-        except OSError as exc:
-            if exc.errno not in READ_ONLY_ERRNOS:
-                raise InputError(f"cannot prepare the qcat home {home.root}: {exc.strerror}") \
-                    from None
-            return cls(home, config, read_only=True)
-        return cls(home, config, read_only=not _writable(home.root))
+        """Check the home and create its folders where possible; a home that cannot be written
+        is opened read-only rather than refused (the read commands still work on it)."""
+        return cls(home, config, read_only=not home.check().prepare())
 
     def require_writable(self, what: str) -> None:
         """One sentence, before anything is touched, when `what` would write to a read-only home."""
@@ -168,9 +157,3 @@ class Workspace:
             wait_timeout_s=self.config["entropy.wait_timeout_s"],
             other_models=self.known_models([path]),
         )
-
-
-def _writable(folder: Path) -> bool:
-    """Can files be created in `folder`? access(2) answers EROFS for a read-only mount even to
-    root, and the permission bits for everyone else."""
-    return os.access(folder, os.W_OK)

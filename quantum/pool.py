@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from installation import database
 from installation.errors import EntropyExhausted, ExternalError, FormatError, InputError
 from quantum import health
 from quantum import pack as packfmt
@@ -209,24 +210,28 @@ class EntropyPool:
     """`EntropyPool(path)`: open (or create) the pool; safe to share between threads and
     processes (each process opens its own)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = BUSY_TIMEOUT_S):
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = BUSY_TIMEOUT_S,
+                 read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         self._lock = threading.RLock()
         self._busy_timeout_s = busy_timeout_s
         try:
-            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = database.connect(self.path, "entropy pool", read_only=read_only,
+                                        timeout_s=busy_timeout_s, check_same_thread=False)
         except sqlite3.Error as exc:
             raise ExternalError(f"cannot open the entropy pool {self.path}: {exc}") from None
         try:
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise ExternalError(f"the entropy pool {self.path} cannot use WAL journaling "
-                                    f"(got {mode})", hint="keep the qcat home on a local disk")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            if read_only:
+                self._check_readable_schema()
+            else:
+                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise ExternalError(f"the entropy pool {self.path} cannot use WAL journaling "
+                                        f"(got {mode})", hint="keep the qcat home on a local disk")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._migrate()
             self.pool_id = self._meta("pool_id")
         except sqlite3.DatabaseError as exc:
             self._db.close()
@@ -253,6 +258,10 @@ class EntropyPool:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One `BEGIN IMMEDIATE` transaction: all of it is committed, or none of it."""
+        if self.read_only:
+            raise InputError(f"the entropy pool {self.path} is open read-only; nothing was "
+                             "drawn, stored or changed",
+                             hint="run this on a writable copy of the qcat home")
         with self._lock:
             self._begin_immediate()
             try:
@@ -315,6 +324,17 @@ class EntropyPool:
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return None
+
+    def _check_readable_schema(self) -> None:
+        """A read-only pool cannot be migrated: it must already be this qcat's schema."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            newer = "a newer" if version > SCHEMA_VERSION else "an older"
+            raise FormatError(f"{self.path} was written by {newer} qcat (pool schema {version}, "
+                              f"this qcat reads {SCHEMA_VERSION}) and is read-only here",
+                              hint="open it once on writable storage with this qcat to upgrade it"
+                              if version < SCHEMA_VERSION else "upgrade qcat")
+        self._check_identity()
 
     def _check_identity(self) -> None:
         app = self._db.execute("PRAGMA application_id").fetchone()[0]

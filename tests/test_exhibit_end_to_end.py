@@ -8,6 +8,7 @@ model written to disk (numpy only), so these tests do not depend on the trained 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -220,3 +221,46 @@ def test_quantum_exhibits_record_where_their_bytes_came_from(run_qcat, qcat_home
     page = (tmp_path / "sheet" / "index.html").read_text()
     assert "anu, fetched 20" in page and "NOT quantum" not in page
     assert run_qcat("gallery", "verify", "--all").code == 0
+
+
+# -- speech in a fresh home (the clip bank is built on first use, or its absence is said) -------
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng renders the clip bank")
+def test_generate_in_a_fresh_home_builds_the_clip_bank_and_speaks(run_qcat, qcat_home, weights):
+    result = run_qcat("generate", "--engine", "numpy", "--weights", weights)
+    assert result.code == 0, result.err
+    assert "speech: clip bank ready (built now: there is no clip bank yet)" in result.out
+    wav = qcat_home / "gallery" / "cat-000001.wav"
+    assert wav.is_file() and wav.stat().st_size > 16_000  # seconds of 16 kHz speech
+    assert "speech: " + str(wav) in result.out
+
+
+def test_generate_without_espeak_says_so_and_speak_adds_voices_later(
+        run_qcat, qcat_home, weights, monkeypatch):
+    monkeypatch.setenv("PATH", str(qcat_home / "no-tools-here"))
+    result = run_qcat("generate", "--engine", "numpy", "--weights", weights, "--count", "2")
+    assert result.code == 0, result.err
+    assert ("speech: none, there is no clip bank yet and espeak-ng, which renders it, is not "
+            "installed; the exhibits are silent for now. Give them their voices later with "
+            "`qcat gallery speak --all`") in result.out
+    assert not list((qcat_home / "gallery").glob("*.wav"))
+    listed = json.loads(run_qcat("gallery", "list", "--json").out)
+    assert [e["wav_path"] for e in listed] == [None, None]
+
+
+def test_count_zero_and_more_than_the_pool_holds_are_said_before_starting(
+        run_qcat, qcat_home, weights):
+    zero = run_qcat("generate", "--count", "0", "--engine", "numpy", "--weights", weights,
+                    "--no-speech")
+    assert zero.code == 0
+    assert "no new exhibits asked for (--count 0): nothing is drawn from the pool" in zero.out
+    many = run_qcat("generate", "--count", "3", "--engine", "numpy", "--weights", weights,
+                    "--no-speech")
+    assert many.code == 0
+    assert ("the pool holds 0 quantum bytes: enough for 0 of these 3 exhibits; the other 3 will "
+            "use the operating system's randomness") in many.out
+    demo = run_qcat("demo", "--count", "0", "--no-speech")
+    assert demo.code == 0
+    assert "these cats use ANU vacuum noise" not in demo.out
+    assert "nothing is drawn from the pool" in demo.out
+    assert run_qcat("demo", "--count", "-1").code == 2

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installation.commands import command
+
+if TYPE_CHECKING:
+    from installation.cli import Context
 
 DEFAULT_DEMO_COUNT = 4
 CAT_COLUMNS = 64  # a 64x64 cat is 64 terminal columns wide in half blocks
@@ -26,59 +29,44 @@ def register(sub: Any) -> None:
     p.add_argument("--no-speech", action="store_true", help="skip building the spoken verdicts")
 
 
-def run(ctx: Any, args: argparse.Namespace) -> int:
-    from installation.commands.generate import clip_bank_path, open_generator, show_exhibits
+def run(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.commands.generate import check_count, show_exhibits, speech_note
     from installation.contact_sheet import export
     from installation.exhibit import read_png_rgb
     from installation.progress import ProgressBar
+    from installation.speech import ensure_clip_bank
     from installation.termart import halfblocks, side_by_side
-    from quantum.latent import EXHIBIT_BYTES
 
+    check_count(args.count)
+    ws = ctx.workspace
+    ws.require_writable("`qcat demo`")
     ctx.out("qcat demo: Schrödinger's demotivational quantum cats\n")
     ctx.out(f"home: {ctx.home.root}")
-    gen = open_generator(ctx, None, None)
+    if args.no_speech:
+        speech = None
+        ctx.out("speech: skipped (--no-speech)")
+    else:
+        with ProgressBar("rendering verdict clips") as bar:
+            speech = ensure_clip_bank(ws, bar)
+        ctx.out(speech_note(speech))
+    gen = ws.open_generator()
+    if speech is None or not speech.available:
+        gen.clip_bank_path = None
     ctx.out(f"model: {gen.model.path.name} ({gen.model.size}, sha256 {gen.model.sha256[:16]}…)")
     ctx.out(f"engine: {gen.engine}")
-
-    bank = clip_bank_path(ctx)
-    if args.no_speech:
-        ctx.out("speech: skipped (--no-speech)")
-    elif shutil.which("espeak-ng") is None:
-        ctx.out("speech: espeak-ng is not installed, so verdicts are text only "
-                "(sudo apt-get install espeak-ng, then run the demo again)")
-    else:
-        from phrases.render import build_bank
-
-        with ProgressBar("rendering verdict clips") as bar:
-            build_bank(bank, ctx.home.clip_cache_dir, voice=ctx.config["phrases.voice"],
-                       words_per_minute=ctx.config["phrases.words_per_minute"],
-                       pitch=ctx.config["phrases.pitch"],
-                       sample_rate=ctx.config["phrases.sample_rate"],
-                       gap_ms=ctx.config["phrases.gap_ms"], progress=bar)
-        ctx.out(f"speech: clip bank {bank}")
-    if args.no_speech:
-        gen.clip_bank_path = None
-
-    status = gen.pool.status()
-    need = EXHIBIT_BYTES * args.count
-    available = int(status.get("available_bytes", 0))
-    if available >= need:
-        ctx.out(f"entropy: {available:,} quantum bytes in the pool; these cats use ANU vacuum noise")
-    else:
-        policy = ctx.config["entropy.when_empty"]
-        ctx.out(f"entropy: the pool holds {available:,} quantum bytes, fewer than the {need:,} "
-                f"this demo needs (nothing has been fetched from the ANU service).")
-        if policy == "os":
-            ctx.out("         Policy entropy.when_empty = \"os\": these cats use the operating "
-                    "system's randomness instead, and the archive labels them os-fallback, never quantum.")
-        ctx.out("         Fetch real quantum bytes while online: qcat entropy fetch --bytes 20480")
-    ctx.out("")
-
     try:
+        plan = gen.plan(args.count)
+        ctx.out(f"entropy: {plan.sentence()}")
+        if plan.short:
+            ctx.out("         Fetch real quantum bytes while online: qcat entropy fetch --bytes 20480")
+        ctx.out("")
         resumed = gen.complete_pending()
-        with ProgressBar("dreaming up cats") as bar:
+        with ProgressBar("dreaming up cats", enabled=args.count > 0) as bar:
             made = gen.generate(args.count, progress=bar)
         exhibits = resumed + made
+        if not exhibits:
+            ctx.out("no exhibits made; `qcat demo` alone makes four")
+            return 0
         ctx.out("")
         columns = shutil.get_terminal_size((132, 40)).columns
         per_row = max(1, columns // (CAT_COLUMNS + 2))

@@ -86,9 +86,7 @@ def register(sub: Any) -> None:
 
 
 def _open(ctx: Any) -> Any:
-    from quantum.pool import EntropyPool
-
-    return EntropyPool(ctx.home.pool_db)
+    return ctx.workspace.open_pool()
 
 
 def _fetch(ctx: Any, args: argparse.Namespace) -> int:

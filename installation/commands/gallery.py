@@ -29,9 +29,7 @@ def register(sub: Any) -> None:
 
 
 def _open(ctx: Any) -> Any:
-    from installation.gallery import Gallery
-
-    return Gallery(ctx.home.gallery_db, ctx.home.gallery_dir)
+    return ctx.workspace.open_gallery()
 
 
 def list_cmd(ctx: Any, args: argparse.Namespace) -> int:
@@ -85,7 +83,6 @@ def describe_segment(seg: Any) -> str:
 
 
 def verify(ctx: Any, args: argparse.Namespace) -> int:
-    from installation.commands.generate import known_models
     from installation.exhibit import load_model
     from installation.exhibit import verify as verify_exhibits
 
@@ -95,16 +92,14 @@ def verify(ctx: Any, args: argparse.Namespace) -> int:
         raise UsageError("give an exhibit number or --all, not both")
     with _open(ctx) as gallery:
         models = {}
-        for path in known_models(ctx, [Path(p) for p in gallery.model_paths()]):
+        for path in ctx.workspace.known_models([Path(p) for p in gallery.model_paths()]):
             if path.exists():
                 model = load_model(path)
                 models[model.sha256] = model
         exhibits = list(gallery.all()) if args.all else [gallery.get(args.id)]
         pool = None
         if ctx.home.pool_db.exists():
-            from quantum.pool import EntropyPool
-
-            pool = EntropyPool(ctx.home.pool_db)
+            pool = ctx.workspace.open_pool()
         try:
             problems = verify_exhibits(exhibits, gallery, models, pool)
         finally:
