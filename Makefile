@@ -15,13 +15,14 @@ STAMP  := $(VENV)/.qcat-installed
 help:
 	@echo "make demo    build what the demo needs and generate a few exhibits"
 	@echo "make test    run the whole test suite (what CI runs)"
-	@echo "make lint    ruff + mypy"
+	@echo "make lint    ruff + mypy + import-linter (the layer contracts in pyproject.toml)"
 	@echo "make bench   speed and size benchmarks (qcat bench)"
 
 demo: system-deps venv
 	$(BIN)/qcat demo
 
 test: system-deps venv firmware-sizes
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 # The cat unit's RISC-V build, with its text/data/bss and worst stack depth in the log (the
@@ -34,6 +35,7 @@ firmware-sizes:
 lint: venv
 	$(BIN)/ruff check installation quantum phrases firmware models tui tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: system-deps venv
 	$(BIN)/qcat bench

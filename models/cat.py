@@ -173,7 +173,10 @@ def set_threads(n: int) -> None:
 
 
 def generate_float(generator: nn.Module, z: np.ndarray) -> np.ndarray:
-    """The float model on one latent: z (nz,) -> float64 (3, 64, 64) in [-1, 1], no autograd."""
+    """The float model, no autograd: z (nz,) -> float64 (3, 64, 64) in [-1, 1], or a batch
+    z (N, nz) -> (N, 3, 64, 64)."""
+    z = np.asarray(z, dtype=np.float32)
+    batch = z if z.ndim == 2 else z[None, :]
     with torch.inference_mode():
-        y = generator(torch.from_numpy(np.asarray(z, dtype=np.float32))[None, :, None, None])[0]
-    return y.double().numpy()
+        y = generator(torch.from_numpy(batch)[:, :, None, None]).double().numpy()
+    return y if z.ndim == 2 else y[0]
