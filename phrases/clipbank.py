@@ -27,7 +27,7 @@ import numpy as np
 from installation.errors import FormatError
 from installation.files import write_atomic
 from installation.reading import read_input
-from phrases.audio import DAC_BITS, DAC_MID, join_clips
+from phrases.audio import DAC_BITS, DAC_MID, join_clips, wav_bytes_from_12bit
 from phrases.bank import FRAGMENTS_PER_SLOT, MOODS, SLOTS
 from quantum.latent import split_code
 
@@ -209,6 +209,10 @@ class ClipBank:
     def verdict_samples(self, code: int) -> np.ndarray:
         """uint16 12-bit right-aligned: the four clips joined exactly as the unit does."""
         return join_clips(self.verdict_clips(code), self.gap_samples)
+
+    def verdict_wav(self, code: int) -> bytes:
+        """The verdict as a WAV file a person can play (16-bit PCM of the DAC samples)."""
+        return wav_bytes_from_12bit(self.verdict_samples(code), self.sample_rate)
 
     def verdict_seconds(self, code: int) -> float:
         n = sum(c.size for c in self.verdict_clips(code)) + 3 * self.gap_samples

@@ -46,6 +46,7 @@ from installation.errors import EntropyExhausted, ExternalError, FormatError, In
 from quantum import health
 from quantum import pack as packfmt
 from quantum.latent import EXHIBIT_BYTES
+from quantum.source import EntropySource
 
 SCHEMA_VERSION = 1
 # PRAGMA application_id of a qcat pool ("qcat" in ASCII): refuses to adopt a foreign database.
@@ -59,8 +60,8 @@ WAIT_POLL_S = 0.25
 # Largest single draw (a sanity bound for scripts; exhibits draw 203 bytes).
 MAX_DRAW_BYTES = 16 * 1024 * 1024
 MAX_PURPOSE_CHARS = 200
-SOURCES = ("anu", "anu-legacy", "import")
-OS_FALLBACK = "os-fallback"
+SOURCES = EntropySource.stored()
+OS_FALLBACK = EntropySource.OS_FALLBACK
 WHEN_EMPTY = ("fail", "os", "wait")
 EMPTY_HINT = ("run `qcat entropy fetch --bytes N` while online, or `qcat entropy import FILE`; "
               "or allow os randomness with entropy.when_empty = \"os\"")
@@ -155,9 +156,13 @@ class Draw:
     id: int
     data: bytes
     purpose: str
-    source: str  # "anu" | "anu-legacy" | "import" | "os-fallback"
+    source: EntropySource
     provenance: dict[str, Any]
     created: str  # ISO-8601 UTC
+
+    @property
+    def quantum(self) -> bool:
+        return self.source.quantum
 
     @property
     def hex(self) -> str:
@@ -493,7 +498,7 @@ class EntropyPool:
         if len(data) != n:
             raise RuntimeError(f"pool read {len(data)} bytes for a draw of {n}")  # a bug
         prov = {"segments": self._segments(spans), "pool_id": self.pool_id}
-        source = spans[0].source
+        source = EntropySource(spans[0].source)
         created = _iso()
         cur = db.execute("INSERT INTO draws (purpose, source, size, data, provenance, created) "
                          "VALUES (?, ?, ?, ?, ?, ?)",
@@ -520,7 +525,8 @@ class EntropyPool:
 
     @staticmethod
     def _draw_from_row(row: tuple[Any, ...]) -> Draw:
-        return Draw(row[0], bytes(row[1]), row[2], row[3], json.loads(row[4]), row[5])
+        return Draw(row[0], bytes(row[1]), row[2], EntropySource(row[3]), json.loads(row[4]),
+                    row[5])
 
     def get_draw(self, draw_id: int) -> Draw:
         """The exact bytes and provenance of a past draw."""
