@@ -143,3 +143,13 @@ def test_train_command_writes_checkpoint_samples_and_resumes(tmp_path, capsys):
     assert qcat(tmp_path, "models", "train", "cat", "--data", str(tmp_path / "nope"),
                 "--out", str(tmp_path / "x.pt")) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n", ["0", "-4"])
+def test_quality_needs_at_least_one_latent(run_qcat, n):
+    """One sentence and exit 2, not numpy's "need at least one array to stack" traceback; said
+    before torch loads, so it holds on a machine without torch too."""
+    res = run_qcat("models", "quality", "--latents", n)
+    assert res.code == 2
+    assert f"qcat: error: --latents must be at least 1, not {n}" in res.err
+    assert "Traceback" not in res.err and res.out == ""
