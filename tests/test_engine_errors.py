@@ -270,7 +270,7 @@ def test_wrong_activation_in_the_header_is_refused(demo, tmp_path: Path) -> None
     _path, data, _img = demo
     header_bytes = struct.unpack_from("<H", data, 10)[0]
     bad = bytearray(data)
-    bad[128 + 2 * 64 + 11] = 2  # layer 2's activation byte -> Tanh
+    bad[128 + 2 * 64 + 11] = 2  # layer 3's (index 2) activation byte -> Tanh
     bad[12:16] = bytes(4)
     struct.pack_into("<I", bad, 12, zlib.crc32(bytes(bad[:header_bytes])))
     with pytest.raises(EngineError) as info:
