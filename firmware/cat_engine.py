@@ -7,8 +7,10 @@ numpy reference. The shared library is (re)built with `make -C firmware host` wh
 or older than any C source, into firmware/build/ or, when the package folder is read-only, into a
 cache folder; with no C compiler the binding raises ToolMissing naming what to install.
 
-Errors from the engine keep their C code (`EngineError.code`, table `ERRORS`, the mirror of
-`enum cat_error` in cat_engine.h; a test keeps the two in sync). A failed render returns no image.
+Errors from the engine keep their C code (`EngineError.code`) and carry the sentence and hint of
+that code's row in firmware/cat/errors.toml (`ERRORS`), the table the C header cat_errors.h is
+generated from, so the C runner, the unit and qcat say the same thing. A failed render returns no
+image.
 
 Must never import torch, textual or `installation.*` other than the leaf `installation.errors`
 (and the type `installation.progress.ProgressCallback`): this module is on the runtime path.
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware.tables import ERRORS_TOML, read_error_table
 from installation.errors import ExternalError, FormatError, InputError, ToolMissing
 
 FIRMWARE_DIR = Path(__file__).resolve().parent
@@ -46,26 +49,18 @@ INSTALL_HINT = ("install a C compiler and make (Debian/Ubuntu: sudo apt-get inst
 class ErrorInfo:
     name: str
     sentence: str
+    hint: str
 
 
-# enum cat_error of firmware/cat/cat_engine.h, code -> (name, one sentence). Kept in sync by a test.
-ERRORS: dict[int, ErrorInfo] = {
-    1: ErrorInfo("CAT_E_ARGS", "bad arguments to the engine"),
-    2: ErrorInfo("CAT_E_READ", "reading the weight image failed (file shorter than it says?)"),
-    3: ErrorInfo("CAT_E_MAGIC", "the file is not a cat weight image (wrong magic)"),
-    4: ErrorInfo("CAT_E_VERSION", "the weight image has a format version this engine does not read"),
-    5: ErrorInfo("CAT_E_HEADER_CRC", "the weight image header is corrupted (header CRC mismatch)"),
-    6: ErrorInfo("CAT_E_HEADER", "the weight image header is inconsistent (offsets, sizes or zero points)"),
-    7: ErrorInfo("CAT_E_UNSUPPORTED", "the weight image has a layer or constant outside what the format allows"),
-    8: ErrorInfo("CAT_E_ARENA", "the model needs more memory than the engine's 512 KB arena"),
-    9: ErrorInfo("CAT_E_TRAILER", "the weight image trailer is wrong (truncated or extended file)"),
-    10: ErrorInfo("CAT_E_SLICE_CRC", "a weight slice is corrupted (slice CRC mismatch)"),
-    11: ErrorInfo("CAT_E_SLICE_INDEX", "a weight slice holds another layer or channel than its position says"),
-    12: ErrorInfo("CAT_E_NOT_OPEN", "the engine has no weight image open"),
-}
+# enum cat_error, code -> its row: read at import from firmware/cat/errors.toml, the table that
+# firmware/cat/cat_errors.h is generated from, so C and Python say the same sentence.
+_ROWS = read_error_table(ERRORS_TOML)
+ERRORS: dict[int, ErrorInfo] = {row.code: ErrorInfo(row.name, row.sentence, row.hint)
+                                for row in _ROWS if row.code != 0}
 CODES: dict[str, int] = {info.name: code for code, info in ERRORS.items()}
 # Codes that mean "a bug in the caller", not a bad file.
-BUG_CODES = (CODES["CAT_E_ARGS"], CODES["CAT_E_NOT_OPEN"])
+BUG_CODES = tuple(row.code for row in _ROWS if row.bug)
+# For a code the table does not know (an engine newer than this binding).
 REBUILD_HINT = "re-run `qcat sd weights build` (or copy the weight image again)"
 
 
@@ -73,8 +68,8 @@ class EngineError(FormatError):
     """The C engine refused a weight image or stopped on a bad slice; no image was produced."""
 
     def __init__(self, code: int, path: Path | str) -> None:
-        info = ERRORS.get(code, ErrorInfo(f"CAT_E_{code}", "unknown engine error"))
-        super().__init__(f"{path}: {info.sentence} [{info.name}]", hint=REBUILD_HINT)
+        info = ERRORS.get(code, ErrorInfo(f"CAT_E_{code}", "unknown engine error", REBUILD_HINT))
+        super().__init__(f"{path}: {info.sentence} [{info.name}]", hint=info.hint or None)
         self.code = code
         self.code_name = info.name
 

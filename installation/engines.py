@@ -9,7 +9,8 @@ Engines:
              dequantized latent. torch is imported here lazily, only when this engine is used.
 
 "c" and "numpy" agree byte for byte on every layer (promise F1); the exhibit code and the
-simulators call this module, `qcat engine compare` proves it. Loaded weight images and opened C
+simulators call this module, and `compare()` (what `qcat engine compare` and the dashboard run)
+proves it, naming the first difference with `models.reference.first_mismatch`. Loaded weight images and opened C
 engines are cached per (path, size, mtime) so rendering many exhibits neither re-reads nor
 re-verifies the file each time; a changed file is loaded afresh.
 
@@ -23,12 +24,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from installation.errors import InputError, ToolMissing
 from installation.reading import explain
+
+if TYPE_CHECKING:
+    from models.reference import Mismatch
 
 ENGINES = ("c", "numpy", "torch")
 # Distinct models (path + version) kept loaded per engine kind; a gallery uses one or two.
@@ -183,3 +187,106 @@ def _torch_rgb(generator: Any, img: Any, latent: np.ndarray) -> np.ndarray:
     y = torch_models().generate_float(generator, reference.dequantize_latent(latent, img))
     q = reference.round_half_away(y * TANH_SCALE)
     return (np.clip(q, -128, 127) + 128).astype(np.uint8).transpose(1, 2, 0).copy()
+
+
+# --------------------------------------------------------------------------------------------
+# C engine vs reference, every layer (what `qcat engine compare` and the dashboard run)
+
+
+@dataclass(frozen=True)
+class LatentMismatch:
+    """One latent on which the C engine and the reference differ. `where` is the first layer
+    difference; None when every layer is equal but the RGB888 image still differs (a fault in
+    the C engine's last step, pixel = q + 128)."""
+
+    latent: int
+    where: Mismatch | None
+
+    def describe(self) -> str:
+        detail = (self.where.describe("C", "reference") if self.where is not None
+                  else "every layer equal, but the RGB image differs")
+        return f"latent {self.latent}, {detail}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """--json: layer (from 1, or "rgb"), channel, pixel [y, x], c, reference, differ, of."""
+        if self.where is None:
+            return {"latent": self.latent, "layer": "rgb"}
+        w = self.where
+        return {"latent": self.latent, "layer": w.layer, "channel": w.channel,
+                "pixel": list(w.pixel), "c": w.ours, "reference": w.theirs,
+                "differ": w.differ, "of": w.of}
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    """The outcome of `compare`: identical, or every latent that differed (first first)."""
+
+    weights: Path
+    model_size: str
+    latents: int
+    seed: int
+    layers: int
+    mismatches: tuple[LatentMismatch, ...]
+
+    @property
+    def identical(self) -> bool:
+        return not self.mismatches
+
+    @property
+    def first(self) -> LatentMismatch | None:
+        return self.mismatches[0] if self.mismatches else None
+
+    def describe(self) -> str:
+        """One sentence for either outcome (the CLI prints it, the dashboard shows it)."""
+        if self.first is None:
+            return (f"identical: {self.latents} latents x {self.layers} layers of the "
+                    f"{self.model_size} model, byte for byte (C engine vs numpy reference)")
+        return (f"C engine differs from the reference on {len(self.mismatches)} of "
+                f"{self.latents} latents; first: {self.first.describe()}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"weights": str(self.weights), "model_size": self.model_size,
+                "latents": self.latents, "seed": self.seed, "layers": self.layers,
+                "identical": self.identical, "mismatched_latents": len(self.mismatches),
+                "first_mismatch": self.first.as_dict() if self.first else None}
+
+
+def compare_latents(weights_path: Path | str, n: int, seed: int) -> np.ndarray:
+    """n int8 latents (n, nz) from seeded pseudo-random exhibit entropy (DESIGN §4), so a
+    comparison covers the latents exhibits really produce and is repeatable from its seed."""
+    from models import reference
+    from quantum.latent import LATENT_BYTES, latent_from_entropy
+
+    img = weight_image(Path(weights_path))
+    rng = np.random.default_rng(seed)
+    return np.stack([reference.quantize_latent(latent_from_entropy(rng.bytes(LATENT_BYTES)), img)
+                     for _ in range(n)])
+
+
+def compare(weights_path: Path | str, latents: int, seed: int,
+            progress: Callable[[int, int, str], None] | None = None) -> CompareReport:
+    """Render `latents` latents (from `seed`) with the C engine and the numpy reference and
+    compare every layer's int8 output and the image byte for byte (promise F1).
+
+    A difference is a result, not an exception: the report lists every latent that differed
+    with its first layer difference. A bad weight image raises its FormatError/EngineError.
+    """
+    from models import reference
+
+    if latents < 1:
+        raise InputError(f"a comparison needs at least 1 latent, not {latents}")
+    path = Path(weights_path)
+    img = weight_image(path)
+    eng = c_engine(path)
+    batch = compare_latents(path, latents, seed)
+    golden = reference.run_batch(img, batch)
+    found: list[LatentMismatch] = []
+    for i, latent in enumerate(batch):
+        got = eng.generate(latent, layers=True)
+        where = reference.first_mismatch(got.layers, [layer[i] for layer in golden])
+        if where is not None or not np.array_equal(got.rgb, reference.to_rgb(golden[-1][i])):
+            found.append(LatentMismatch(i, where))
+        if progress is not None:
+            progress(i + 1, latents, f"{len(found)} differ")
+    return CompareReport(weights=path, model_size=img.model_size, latents=latents, seed=seed,
+                         layers=len(img.layers), mismatches=tuple(found))

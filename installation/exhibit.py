@@ -80,17 +80,26 @@ def render(entropy: bytes, model: Model, engine: str) -> Rendered:
 
     z, code = latent_mod.split_exhibit(entropy)
     latent_q = reference.quantize_latent(z, model.image)
-    out = engines.render(engine, model.path, latent_q)
+    out = engines.render(engine, model.path, latent_q, layers=True)
     if engine != "numpy":
-        golden = engines.render("numpy", model.path, latent_q)
-        if not np.array_equal(out.rgb, golden.rgb):
-            diff = np.argwhere(out.rgb != golden.rgb)
-            y, x, ch = (int(v) for v in diff[0])
+        golden = engines.render("numpy", model.path, latent_q, layers=True)
+        # Integer engines are compared layer by layer, so the sentence names the first layer
+        # that differs, as `qcat engine compare` would; "torch" has no integer layers.
+        where = (reference.first_mismatch(out.layers, golden.layers)
+                 if out.layers is not None and golden.layers is not None else None)
+        if where is not None or not np.array_equal(out.rgb, golden.rgb):
+            name = "C" if engine == "c" else engine
+            if where is not None:
+                detail = where.describe(name, "reference")
+            else:
+                diff = np.argwhere(out.rgb != golden.rgb)
+                y, x, ch = (int(v) for v in diff[0])
+                detail = (f"image pixel ({y}, {x}) channel {ch}: {name} {out.rgb[y, x, ch]}, "
+                          f"reference {golden.rgb[y, x, ch]}; {len(diff):,} of "
+                          f"{out.rgb.size:,} differ")
             raise CheckFailed(
-                f"the {engine} engine's image differs from the golden reference at pixel "
-                f"({y}, {x}) channel {ch}: {out.rgb[y, x, ch]} vs {golden.rgb[y, x, ch]} "
-                f"({len(diff)} of {out.rgb.size} values differ)",
-                hint="run `qcat engine compare` to find the first layer that differs")
+                f"the {name} engine differs from the golden reference at {detail}",
+                hint="run `qcat engine compare` to check the engine on many latents")
     return Rendered(rgb=out.rgb, code=code, text=phrases.verdict(code.code).text)
 
 

@@ -8,7 +8,9 @@ zero), ReLU as a clamp at the output zero point, Tanh as an int8 -> int8 table.
 
 The integer helpers (`round_half_away`, `quantize_multiplier(s)`, `srdhm`, `rdbpot`, `mbqm`,
 `make_tanh_table`) live here and only here: quantization and the synthetic models reuse them, so
-there is one definition of the arithmetic in Python.
+there is one definition of the arithmetic in Python. Likewise `first_mismatch` and its
+`Mismatch.describe()` are the one way every comparison against this reference (`qcat engine
+compare`, the exhibit's F1 check, the tests) names a difference, with layers counted from 1.
 
 Speed: numpy has no integer BLAS, so the int8 x int8 products are summed by float64 matmuls. Every
 partial sum is an integer of magnitude < 2^31 < 2^53, so float64 holds it exactly whatever the
@@ -21,6 +23,9 @@ through `quantum.latent`): this module is on the runtime path.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -208,19 +213,54 @@ def render(img: WeightImage, entropy200: bytes) -> tuple[np.ndarray, list[np.nda
     return to_rgb(layers[-1]), layers
 
 
-def first_mismatch(ours: list[np.ndarray], theirs: list[np.ndarray],
-                   names: tuple[str, str] = ("engine", "reference")) -> str | None:
-    """None when every layer's output is identical, else where the first difference is:
-    "layer 3, channel 17, pixel (5, 9): engine -12, reference -11; 412 of 32,768 differ"."""
+@dataclass(frozen=True)
+class Mismatch:
+    """Where two engines' per-layer int8 outputs first differ, for people and for --json.
+
+    `layer` counts from 1, as DESIGN §5's table, `qcat bench`, `qcat sd weights inspect` and the
+    engine's progress do: every message about one fault names the same layer. `channel` and
+    `pixel` (y, x) are array indices from 0 of the (C, H, W) output; `differ` of `of` values of
+    that layer are unequal.
+    """
+
+    layer: int
+    channel: int
+    pixel: tuple[int, int]
+    ours: int
+    theirs: int
+    differ: int
+    of: int
+
+    def describe(self, ours: str = "engine", theirs: str = "reference") -> str:
+        """CMSIS-NN style: "layer 3, channel 17, pixel (5, 9): C -12, reference -11; 412 of
+        65,536 differ" (with ours="C"): enough to find the bug without rerunning anything."""
+        y, x = self.pixel
+        return (f"layer {self.layer}, channel {self.channel}, pixel ({y}, {x}): "
+                f"{ours} {self.ours}, {theirs} {self.theirs}; "
+                f"{self.differ:,} of {self.of:,} differ")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "channel": self.channel, "pixel": list(self.pixel),
+                "ours": self.ours, "theirs": self.theirs, "differ": self.differ, "of": self.of}
+
+
+def first_mismatch(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray]) -> Mismatch | None:
+    """None when every layer's (C, H, W) output is identical, else the first difference (lowest
+    layer, then channel, row, column).
+
+    Two engines running one model always agree on the number of layers and their shapes; when
+    they do not, that is a bug in an engine, raised as ValueError rather than reported as data.
+    """
     if len(ours) != len(theirs):
-        return f"{names[0]} gave {len(ours)} layers, {names[1]} {len(theirs)}"
-    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        raise ValueError(f"compared {len(ours)} layers with {len(theirs)}")
+    for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape:
-            return f"layer {i}: {names[0]} shape {a.shape}, {names[1]} shape {b.shape}"
+        if a.shape != b.shape or a.ndim != 3:
+            raise ValueError(f"layer {index + 1}: shapes {a.shape} and {b.shape}, "
+                             "expected one (C, H, W)")
         diff = np.argwhere(a != b)
         if diff.size:
-            c, y, x = (int(v) for v in diff[0][-3:])
-            return (f"layer {i}, channel {c}, pixel ({y}, {x}): {names[0]} {int(a[tuple(diff[0])])}"
-                    f", {names[1]} {int(b[tuple(diff[0])])}; {len(diff):,} of {a.size:,} differ")
+            c, y, x = (int(v) for v in diff[0])
+            return Mismatch(layer=index + 1, channel=c, pixel=(y, x), ours=int(a[c, y, x]),
+                            theirs=int(b[c, y, x]), differ=len(diff), of=int(a.size))
     return None

@@ -227,13 +227,13 @@ def _check_for_encode(img: WeightImage) -> None:
     for index, lay in enumerate(img.layers):
         k = lay.kernel
         if lay.weights.shape != (lay.c_out, k, k, lay.c_in):
-            raise ValueError(f"layer {index}: weights shape {lay.weights.shape}")
+            raise ValueError(f"layer {index + 1}: weights shape {lay.weights.shape}")
         for name in ("bias", "multiplier", "shift"):
             if np.shape(getattr(lay, name)) != (lay.c_out,):
-                raise ValueError(f"layer {index}: {name} must have shape ({lay.c_out},)")
+                raise ValueError(f"layer {index + 1}: {name} must have shape ({lay.c_out},)")
         problem = _constant_problem(lay)
         if problem:
-            raise ValueError(f"layer {index}, channel {problem[0]}: {problem[1]}")
+            raise ValueError(f"layer {index + 1}, channel {problem[0]}: {problem[1]}")
 
 
 def _constant_problem(lay: Layer) -> tuple[int, str] | None:
@@ -388,7 +388,7 @@ def decode(data: bytes) -> WeightImage:
     for i, e in enumerate(entries):
         (c_in, c_out, h_in, h_out, kernel, stride, padding, act, in_zp, out_zp, _r, in_scale,
          out_scale, slice_bytes, layer_off, _r2) = e
-        where = f"layer {i}"
+        where = f"layer {i + 1}"  # people count layers from 1 (DESIGN §5)
         if c_in != prev_c or h_in != prev_h or c_out == 0:
             raise _bad(f"{where} does not follow the previous layer's shape")
         if kernel != KERNEL or stride not in (1, 2) or padding not in (0, 1):
@@ -434,7 +434,7 @@ def _read_slices(data: bytes, index: int, lay: Layer, offset: int) -> None:
         start = offset + c * sb
         stored = struct.unpack_from("<I", data, start + crc_at)[0]
         if zlib.crc32(view[start:start + crc_at]) != stored:
-            raise _bad(f"layer {index}, channel {c}: CRC mismatch")
+            raise _bad(f"layer {index + 1}, channel {c}: CRC mismatch")
     region = np.frombuffer(data, dtype=np.uint8, count=lay.c_out * sb,
                            offset=offset).reshape(lay.c_out, sb)
     nw = lay.kernel * lay.kernel * lay.c_in
@@ -444,8 +444,8 @@ def _read_slices(data: bytes, index: int, lay: Layer, offset: int) -> None:
     wrong = np.flatnonzero((tail["layer"] != index) | (tail["channel"] != np.arange(lay.c_out)))
     if wrong.size:
         c = int(wrong[0])
-        raise _bad(f"layer {index}, channel {c}: the slice there belongs to layer "
-                   f"{tail['layer'][c]}, channel {tail['channel'][c]}")
+        raise _bad(f"layer {index + 1}, channel {c}: the slice there belongs to layer "
+                   f"{int(tail['layer'][c]) + 1}, channel {tail['channel'][c]}")
     lay.weights = np.ascontiguousarray(region[:, :nw]).view(np.int8).reshape(
         lay.c_out, lay.kernel, lay.kernel, lay.c_in)
     lay.bias = tail["bias"].astype(np.int32)
@@ -453,7 +453,7 @@ def _read_slices(data: bytes, index: int, lay: Layer, offset: int) -> None:
     lay.shift = tail["shift"].astype(np.int32)
     problem = _constant_problem(lay)
     if problem:
-        raise _bad(f"layer {index}, channel {problem[0]}: {problem[1]}")
+        raise _bad(f"layer {index + 1}, channel {problem[0]}: {problem[1]}")
 
 
 def _check_trailer(data: bytes, file_bytes: int) -> None:

@@ -141,3 +141,11 @@ def test_torch_engine_renders_the_float_model(demo_file: Path, tmp_path: Path) -
         y = g(torch.from_numpy(z.astype(np.float32))[None, :, None, None])[0].double().numpy()
     want = np.clip(np.sign(y) * np.floor(np.abs(y) * 128 + 0.5), -128, 127) + 128
     assert np.array_equal(a.rgb, want.astype(np.uint8).transpose(1, 2, 0))
+
+
+@pytest.mark.parametrize("n", ["0", "-2"])
+def test_compare_needs_at_least_one_latent(run_qcat, demo_file: Path, n: str) -> None:
+    res = run_qcat("engine", "compare", "--weights", demo_file, "--latents", n)
+    assert res.code == 2 and res.out == ""
+    assert f"qcat: error: --latents must be at least 1, not {n}" in res.err
+    assert "Traceback" not in res.err

@@ -2,7 +2,7 @@
 
 Corrupted slices (a flipped bit: CRC; a slice moved to the wrong place with a valid CRC: index),
 damaged headers, truncated files, a model too big for the 512 KB arena; the arena figures
-themselves; the CRC-32 against zlib's; the error table against the C header; building the
+themselves; the CRC-32 against zlib's; the error table against the compiled C; building the
 library on demand (stale detection, the read-only fallback, a missing compiler).
 """
 
@@ -20,6 +20,7 @@ import pytest
 
 from firmware import cat_engine
 from firmware.cat_engine import CODES, ERRORS, CatEngine, EngineError
+from firmware.tables import read_error_table
 from installation.errors import FormatError, ToolMissing
 from models import reference, weightimage
 
@@ -180,14 +181,19 @@ def test_c_crc32_is_zlibs() -> None:
         assert fn(fn(0, data[:n // 3], n // 3), data[n // 3:], n - n // 3) == zlib.crc32(data)
 
 
-def test_error_table_matches_the_c_header() -> None:
-    header = (cat_engine.CAT_SOURCES / "cat_engine.h").read_text()
-    enum = dict((name, int(code)) for name, code in
-                re.findall(r"(CAT_E_[A-Z_]+)\s*=\s*(\d+)", header))
-    assert enum == {info.name: code for code, info in ERRORS.items()}
+def test_error_table_matches_the_compiled_c() -> None:
+    """The enum the C compiles (cat_errors.h) and the sentence its cat_strerror() returns are
+    the table's, code by code; so is what the binding knows."""
+    header = (cat_engine.CAT_SOURCES / "cat_errors.h").read_text()
+    enum = {name: int(code) for name, code in re.findall(r"(CAT_E_[A-Z_]+)\s*=\s*(\d+)", header)}
+    rows = [row for row in read_error_table() if row.code != 0]
+    assert enum == {row.name: row.code for row in rows} == CODES
     lib = cat_engine.load_library()
-    for code in ERRORS:
-        assert lib.cat_strerror(code).decode()  # every code has a C sentence too
+    for row in rows:
+        assert lib.cat_strerror(row.code).decode() == row.sentence == ERRORS[row.code].sentence
+    assert lib.cat_strerror(0).decode() == "no error"
+    assert lib.cat_strerror(99).decode() == "unknown engine error"
+    assert set(cat_engine.BUG_CODES) == {CODES["CAT_E_ARGS"], CODES["CAT_E_NOT_OPEN"]}
 
 
 def test_missing_compiler_is_toolmissing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,7 +270,7 @@ def test_wrong_activation_in_the_header_is_refused(demo, tmp_path: Path) -> None
     _path, data, _img = demo
     header_bytes = struct.unpack_from("<H", data, 10)[0]
     bad = bytearray(data)
-    bad[128 + 2 * 64 + 11] = 2  # layer 2's activation byte -> Tanh
+    bad[128 + 2 * 64 + 11] = 2  # layer 3's (index 2) activation byte -> Tanh
     bad[12:16] = bytes(4)
     struct.pack_into("<I", bad, 12, zlib.crc32(bytes(bad[:header_bytes])))
     with pytest.raises(EngineError) as info:

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from firmware.cat_engine import CatEngine
-from installation.commands.engine import describe_mismatch, first_mismatch
 from models import reference, weightimage
 from quantum.latent import LATENT_BYTES, latent_from_entropy
 
@@ -42,8 +41,8 @@ def _assert_identical(path: Path, img: weightimage.WeightImage, latents: np.ndar
         for i, latent in enumerate(latents):
             got = eng.generate(latent, layers=True)
             assert got.layers is not None
-            mm = first_mismatch(got.layers, [layer[i] for layer in golden])
-            assert mm is None, f"{path.name}, latent {i}: {describe_mismatch(mm)}"
+            mm = reference.first_mismatch(got.layers, [layer[i] for layer in golden])
+            assert mm is None, f"{path.name}, latent {i}: {mm.describe('C', 'reference')}"
             want_rgb = reference.to_rgb(golden[-1][i])
             assert got.rgb.tobytes() == want_rgb.tobytes(), f"latent {i}: RGB differs"
 
@@ -121,6 +120,6 @@ def test_engines_render_c_equals_numpy(demo_models) -> None:
         assert c.rgb.shape == (64, 64, 3) and c.rgb.dtype == np.uint8
         assert c.rgb.tobytes() == ref.rgb.tobytes()
         assert c.layers is not None and ref.layers is not None
-        assert first_mismatch(c.layers, ref.layers) is None
+        assert reference.first_mismatch(c.layers, ref.layers) is None
     # Cached: the same opened engine serves the next render.
     assert engines.c_engine(path) is engines.c_engine(path)

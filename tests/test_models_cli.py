@@ -35,6 +35,9 @@ def test_inspect_full_image_reports_the_designed_sizes(tmp_path, full_image, cap
     assert qcat(tmp_path, "sd", "weights", "inspect", str(full_image)) == 0
     text = capsys.readouterr().out
     assert "12,654,592" in text and "MiB" in text
+    # layers counted from 1, as every message about a layer does
+    assert [line.split()[1] for line in text.splitlines() if line.strip().startswith("layer ")] \
+        == ["1", "2", "3", "4", "5"]
 
 
 def test_verify_ok_then_names_the_first_bad_slice(tmp_path, capsys):
@@ -45,12 +48,12 @@ def test_verify_ok_then_names_the_first_bad_slice(tmp_path, capsys):
     assert ": ok (demo, 483 slices" in capsys.readouterr().out
     data = bytearray(path.read_bytes())
     off = img.header_bytes + 256 * img.layers[0].slice_bytes + 128 * img.layers[1].slice_bytes
-    data[off + 17 * img.layers[2].slice_bytes + 40] ^= 4  # layer 2, channel 17
+    data[off + 17 * img.layers[2].slice_bytes + 40] ^= 4  # index 2 = layer 3, channel 17
     data[-600] ^= 1  # a later slice too: the first one is named
     path.write_bytes(bytes(data))
     assert qcat(tmp_path, "sd", "weights", "verify", str(path)) == 1
     err = capsys.readouterr().err
-    assert "layer 2, channel 17: CRC mismatch" in err
+    assert "layer 3, channel 17: CRC mismatch" in err
     assert "hint: re-run `qcat sd weights build`" in err
     assert "Traceback" not in err
     assert qcat(tmp_path, "sd", "weights", "verify", str(path), "--json") == 1
@@ -143,3 +146,13 @@ def test_train_command_writes_checkpoint_samples_and_resumes(tmp_path, capsys):
     assert qcat(tmp_path, "models", "train", "cat", "--data", str(tmp_path / "nope"),
                 "--out", str(tmp_path / "x.pt")) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n", ["0", "-4"])
+def test_quality_needs_at_least_one_latent(run_qcat, n):
+    """One sentence and exit 2, not numpy's "need at least one array to stack" traceback; said
+    before torch loads, so it holds on a machine without torch too."""
+    res = run_qcat("models", "quality", "--latents", n)
+    assert res.code == 2
+    assert f"qcat: error: --latents must be at least 1, not {n}" in res.err
+    assert "Traceback" not in res.err and res.out == ""

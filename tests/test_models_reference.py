@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from models import reference as ref
 from models import weightimage as wi
@@ -183,3 +184,39 @@ def test_batch_equals_one_at_a_time():
         single = ref.run(img, q[n])
         for a, b in zip(batch, single, strict=True):
             assert np.array_equal(a[n], b)
+
+
+# ---- the one mismatch reporter ----------------------------------------------------------------
+
+
+def test_first_mismatch_names_layer_channel_pixel_and_values():
+    """Layers count from 1 (the third layer, index 2, is "layer 3"), channels and pixels from 0;
+    the sentence is the CMSIS-NN one."""
+    img = wi.synthetic("demo", 0)
+    good = ref.run(img, ref.quantize_latent(np.ones(100), img))
+    bad = [a.copy() for a in good]
+    bad[2][17, 5, 9] = np.int8(int(bad[2][17, 5, 9]) ^ 1)
+    bad[2][20, 0, 0] = np.int8(int(bad[2][20, 0, 0]) ^ 1)
+    bad[3][0, 0, 0] = np.int8(int(bad[3][0, 0, 0]) ^ 1)  # a later layer never hides the first
+    mm = ref.first_mismatch(bad, good)
+    ours, theirs = int(bad[2][17, 5, 9]), int(good[2][17, 5, 9])
+    assert mm == ref.Mismatch(layer=3, channel=17, pixel=(5, 9), ours=ours, theirs=theirs,
+                              differ=2, of=64 * 16 * 16)
+    assert mm.describe("C", "reference") == (
+        f"layer 3, channel 17, pixel (5, 9): C {ours}, reference {theirs}; 2 of 16,384 differ")
+    assert mm.as_dict() == {"layer": 3, "channel": 17, "pixel": [5, 9], "ours": ours,
+                            "theirs": theirs, "differ": 2, "of": 16_384}
+    assert ref.first_mismatch(good, [a.copy() for a in good]) is None
+    # the very first layer is layer 1
+    bad = [a.copy() for a in good]
+    bad[0][1, 2, 3] ^= 1
+    assert ref.first_mismatch(bad, good).layer == 1
+
+
+def test_first_mismatch_refuses_outputs_of_different_models():
+    """Different layer counts or shapes are an engine bug, not a difference to report."""
+    good = ref.run(wi.synthetic("demo", 0), np.zeros(100, np.int8))
+    with pytest.raises(ValueError, match="compared 4 layers with 5"):
+        ref.first_mismatch(good[:4], good)
+    with pytest.raises(ValueError, match="layer 2: shapes"):
+        ref.first_mismatch([good[0], good[1][:3, :, :2]] + good[2:], good)

@@ -76,7 +76,7 @@ def test_header_fields_at_documented_offsets(demo, demo_bytes):
     assert d[tanh:tanh + 256] == demo.tanh_table.tobytes()
     assert d[prov:prov + prov_len].decode() .startswith("{")
     assert d[76:128] == bytes(52)
-    # layer 1 (index 1): 256 -> 128, 4 -> 8, k4 s2 p1, ReLU
+    # layer 2 (index 1): 256 -> 128, 4 -> 8, k4 s2 p1, ReLU
     entry = d[128 + 64:128 + 128]
     c_in, c_out, h_in, h_out, k, s, p, act = struct.unpack_from("<HHHHBBBB", entry, 0)
     assert (c_in, c_out, h_in, h_out, k, s, p, act) == (256, 128, 4, 8, 4, 2, 1, 1)
@@ -145,7 +145,7 @@ def test_every_flipped_bit_is_caught_and_the_slice_named(demo, demo_bytes, tmp_p
             wi.decode(bytes(bad))
         where = _slice_of(demo, pos)
         if where:
-            assert exc.value.message == f"layer {where[0]}, channel {where[1]}: CRC mismatch"
+            assert exc.value.message == f"layer {where[0] + 1}, channel {where[1]}: CRC mismatch"
         assert exc.value.hint == "re-run `qcat sd weights build`"
     # and through the file-level API, which never raises
     bad = bytearray(demo_bytes)
@@ -153,7 +153,7 @@ def test_every_flipped_bit_is_caught_and_the_slice_named(demo, demo_bytes, tmp_p
     path = tmp_path / "bad.qcw"
     path.write_bytes(bytes(bad))
     report = wi.verify(path)
-    assert not report.ok and report.error.endswith("layer 0, channel 3: CRC mismatch")
+    assert not report.ok and report.error.endswith("layer 1, channel 3: CRC mismatch")
 
 
 def test_a_slice_in_the_wrong_place_is_caught(demo, demo_bytes):
@@ -161,8 +161,8 @@ def test_a_slice_in_the_wrong_place_is_caught(demo, demo_bytes):
     off = demo.header_bytes + demo.layers[0].c_out * demo.layers[0].slice_bytes
     bad = bytearray(demo_bytes)
     bad[off + 5 * sb:off + 6 * sb] = demo_bytes[off + 4 * sb:off + 5 * sb]  # valid CRC, wrong spot
-    with pytest.raises(FormatError, match="layer 1, channel 5: the slice there belongs to "
-                                          "layer 1, channel 4"):
+    with pytest.raises(FormatError, match="layer 2, channel 5: the slice there belongs to "
+                                          "layer 2, channel 4"):
         wi.decode(bytes(bad))
 
 
@@ -226,12 +226,12 @@ def test_encode_refuses_constants_an_int32_engine_cannot_run(demo):
     img = copy.deepcopy(demo)
     img.layers[3].shift = img.layers[3].shift.copy()
     img.layers[3].shift[9] = 1
-    with pytest.raises(ValueError, match="layer 3, channel 9: shift outside -31..0"):
+    with pytest.raises(ValueError, match="layer 4, channel 9: shift outside -31..0"):
         wi.encode(img)
     img = copy.deepcopy(demo)
     img.layers[0].weights = img.layers[0].weights.copy()
     img.layers[0].weights[2, 0, 0, 0] = -128
-    with pytest.raises(ValueError, match="layer 0, channel 2: weight -128"):
+    with pytest.raises(ValueError, match="layer 1, channel 2: weight -128"):
         wi.encode(img)
 
 

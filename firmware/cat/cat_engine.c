@@ -30,25 +30,7 @@
 
 static uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1u) / a * a; }
 
-const char *cat_strerror(int code)
-{
-    switch (code) {
-    case CAT_OK: return "no error";
-    case CAT_E_ARGS: return "bad arguments to the engine (null pointer or arena too small for the header)";
-    case CAT_E_READ: return "reading the weight image failed";
-    case CAT_E_MAGIC: return "the file is not a cat weight image (wrong magic)";
-    case CAT_E_VERSION: return "the weight image has a format version this engine does not read";
-    case CAT_E_HEADER_CRC: return "the weight image header is corrupted (header CRC mismatch)";
-    case CAT_E_HEADER: return "the weight image header is inconsistent (offsets, sizes or zero points)";
-    case CAT_E_UNSUPPORTED: return "the weight image has a layer or constant outside what the format allows";
-    case CAT_E_ARENA: return "the model needs more memory than the engine's 512 KB arena";
-    case CAT_E_TRAILER: return "the weight image trailer is wrong (truncated or extended file)";
-    case CAT_E_SLICE_CRC: return "a weight slice is corrupted (slice CRC mismatch)";
-    case CAT_E_SLICE_INDEX: return "a weight slice holds another layer or channel than its position says";
-    case CAT_E_NOT_OPEN: return "the engine has no weight image open";
-    default: return "unknown engine error";
-    }
-}
+const char *cat_strerror(int code) { return cat_error_sentence(code); }
 
 /* Bytes of a padded activation (h + 2)^2 x c, in 64 bits so no header value can wrap. */
 static uint64_t padded_bytes(uint32_t c, uint32_t h)

@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 
+#include "cat_errors.h"
 #include "qcw.h"
 
 /* The static arena the unit can give the engine: input + output activation + two read buffers. */
@@ -32,22 +33,8 @@
 /* Arena regions start on this boundary (cache lines on the host, bus bursts on the unit). */
 #define CAT_ARENA_ALIGN 64u
 
-/* Error codes: distinct per cause so the controller can say exactly what went wrong. */
-enum cat_error {
-    CAT_OK = 0,
-    CAT_E_ARGS = 1,          /* a null pointer or an arena too small to read the header */
-    CAT_E_READ = 2,          /* the block reader failed (card removed, short file) */
-    CAT_E_MAGIC = 3,         /* not a .qcw image */
-    CAT_E_VERSION = 4,       /* a .qcw version this engine does not read */
-    CAT_E_HEADER_CRC = 5,    /* header bytes do not match the header CRC */
-    CAT_E_HEADER = 6,        /* header fields inconsistent (offsets, sizes, zero-point chain) */
-    CAT_E_UNSUPPORTED = 7,   /* a layer shape, activation or slice constant outside the format */
-    CAT_E_ARENA = 8,         /* the model needs more arena than CAT_ARENA_BUDGET or than given */
-    CAT_E_TRAILER = 9,       /* trailer magic or file size wrong (truncated/extended file) */
-    CAT_E_SLICE_CRC = 10,    /* a slice's CRC-32 is wrong: the engine stops, no image */
-    CAT_E_SLICE_INDEX = 11,  /* a slice holds another layer/channel than its position says */
-    CAT_E_NOT_OPEN = 12      /* cat_generate() before a successful cat_open() */
-};
+/* Error codes (enum cat_error, CAT_OK = 0, CAT_E_*) and their sentences are generated into
+ * cat_errors.h from errors.toml, the table the Python binding reads too. */
 
 /* Block reader: read `len` bytes at byte `offset` of the weight image into `dst`; 0 on success. */
 typedef int (*cat_read_fn)(void *ctx, uint64_t offset, uint8_t *dst, uint32_t len);
@@ -102,7 +89,7 @@ int cat_generate(cat_engine_t *e, const int8_t *latent, uint8_t *rgb, const cat_
 /* Internal layer output (padded HWC uint8, as the layer hook gets it) -> (C, H, W) int8, as the
  * reference hands layers back. */
 void cat_layer_to_chw(const uint8_t *hwc, uint32_t c, uint32_t h, uint32_t w, int8_t *chw);
-/* One sentence naming the error (static string). */
+/* One sentence naming the error (static string): the errors.toml sentence of `code`. */
 const char *cat_strerror(int code);
 
 #endif

@@ -32,7 +32,8 @@ int main(int argc, char **argv)
     if (repeat < 1) repeat = 1;
     int rc = cat_host_open(&host, argv[1], arena, sizeof arena, 1);
     if (rc) {
-        fprintf(stderr, "cat_run: %s: %s (code %d)\n", argv[1], cat_strerror(rc), rc);
+        fprintf(stderr, "cat_run: %s: %s [%s, code %d]\n", argv[1], cat_strerror(rc),
+                cat_error_name(rc), rc);
         return 2;
     }
     int8_t latent[1024];
@@ -52,7 +53,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < repeat && rc == 0; i++) rc = cat_host_run(&host, latent, rgb, NULL, NULL, NULL);
     double ms = (now_ms() - t0) / repeat;
     if (rc) {
-        fprintf(stderr, "cat_run: %s (code %d)\n", cat_strerror(rc), rc);
+        fprintf(stderr, "cat_run: %s [%s, code %d]\n", cat_strerror(rc), cat_error_name(rc), rc);
         return 1;
     }
     f = fopen(argv[3], "wb");

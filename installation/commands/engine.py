@@ -6,8 +6,8 @@
 
 `run` takes the 200 latent bytes of an exhibit (DESIGN §4) as hex. `compare` renders N latents
 (from seeded pseudo-random entropy) with the C engine and the numpy reference and compares every
-layer byte for byte; the first mismatch is reported as layer/channel/pixel/values, exit 1.
-Thin layer: parsing and printing; the work is in `installation.engines`.
+layer byte for byte; the first mismatch is reported as layer (from 1)/channel/pixel/values, exit 1.
+Thin layer: parsing and printing; the work is in `installation.engines` (`render`, `compare`).
 """
 
 from __future__ import annotations
@@ -118,70 +118,20 @@ def _run(ctx: Any, args: Any) -> int:
     return 0
 
 
-def first_mismatch(got: list[Any], want: list[Any]) -> dict[str, Any] | None:
-    """Where two lists of per-layer (C, H, W) int8 arrays first differ, CMSIS-NN style."""
-    import numpy as np
-
-    for layer, (a, b) in enumerate(zip(got, want, strict=True)):
-        if a.shape != b.shape:
-            return {"layer": layer + 1, "shape": [list(a.shape), list(b.shape)]}
-        diff = np.argwhere(a != b)
-        if len(diff):
-            c, y, x = (int(v) for v in diff[0])
-            return {"layer": layer + 1, "channel": c, "pixel": [y, x],
-                    "c": int(a[c, y, x]), "reference": int(b[c, y, x]),
-                    "differ": int(len(diff)), "of": int(a.size)}
-    return None
-
-
-def describe_mismatch(mm: dict[str, Any]) -> str:
-    if "shape" in mm:
-        return f"layer {mm['layer']}: shape {mm['shape'][0]} vs reference {mm['shape'][1]}"
-    y, x = mm["pixel"]
-    return (f"layer {mm['layer']}, channel {mm['channel']}, pixel ({y}, {x}): "
-            f"C {mm['c']}, reference {mm['reference']}; {mm['differ']:,} of {mm['of']:,} differ")
-
-
 def _compare(ctx: Any, args: Any) -> int:
-    import numpy as np
-
     from installation import engines
-    from models import reference
-    from quantum.latent import latent_from_entropy
 
     if args.latents < 1:
-        raise UsageError("--latents must be at least 1")
+        raise UsageError(f"--latents must be at least 1, not {args.latents}")
     path = weights_path(ctx, args.weights)
-    img = engines.weight_image(path)
-    eng = engines.c_engine(path)
-    rng = np.random.default_rng(args.seed)
-    latents = np.stack([reference.quantize_latent(
-        latent_from_entropy(rng.bytes(LATENT_BYTES)), img) for _ in range(args.latents)])
-    golden = reference.run_batch(img, latents)
-    failures: list[dict[str, Any]] = []
     with ProgressBar("compare", enabled=not args.json) as bar:
-        for i, latent in enumerate(latents):
-            got = eng.generate(latent, layers=True)
-            mm = first_mismatch(got.layers, [layer[i] for layer in golden])
-            if mm is None and not np.array_equal(got.rgb, reference.to_rgb(golden[-1][i])):
-                mm = {"layer": "rgb"}
-            if mm is not None:
-                failures.append({"latent": i, **mm})
-            bar(i + 1, len(latents), f"{len(failures)} differ")
-    report = {"weights": str(path), "model_size": img.model_size, "latents": len(latents),
-              "seed": args.seed, "layers": len(img.layers), "identical": not failures,
-              "mismatched_latents": len(failures),
-              "first_mismatch": failures[0] if failures else None}
+        report = engines.compare(path, args.latents, args.seed, progress=bar)
     if args.json:
-        ctx.emit_json(report)
-        return 1 if failures else 0
-    if failures:
-        first = failures[0]
-        where = describe_mismatch(first) if first.get("layer") != "rgb" else "the RGB output"
-        raise CheckFailed(f"C engine differs from the reference on {len(failures)} of "
-                          f"{len(latents)} latents; first: latent {first['latent']}, {where}",
+        ctx.emit_json(report.as_dict())
+        return 0 if report.identical else 1
+    if not report.identical:
+        raise CheckFailed(report.describe(),
                           hint="the C engine and models.reference must implement "
                                "docs/formats.md identically")
-    ctx.out(f"identical: {len(latents)} latents x {len(img.layers)} layers of the "
-            f"{img.model_size} model, byte for byte (C engine vs numpy reference)")
+    ctx.out(report.describe())
     return 0

@@ -181,6 +181,10 @@ def _quantize(ctx: Any, args: Any) -> int:
 def _quality(ctx: Any, args: Any) -> int:
     from installation.engines import torch_models
 
+    if args.latents < 1:  # checked before torch loads: a typo costs no start-up time
+        raise UsageError(f"--latents must be at least 1, not {args.latents}",
+                         hint=f"the default is {DEFAULT_QUALITY_LATENTS}")
+
     torch_models().set_threads(1)
     from models import cat, quality, weightimage
     weights = Path(args.weights or ctx.config["models.weights"] or weightimage.SHIPPED_DEMO)

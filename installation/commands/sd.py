@@ -113,7 +113,7 @@ def _inspect(ctx: Any, args: Any) -> int:
     ctx.out(f"  latent       scale {info['latent']['scale']:.6g}, zero point "
             f"{info['latent']['zero_point']}")
     for lay in info["layers"]:
-        ctx.out(f"  layer {lay['index']}  {lay['c_in']:>5} -> {lay['c_out']:<5} "
+        ctx.out(f"  layer {lay['index'] + 1}  {lay['c_in']:>5} -> {lay['c_out']:<5} "
                 f"{lay['h_in']:>2}x{lay['h_in']:<2} -> {lay['h_out']:>2}x{lay['h_out']:<2} "
                 f"s{lay['stride']} p{lay['padding']} {lay['activation']:<4} "
                 f"zp {lay['in_zp']:>4} -> {lay['out_zp']:>4}  slice {lay['slice_bytes']:>5} B "
