@@ -56,18 +56,6 @@ def _add_weights(p: Any) -> None:
                         "shipped demo model")
 
 
-def weights_path(ctx: Any, given: str | None) -> Path:
-    """--weights, else the config's models.weights, else the shipped demo model."""
-    if given:
-        return Path(given)
-    configured = ctx.config["models.weights"]
-    if configured:
-        return Path(configured).expanduser()
-    from models.weightimage import SHIPPED_DEMO
-
-    return SHIPPED_DEMO
-
-
 def _entropy(text: str) -> bytes:
     cleaned = "".join(text.split())
     try:
@@ -94,7 +82,7 @@ def _run(ctx: Any, args: Any) -> int:
 
     entropy = _entropy(args.entropy_hex)
     engine = args.engine or ctx.config["engine.default"]
-    path = weights_path(ctx, args.weights)
+    path = ctx.workspace.weights_path(args.weights)
     img = engines.weight_image(path)
     latent_q = reference.quantize_latent(latent_from_entropy(entropy), img)
     start = time.perf_counter()
@@ -123,7 +111,7 @@ def _compare(ctx: Any, args: Any) -> int:
 
     if args.latents < 1:
         raise UsageError(f"--latents must be at least 1, not {args.latents}")
-    path = weights_path(ctx, args.weights)
+    path = ctx.workspace.weights_path(args.weights)
     with ProgressBar("compare", enabled=not args.json) as bar:
         report = engines.compare(path, args.latents, args.seed, progress=bar)
     if args.json:

@@ -161,7 +161,7 @@ def _samples(ctx: Any, args: Any) -> int:
 
     if args.n < 1 or args.scale < 1:
         raise UsageError("-n and --scale must be at least 1")
-    weights = Path(args.weights or ctx.config["models.weights"] or weightimage.SHIPPED_DEMO)
+    weights = ctx.workspace.weights_path(args.weights)
     img = weightimage.load(weights)
     z = quality.entropy_latents(args.n, args.seed)
     last = reference.run_batch(img, reference.quantize_latent(z, img))[-1]
@@ -187,7 +187,7 @@ def _quality(ctx: Any, args: Any) -> int:
 
     torch_models().set_threads(1)
     from models import cat, quality, weightimage
-    weights = Path(args.weights or ctx.config["models.weights"] or weightimage.SHIPPED_DEMO)
+    weights = ctx.workspace.weights_path(args.weights)
     img = weightimage.load(weights)
     state = Path(args.state) if args.state else None
     if state is None:
