@@ -309,6 +309,7 @@ def test_cli_say_usage_errors(home: Path, capsys) -> None:
 
 def test_cli_build_and_verify(home: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "card" / "v.qcv"
+    out.parent.mkdir()  # --out names a file in an existing folder (a missing one is refused)
     assert main(["--home", str(home), "phrases", "build", "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["rendered"] == 0 and summary["cached"] == N_CLIPS
