@@ -1,8 +1,9 @@
 """qcat's configuration: one TOML file, one table of keys, validated up front.
 
 Every tunable has a row in `SCHEMA` (type, default, allowed values, a line of documentation, and
-whether it is a secret). Loading checks the whole file before anything runs; a bad file gets one
-sentence naming the file, the key, the value and the fix (a `ConfigError`, exit 2). Secrets
+whether it is a secret). Loading checks the whole file before anything runs; each problem is one
+sentence naming the file, the key, the value and the fix (a `ConfigError`, exit 2). `load()`
+stops a command at the first; `problems()` lists them all for `qcat config check`. Secrets
 (the ANU API key) come from the environment or from a config file of mode 0600, and never leave
 this module unredacted: `Config.redacted()` is what `config show` and `--json` print.
 """
@@ -136,7 +137,11 @@ def defaults() -> Config:
 
 
 def load(path: Path, *, required: bool = False, environ: dict[str, str] | None = None) -> Config:
-    """Load and validate `path` (a missing file means defaults unless `required`)."""
+    """Load and validate `path` (a missing file means defaults unless `required`).
+
+    A bad file raises its first problem (in file order) as a `ConfigError`; when it has more,
+    the hint says so and points at `qcat config check`, which lists them all (`problems()`).
+    """
     environ = dict(os.environ) if environ is None else environ
     values = {k.name: k.default for k in SCHEMA}
     sources = {k.name: "default" for k in SCHEMA}
@@ -145,8 +150,7 @@ def load(path: Path, *, required: bool = False, environ: dict[str, str] | None =
             values[name] = value
             sources[name] = str(path)
     elif required:
-        raise ConfigError(f"config file {path} does not exist",
-                          hint="create one with `qcat config init`")
+        raise _missing(path)
     for key in SCHEMA:
         if key.env and environ.get(key.env):
             values[key.name] = _check_value(key, environ[key.env], f"environment variable {key.env}")
@@ -154,7 +158,45 @@ def load(path: Path, *, required: bool = False, environ: dict[str, str] | None =
     return Config(values, sources, path if path.exists() else None)
 
 
+def problems(path: Path) -> list[ConfigError]:
+    """Every problem of the config file at `path`, in file order; an empty list means it is good.
+
+    This is what `qcat config check` reports: a person fixing a file wants every unknown key,
+    wrong type and bad choice at once, not one per run. A file that is missing, unreadable or
+    not TOML is a single problem, since nothing past that can be checked. Never raises a
+    `ConfigError` itself, and no message holds a secret's value.
+    """
+    if not path.exists():
+        return [_missing(path)]
+    try:
+        _, found = _scan(path)
+    except ConfigError as exc:  # unreadable or not TOML: the one problem there is
+        return [exc]
+    return found
+
+
+def _missing(path: Path) -> ConfigError:
+    return ConfigError(f"config file {path} does not exist",
+                       hint="create one with `qcat config init`")
+
+
 def _read_file(path: Path) -> dict[str, Any]:
+    """The file's valid values by key name, or its first problem raised."""
+    values, found = _scan(path)
+    if found:
+        first = found[0]
+        if len(found) > 1:
+            more = f"{path} has other problems too: `qcat config check {path}` lists them all"
+            first.hint = f"{first.hint}; {more}" if first.hint else more
+        raise first
+    return values
+
+
+def _scan(path: Path) -> tuple[dict[str, Any], list[ConfigError]]:
+    """Read and check the whole file: (its valid values, every problem found, in file order).
+
+    Raises a ConfigError only when the file cannot be read or parsed at all.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -167,27 +209,34 @@ def _read_file(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}",
                           hint="fix the line named, or start again with `qcat config init --force`") from None
-    found: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    found: list[ConfigError] = []
     for section, table in data.items():
         if section not in SECTIONS:
-            raise ConfigError(f"{path}: unknown section [{section}]{_suggest(section, SECTIONS)}",
-                              hint=f"valid sections: {', '.join(SECTIONS)}")
+            found.append(ConfigError(f"{path}: unknown section [{section}]{_suggest(section, SECTIONS)}",
+                                     hint=f"valid sections: {', '.join(SECTIONS)}"))
+            continue
         if not isinstance(table, dict):
-            raise ConfigError(f"{path}: '{section}' must be a [{section}] table, not a single value")
+            found.append(ConfigError(f"{path}: '{section}' must be a [{section}] table, not a single value"))
+            continue
         for short, value in table.items():
             name = f"{section}.{short}"
             if name not in KEYS:
                 valid = [k.short for k in SCHEMA if k.section == section]
-                raise ConfigError(f"{path}: unknown key '{name}'{_suggest(short, valid)}",
-                                  hint=f"keys of [{section}]: {', '.join(valid)}")
-            found[name] = _check_value(KEYS[name], value, str(path))
-    if found.get("entropy.api_key"):
+                found.append(ConfigError(f"{path}: unknown key '{name}'{_suggest(short, valid)}",
+                                         hint=f"keys of [{section}]: {', '.join(valid)}"))
+                continue
+            try:
+                values[name] = _check_value(KEYS[name], value, str(path))
+            except ConfigError as exc:
+                found.append(exc)
+    if values.get("entropy.api_key"):
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
-            raise ConfigError(
+            found.append(ConfigError(
                 f"{path} holds entropy.api_key but other users can read it (mode {mode:04o})",
-                hint=f"run `chmod 600 {path}`, or move the key to the environment variable QCAT_ANU_API_KEY")
-    return found
+                hint=f"run `chmod 600 {path}`, or move the key to the environment variable QCAT_ANU_API_KEY"))
+    return values, found
 
 
 def _check_value(key: Key, value: Any, where: str) -> Any:

@@ -137,7 +137,8 @@ def load_bank(path: Path | None = None) -> Bank:
     issues, bank = inspect_bank(path)
     if issues:
         first = issues[0]
-        more = f" (and {len(issues) - 1} more problems)" if len(issues) > 1 else ""
+        n_more = len(issues) - 1
+        more = f" (and {n_more} more problem{'s' if n_more != 1 else ''})" if n_more else ""
         raise FormatError(f"{first}{more}",
                           hint="fix the data file; `qcat phrases verify --bank FILE` lists all problems")
     assert bank is not None

@@ -1,7 +1,8 @@
 """The command groups of `qcat`, one module each, in the order `qcat --help` lists them.
 
 A module exposes `register(subparsers)`. Helpers shared by the groups live here: `group()` makes
-a group parser whose bare invocation prints its help, `add_json()` adds the `--json` flag.
+a group parser whose bare invocation prints its help, `add_json()` adds the `--json` flag,
+`plural()` counts things in words, `not_built()` is the handler of a command still to come.
 """
 
 from __future__ import annotations
@@ -32,12 +33,22 @@ def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document for scripts")
 
 
-def not_built(what: str, arrives: str) -> Any:
-    """A handler for a feature that is not in this release: it says so, exit 2, never pretends."""
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """`n` and the noun that agrees with it ("1 problem", "2 problems", "1,024 bytes"): a person
+    reads "1 exhibits" or "check(s)" as a program that did not care."""
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
+
+
+def not_built(cannot: str, meanwhile: str) -> Any:
+    """A handler for a feature this version of qcat does not have: it says so plainly, exit 2.
+
+    `cannot` finishes "qcat cannot ... yet" ("supervise units"); `meanwhile` is the hint, what
+    a person can do instead. The words speak of the program, never of our plans or trackers.
+    """
 
     def handler(ctx: Any, args: Any) -> int:
-        raise NotBuiltYet(f"{what} is not part of this release of qcat yet",
-                          hint=f"it arrives with {arrives}")
+        raise NotBuiltYet(f"qcat cannot {cannot} yet: it is not built in this version of qcat",
+                          hint=meanwhile)
 
     return handler
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from installation import config as config_mod
-from installation.commands import add_json, command, group
-from installation.errors import InputError
+from installation.commands import add_json, command, group, plural
+from installation.errors import ConfigError, InputError
 
 
 def register(sub: Any) -> None:
@@ -19,7 +20,10 @@ def register(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p = command(cmds, "show", "print the effective config (secrets hidden)", show)
     add_json(p)
-    p = command(cmds, "check", "validate a config file", check)
+    p = command(cmds, "check", "validate a config file", check,
+                description="Check every key of a config file: each unknown key (with the "
+                "closest valid one), wrong type, value out of range or not among the choices "
+                "is one line; exit 2 when there is any.")
     p.add_argument("file", nargs="?", help="file to check (default: the config in use)")
 
 
@@ -47,7 +51,16 @@ def show(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def check(ctx: Any, args: argparse.Namespace) -> int:
+    """Every problem of the file, one line each on stderr, then exit 2; a single problem is
+    reported exactly as any other command would (its sentence and its own hint)."""
     path = Path(args.file).absolute() if args.file else ctx.config_path
-    config_mod.load(path, required=True)
+    found = config_mod.problems(path)
+    if len(found) == 1:
+        raise found[0]
+    if found:
+        for problem in found:
+            print(problem.message, file=sys.stderr)
+        raise ConfigError(f"{path} has {plural(len(found), 'problem')}",
+                          hint=f"fix each line above, then run `qcat config check {path}` again")
     ctx.out(f"{path}: ok")
     return 0

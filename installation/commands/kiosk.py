@@ -1,4 +1,4 @@
-"""`qcat kiosk`: run the unattended kiosk mode that starts on boot (not in this release yet; the command says so plainly)."""
+"""`qcat kiosk`: run the unattended kiosk mode that starts on boot (not built yet; the command says so plainly)."""
 
 from __future__ import annotations
 
@@ -8,5 +8,8 @@ from installation.commands import command, not_built
 
 
 def register(sub: Any) -> None:
-    command(sub, "kiosk", "run the unattended kiosk mode that starts on boot", not_built("kiosk mode", "the TUI issue"),
-            description="run the unattended kiosk mode that starts on boot. Not part of this release yet: the command says so and exits 2.")
+    command(sub, "kiosk", "run the unattended kiosk mode that starts on boot",
+            not_built("run the kiosk", "meanwhile `qcat demo` makes a few exhibits and shows "
+                      "them in the terminal"),
+            description="run the unattended kiosk mode that starts on boot. Not built yet in "
+            "this version of qcat: the command says so and exits 2.")

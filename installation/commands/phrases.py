@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from installation.commands import add_json, command, group
+from installation.commands import add_json, command, group, plural
 from installation.errors import InputError, UsageError
 
 BANK_FILE_NAME = "verdicts.qcv"
@@ -86,6 +86,20 @@ def parse_code(value: str) -> int:
     return split_code(code).code  # InputError when out of range
 
 
+def output_file(value: str, option: str, example: str) -> Path:
+    """The file a person named with `option`, refused before any work when it cannot be
+    written: a missing folder is a typo far more often than a wish, so it is never created."""
+    path = Path(value).absolute()
+    if path.is_dir():
+        raise InputError(f"{option} {value} is a folder, not a file",
+                         hint=f"name a file inside it, e.g. {option} {Path(value) / example}")
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise InputError(f"cannot write {value}: the folder {path.parent} {what}",
+                         hint="create the folder first, or name a file in an existing one")
+    return path
+
+
 def is_current(clips: Any, settings: dict[str, Any]) -> bool:
     """Was this clip bank built from the shipped text with these settings?"""
     import hashlib
@@ -142,8 +156,7 @@ def verify(ctx: Any, args: argparse.Namespace) -> int:
         else:
             for issue in issues:
                 ctx.out(str(issue))
-        raise FormatError(f"the verdict data file {path} has {len(issues)} "
-                          f"problem{'s' if len(issues) != 1 else ''}",
+        raise FormatError(f"the verdict data file {path} has {plural(len(issues), 'problem')}",
                           hint="fix the lines named above and run `qcat phrases verify` again")
     assert bank is not None
     report = verify_text(bank)
@@ -174,7 +187,7 @@ def verify(ctx: Any, args: argparse.Namespace) -> int:
         if report.ok:
             ctx.out("  ok")
     if not report.ok:
-        raise CheckFailed(f"the verdict bank fails {len(report.failures)} check(s)")
+        raise CheckFailed(f"the verdict bank fails {plural(len(report.failures), 'check')}")
     return 0
 
 
@@ -183,7 +196,7 @@ def build(ctx: Any, args: argparse.Namespace) -> int:
     from phrases.clipbank import ClipBank
     from phrases.render import RenderStats, build_bank
 
-    out = Path(args.out).absolute() if args.out else default_clip_path(ctx)
+    out = output_file(args.out, "--out", BANK_FILE_NAME) if args.out else default_clip_path(ctx)
     settings = render_settings(ctx)
     stats = RenderStats()
     with ProgressBar("rendering fragments", enabled=not args.json) as bar:
@@ -198,8 +211,8 @@ def build(ctx: Any, args: argparse.Namespace) -> int:
         ctx.emit_json(summary)
     else:
         ctx.out(f"wrote {out} ({summary['bytes']:,} bytes, sha256 {clips.sha256[:16]}...)")
-        ctx.out(f"  {stats.rendered} fragments rendered with espeak-ng {stats.espeak_version}, "
-                f"{stats.cached} from the cache; {settings['sample_rate']} Hz, 12-bit, "
+        ctx.out(f"  {plural(stats.rendered, 'fragment')} rendered with espeak-ng "
+                f"{stats.espeak_version}, {stats.cached} from the cache; {settings['sample_rate']} Hz, 12-bit, "
                 f"voice {settings['voice']}")
     return 0
 
@@ -214,6 +227,7 @@ def say(ctx: Any, args: argparse.Namespace) -> int:
         raise UsageError("give either a verdict CODE or --random",
                          hint="e.g. `qcat phrases say --random --wav verdict.wav`")
     code = secrets.randbelow(N_VERDICTS) if args.random else parse_code(args.code)
+    wav = output_file(args.wav, "--wav", "verdict.wav") if args.wav else None
     clips = ClipBank.load(Path(args.clips)) if args.clips else ensure_clip_bank(ctx, args.json)
     v = phrases.verdict(code)
     if args.clips and clips.fragment_texts() != [t for *_, t in phrases.default_bank()
@@ -222,8 +236,8 @@ def say(ctx: Any, args: argparse.Namespace) -> int:
                          hint="rebuild it with `qcat phrases build --out FILE`")
     samples = clips.verdict_samples(code)
     seconds = samples.size / clips.sample_rate
-    if args.wav:
-        audio.write_wav(args.wav, samples, clips.sample_rate)
+    if wav:
+        audio.write_wav(wav, samples, clips.sample_rate)
     else:
         audio.play(samples, clips.sample_rate)
     if args.json:

@@ -1,4 +1,4 @@
-"""`qcat sim`: run simulated cat and die units on a pseudo-terminal (not in this release yet; the command says so plainly)."""
+"""`qcat sim`: run simulated cat and die units on a pseudo-terminal (not built yet; the command says so plainly)."""
 
 from __future__ import annotations
 
@@ -8,5 +8,8 @@ from installation.commands import command, not_built
 
 
 def register(sub: Any) -> None:
-    command(sub, "sim", "run simulated cat and die units on a pseudo-terminal", not_built("the unit simulators", "the issue that connects the units"),
-            description="run simulated cat and die units on a pseudo-terminal. Not part of this release yet: the command says so and exits 2.")
+    command(sub, "sim", "run simulated cat and die units on a pseudo-terminal",
+            not_built("simulate units", "meanwhile `qcat engine run` runs the cat unit's C "
+                      "engine on this machine"),
+            description="run simulated cat and die units on a pseudo-terminal. Not built yet in "
+            "this version of qcat: the command says so and exits 2.")

@@ -1,4 +1,4 @@
-"""`qcat units`: supervise the cat and die units over serial (not in this release yet; the command says so plainly)."""
+"""`qcat units`: supervise the cat and die units over serial (not built yet; the command says so plainly)."""
 
 from __future__ import annotations
 
@@ -8,5 +8,8 @@ from installation.commands import command, not_built
 
 
 def register(sub: Any) -> None:
-    command(sub, "units", "supervise the cat and die units over serial", not_built("the unit supervisor", "the issue that connects the units"),
-            description="supervise the cat and die units over serial. Not part of this release yet: the command says so and exits 2.")
+    command(sub, "units", "supervise the cat and die units over serial",
+            not_built("supervise units", "meanwhile `qcat generate` renders exhibits on this "
+                      "machine with the same C engine the cat unit runs"),
+            description="supervise the cat and die units over serial. Not built yet in this "
+            "version of qcat: the command says so and exits 2.")
