@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from installation.errors import ConfigError
+from installation.errors import ConfigError, InputError
+from installation.reading import read_text_input
 
 REDACTED = "<hidden>"
 
@@ -198,12 +199,10 @@ def _scan(path: Path) -> tuple[dict[str, Any], list[ConfigError]]:
     Raises a ConfigError only when the file cannot be read or parsed at all.
     """
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text",
-                          hint="write it as TOML; `qcat config init --force` makes a fresh one") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        text = read_text_input(path, "config file",
+                               hint="write it as TOML; `qcat config init --force` makes a fresh one")
+    except InputError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

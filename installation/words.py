@@ -1,4 +1,5 @@
-"""Numbers in sentences: "1 exhibit", "2 exhibits", "1,024 bytes". One helper, every message.
+"""Numbers in sentences: "1 exhibit", "2 exhibits", "1,024 bytes". One helper, every message: a
+person reads "1 exhibits" or "check(s)" as a program that did not care.
 
 A ground module: it imports nothing of qcat.
 """

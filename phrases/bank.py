@@ -22,6 +22,7 @@ from pathlib import Path
 
 from installation.errors import FormatError, InputError
 from installation.reading import read_text_input
+from installation.words import plural
 from quantum.latent import N_VERDICTS, split_code
 
 BANK_FILE = Path(__file__).with_name("bank.toml")
@@ -138,7 +139,7 @@ def load_bank(path: Path | None = None) -> Bank:
     if issues:
         first = issues[0]
         n_more = len(issues) - 1
-        more = f" (and {n_more} more problem{'s' if n_more != 1 else ''})" if n_more else ""
+        more = f" (and {plural(n_more, 'more problem')})" if n_more else ""
         raise FormatError(f"{first}{more}",
                           hint="fix the data file; `qcat phrases verify --bank FILE` lists all problems")
     assert bank is not None

@@ -228,7 +228,7 @@ def test_a_command_not_built_yet_says_so_plainly(run_qcat, name):
 
 
 def test_plural_agrees_with_its_number():
-    from installation.commands import plural
+    from installation.words import plural
 
     assert plural(1, "problem") == "1 problem"
     assert plural(0, "problem") == "0 problems"

@@ -2,7 +2,8 @@
 
 A module exposes `register(subparsers)`. Helpers shared by the groups live here: `group()` makes
 a group parser whose bare invocation prints its help, `add_json()` adds the `--json` flag,
-`plural()` counts things in words, `not_built()` is the handler of a command still to come.
+`not_built()` is the handler of a command still to come. (Counting things in words is
+`installation.words.plural`, a ground module every package may use.)
 """
 
 from __future__ import annotations
@@ -31,12 +32,6 @@ def command(sub: Any, name: str, help: str, func: Any,
 
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document for scripts")
-
-
-def plural(n: int, noun: str, nouns: str | None = None) -> str:
-    """`n` and the noun that agrees with it ("1 problem", "2 problems", "1,024 bytes"): a person
-    reads "1 exhibits" or "check(s)" as a program that did not care."""
-    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def not_built(cannot: str, meanwhile: str) -> Any:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from installation import config as config_mod
-from installation.commands import add_json, command, group, plural
+from installation.commands import add_json, command, group
 from installation.errors import ConfigError, InputError
+from installation.files import write_atomic
+from installation.words import plural
 
 
 def register(sub: Any) -> None:
@@ -32,10 +33,8 @@ def init(ctx: Any, args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         raise InputError(f"{path} already exists", hint="add --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(config_mod.default_file_text(), encoding="utf-8")
-    os.chmod(tmp, 0o600)  # it may come to hold the API key
-    os.replace(tmp, path)
+    # 0600 before it appears under its name: it may come to hold the API key
+    write_atomic(path, config_mod.default_file_text().encode("utf-8"), mode=0o600)
     ctx.out(f"wrote {path}")
     return 0
 

@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from installation.commands import add_json, command, group, plural
+from installation.commands import add_json, command, group
 from installation.errors import InputError, UsageError
+from installation.words import plural
 
 BANK_FILE_NAME = "verdicts.qcv"
 CODE_HELP = "a verdict code 0..131071 (decimal or 0x hex), or the verdict's text in quotes"
