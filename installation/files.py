@@ -92,18 +92,22 @@ def publish(tmp: Path, path: Path) -> None:
         os.close(dfd)
 
 
-def check_target(path: str | os.PathLike[str], what: str = "file") -> Path:
-    """`path` as a place a user asked us to write `what`: its folder must exist and it must not
-    be a folder itself. Returns the path; InputError (one sentence) otherwise."""
+def check_target(path: str | os.PathLike[str], option: str | None = None,
+                 example: str = "out") -> Path:
+    """`path` as a file someone asked us to write (named with `option`, e.g. "--wav"), checked
+    before any work: its folder must exist (a missing folder is a typo far more often than a
+    wish, so it is never created) and it must not be a folder itself. InputError otherwise."""
     target = Path(path)
+    named = f"{option} {path}" if option else str(path)
     if target.is_dir():
-        raise InputError(f"{target} is a folder; give the path of the {what} to write",
-                         hint=f"for example {target / ('out' + (target.suffix or ''))}")
-    parent = target.parent
+        raise InputError(f"{named} is a folder, not a file",
+                         hint=f"name a file inside it, e.g. {option + ' ' if option else ''}"
+                              f"{Path(path) / example}")
+    parent = target.absolute().parent
     if not parent.is_dir():
-        what_is = "is a file, not a folder" if parent.exists() else "does not exist"
-        raise InputError(f"cannot write the {what} {target}: the folder {parent} {what_is}",
-                         hint="create the folder first, or choose another path")
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise InputError(f"cannot write {path}: the folder {parent} {what}",
+                         hint="create the folder first, or name a file in an existing one")
     return target
 
 

@@ -49,7 +49,7 @@ def test_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:
         write_atomic(target, b"x")
     assert not (tmp_path / "no").exists()
     (tmp_path / "file").write_text("")
-    with pytest.raises(InputError, match="is a file, not a folder"):
+    with pytest.raises(InputError, match="file is not a folder"):
         write_atomic(tmp_path / "file" / "x.wav", b"x")
     with pytest.raises(InputError, match="is a folder"):
         check_target(tmp_path)

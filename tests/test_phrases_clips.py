@@ -261,7 +261,7 @@ def test_cli_say_random_writes_a_playable_wav(home: Path, tmp_path: Path, capsys
     assert main(["--home", str(home), "phrases", "say", "--random", "--wav", str(wav)]) == 0
     out = capsys.readouterr()
     code_s, mood, text = out.out.splitlines()[0].split("\t")
-    assert "building" in out.err and (home / "builds" / "verdicts.qcv").exists()
+    assert "built " in out.err and (home / "builds" / "verdicts.qcv").exists()
     code = int(code_s)
     assert phrases.verdict(code).text == text and mood == phrases.verdict(code).mood
     bank = ClipBank.load(home / "builds" / "verdicts.qcv")

@@ -13,13 +13,18 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command, group
 from installation.errors import InputError, UsageError
+from installation.files import check_target
 from installation.words import plural
+from installation.workspace import CLIP_BANK_FILE
 
-BANK_FILE_NAME = "verdicts.qcv"
+if TYPE_CHECKING:
+    from installation.cli import Context
+    from phrases.clipbank import ClipBank
+
 CODE_HELP = "a verdict code 0..131071 (decimal or 0x hex), or the verdict's text in quotes"
 
 
@@ -40,7 +45,7 @@ def register(sub: Any) -> None:
                 "the cache), turn them into 12-bit DAC clips and write the clip bank. Voice, "
                 "speed, pitch, sample rate and gap come from the phrases.* config keys.")
     p.add_argument("--out", metavar="FILE", help=f"where to write (default: HOME/builds/"
-                   f"{BANK_FILE_NAME})")
+                   f"{CLIP_BANK_FILE})")
     add_json(p)
     p = command(cmds, "say", "speak a verdict as the unit does (or write it to a WAV)", say,
                 description="Play the four clips of a verdict joined exactly as the cat unit "
@@ -51,7 +56,7 @@ def register(sub: Any) -> None:
                    "a preview spends no quantum bytes)")
     p.add_argument("--wav", metavar="OUT", help="write a 16-bit PCM WAV instead of playing")
     p.add_argument("--clips", metavar="FILE", help="clip bank to read (default: HOME/builds/"
-                   f"{BANK_FILE_NAME})")
+                   f"{CLIP_BANK_FILE})")
     add_json(p)
     p = command(cmds, "show", "print one verdict: mood, slots, fragments, text", show)
     p.add_argument("code", help=CODE_HELP)
@@ -62,18 +67,6 @@ def register(sub: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def default_clip_path(ctx: Any) -> Path:
-    return ctx.home.builds_dir / BANK_FILE_NAME
-
-
-def render_settings(ctx: Any) -> dict[str, Any]:
-    """The phrases.* config keys as build_bank keyword arguments."""
-    cfg = ctx.config
-    return {"voice": cfg["phrases.voice"], "words_per_minute": cfg["phrases.words_per_minute"],
-            "pitch": cfg["phrases.pitch"], "sample_rate": cfg["phrases.sample_rate"],
-            "gap_ms": cfg["phrases.gap_ms"]}
-
 
 def parse_code(value: str) -> int:
     """A code in decimal or 0x hex, or a verdict text (its code)."""
@@ -87,57 +80,21 @@ def parse_code(value: str) -> int:
     return split_code(code).code  # InputError when out of range
 
 
-def output_file(value: str, option: str, example: str) -> Path:
-    """The file a person named with `option`, refused before any work when it cannot be
-    written: a missing folder is a typo far more often than a wish, so it is never created."""
-    path = Path(value).absolute()
-    if path.is_dir():
-        raise InputError(f"{option} {value} is a folder, not a file",
-                         hint=f"name a file inside it, e.g. {option} {Path(value) / example}")
-    if not path.parent.is_dir():
-        what = "is not a folder" if path.parent.exists() else "does not exist"
-        raise InputError(f"cannot write {value}: the folder {path.parent} {what}",
-                         hint="create the folder first, or name a file in an existing one")
-    return path
-
-
-def is_current(clips: Any, settings: dict[str, Any]) -> bool:
-    """Was this clip bank built from the shipped text with these settings?"""
-    import hashlib
-
-    import phrases
-
-    prov = clips.provenance
-    text_sha = hashlib.sha256(phrases.default_bank().source_text.encode("utf-8")).hexdigest()
-    return prov.get("bank_sha256") == text_sha and all(prov.get(k) == v
-                                                       for k, v in settings.items())
-
-
-def ensure_clip_bank(ctx: Any, quiet: bool = False) -> Any:
-    """The default clip bank, (re)built first when missing or stale. Returns a ClipBank."""
-    from installation.errors import FormatError
+def spoken_bank(ctx: Context, quiet: bool) -> ClipBank:
+    """The workspace's clip bank, built first when missing or stale (`installation.speech`);
+    without espeak-ng there is nothing to speak from, and that is one sentence."""
+    from installation.errors import ToolMissing
     from installation.progress import ProgressBar
-    from phrases.clipbank import ClipBank
-    from phrases.render import build_bank
+    from installation.speech import INSTALL_HINT, ensure_clip_bank
 
-    path = default_clip_path(ctx)
-    settings = render_settings(ctx)
-    reason = None
-    if not path.exists():
-        reason = "no clip bank yet"
-    else:
-        try:
-            clips = ClipBank.load(path)
-        except FormatError:
-            reason = "the clip bank is damaged"
-        else:
-            if is_current(clips, settings):
-                return clips
-            reason = "the verdict text or the phrases.* settings changed"
-    print(f"qcat: building {path} ({reason})", file=sys.stderr)
     with ProgressBar("rendering fragments", enabled=not quiet) as bar:
-        build_bank(path, ctx.home.clip_cache_dir, progress=bar, **settings)
-    return ClipBank.load(path)
+        status = ensure_clip_bank(ctx.workspace, bar)
+    if status.bank is None:
+        raise ToolMissing(f"there is no clip bank to speak from: {status.reason}",
+                          hint=INSTALL_HINT)
+    if status.built:
+        print(f"qcat: built {ctx.workspace.clip_bank_path} ({status.reason})", file=sys.stderr)
+    return status.bank
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -165,7 +122,7 @@ def verify(ctx: Any, args: argparse.Namespace) -> int:
         from phrases.audio import gap_samples
         from phrases.render import render_clips
 
-        settings = render_settings(ctx)
+        settings = ctx.workspace.speech.as_kwargs()
         gap_ms, rate = settings.pop("gap_ms"), settings["sample_rate"]
         clips, _ = render_clips(ctx.home.clip_cache_dir, bank=bank, **settings)
         verify_durations(bank, report, [c.size / rate for c in clips],
@@ -197,8 +154,9 @@ def build(ctx: Any, args: argparse.Namespace) -> int:
     from phrases.clipbank import ClipBank
     from phrases.render import RenderStats, build_bank
 
-    out = output_file(args.out, "--out", BANK_FILE_NAME) if args.out else default_clip_path(ctx)
-    settings = render_settings(ctx)
+    out = check_target(args.out, "--out", CLIP_BANK_FILE).absolute() if args.out \
+        else ctx.workspace.clip_bank_path
+    settings = ctx.workspace.speech.as_kwargs()
     stats = RenderStats()
     with ProgressBar("rendering fragments", enabled=not args.json) as bar:
         build_bank(out, ctx.home.clip_cache_dir, progress=bar, stats=stats, **settings)
@@ -228,8 +186,8 @@ def say(ctx: Any, args: argparse.Namespace) -> int:
         raise UsageError("give either a verdict CODE or --random",
                          hint="e.g. `qcat phrases say --random --wav verdict.wav`")
     code = secrets.randbelow(N_VERDICTS) if args.random else parse_code(args.code)
-    wav = output_file(args.wav, "--wav", "verdict.wav") if args.wav else None
-    clips = ClipBank.load(Path(args.clips)) if args.clips else ensure_clip_bank(ctx, args.json)
+    wav = check_target(args.wav, "--wav", "verdict.wav").absolute() if args.wav else None
+    clips = ClipBank.load(Path(args.clips)) if args.clips else spoken_bank(ctx, args.json)
     v = phrases.verdict(code)
     if args.clips and clips.fragment_texts() != [t for *_, t in phrases.default_bank()
                                                  .all_fragments()]:
