@@ -9,9 +9,12 @@ a group parser whose bare invocation prints its help, `add_json()` adds the `--j
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installation.errors import NotBuiltYet
+
+if TYPE_CHECKING:
+    from installation.cli import Context
 
 
 def group(sub: Any, name: str, help: str, description: str | None = None) -> tuple[
@@ -41,7 +44,7 @@ def not_built(cannot: str, meanwhile: str) -> Any:
     a person can do instead. The words speak of the program, never of our plans or trackers.
     """
 
-    def handler(ctx: Any, args: Any) -> int:
+    def handler(ctx: Context, args: argparse.Namespace) -> int:
         raise NotBuiltYet(f"qcat cannot {cannot} yet: it is not built in this version of qcat",
                           hint=meanwhile)
 

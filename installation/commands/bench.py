@@ -12,13 +12,17 @@ anchor. Numbers taken while other programs run are noisy: the ratios of one run 
 
 from __future__ import annotations
 
+import argparse
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command
 from installation.errors import QcatError, ToolMissing
 from installation.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from installation.cli import Context
 
 # Timed runs per engine and model size (after one warm-up run each).
 REPEATS = {"demo": {"c": 30, "c_sync": 30, "numpy": 10, "torch": 30},
@@ -38,7 +42,7 @@ def register(sub: Any) -> None:
     add_json(p)
 
 
-def _model_files(ctx: Any) -> dict[str, tuple[Path, str]]:
+def _model_files(ctx: Context) -> dict[str, tuple[Path, str]]:
     """size -> (weight image, where it came from)."""
     from models import weightimage
 
@@ -70,7 +74,7 @@ def _torch_model(size: str, img: Any) -> Any:
     return g.eval()
 
 
-def measure_engines(ctx: Any, quick: bool = False, with_torch: bool = True) -> dict[str, Any]:
+def measure_engines(ctx: Context, quick: bool = False, with_torch: bool = True) -> dict[str, Any]:
     import numpy as np
 
     from firmware import bench as fb
@@ -129,7 +133,7 @@ def entropy_section(progress: Any = None) -> dict[str, Any]:
     return {"available": True, "result": result, "lines": list(qbench.lines(result))}
 
 
-def _bench(ctx: Any, args: Any) -> int:
+def _bench(ctx: Context, args: argparse.Namespace) -> int:
     from firmware import bench as fb
 
     engines = measure_engines(ctx, quick=args.quick, with_torch=not args.no_torch)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installation import config as config_mod
 from installation.commands import add_json, command, group
 from installation.errors import ConfigError, InputError
 from installation.files import write_atomic
 from installation.words import plural
+
+if TYPE_CHECKING:
+    from installation.cli import Context
 
 
 def register(sub: Any) -> None:
@@ -28,7 +31,7 @@ def register(sub: Any) -> None:
     p.add_argument("file", nargs="?", help="file to check (default: the config in use)")
 
 
-def init(ctx: Any, args: argparse.Namespace) -> int:
+def init(ctx: Context, args: argparse.Namespace) -> int:
     path: Path = ctx.config_path
     if path.exists() and not args.force:
         raise InputError(f"{path} already exists", hint="add --force to overwrite it")
@@ -39,7 +42,7 @@ def init(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def show(ctx: Any, args: argparse.Namespace) -> int:
+def show(ctx: Context, args: argparse.Namespace) -> int:
     cfg = ctx.config
     if args.json:
         ctx.emit_json({"file": str(cfg.path) if cfg.path else None, "config": cfg.redacted()})
@@ -49,7 +52,7 @@ def show(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def check(ctx: Any, args: argparse.Namespace) -> int:
+def check(ctx: Context, args: argparse.Namespace) -> int:
     """Every problem of the file, one line each on stderr, then exit 2; a single problem is
     reported exactly as any other command would (its sentence and its own hint)."""
     path = Path(args.file).absolute() if args.file else ctx.config_path

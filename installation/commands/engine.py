@@ -12,13 +12,17 @@ Thin layer: parsing and printing; the work is in `installation.engines` (`render
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command, group
 from installation.errors import CheckFailed, UsageError
 from installation.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from installation.cli import Context
 
 DEFAULT_COMPARE_LATENTS = 16
 DEFAULT_COMPARE_SEED = 0
@@ -69,7 +73,7 @@ def _entropy(text: str) -> bytes:
     return data
 
 
-def _run(ctx: Any, args: Any) -> int:
+def _run(ctx: Context, args: argparse.Namespace) -> int:
     import hashlib
 
     import numpy as np
@@ -106,7 +110,7 @@ def _run(ctx: Any, args: Any) -> int:
     return 0
 
 
-def _compare(ctx: Any, args: Any) -> int:
+def _compare(ctx: Context, args: argparse.Namespace) -> int:
     from installation import engines
 
     if args.latents < 1:

@@ -13,13 +13,17 @@ handlers that need it, so `qcat --help` stays fast.
 
 from __future__ import annotations
 
+import argparse
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command, group
 from installation.errors import UsageError
 from installation.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from installation.cli import Context
 
 DEFAULT_PROCEDURAL_IMAGES = 12000
 DEFAULT_TRAIN_THREADS = 2
@@ -96,7 +100,7 @@ def canonical(*words: Any) -> str:
     return "qcat " + " ".join(shlex.quote(str(w)) for w in words)
 
 
-def _init(ctx: Any, args: Any) -> int:
+def _init(ctx: Context, args: argparse.Namespace) -> int:
     from models import cat
 
     g, d = cat.make_models(args.size, args.seed)
@@ -108,7 +112,7 @@ def _init(ctx: Any, args: Any) -> int:
     return 0
 
 
-def _train(ctx: Any, args: Any) -> int:
+def _train(ctx: Context, args: argparse.Namespace) -> int:
     from installation.engines import torch_models
 
     if args.epochs < 1 or args.batch_size < 1 or args.images < 1:
@@ -141,7 +145,7 @@ def _train(ctx: Any, args: Any) -> int:
     return 0
 
 
-def _export(ctx: Any, args: Any) -> int:
+def _export(ctx: Context, args: argparse.Namespace) -> int:
     from models import cat
 
     ckpt = cat.load_checkpoint(Path(args.checkpoint))
@@ -154,7 +158,7 @@ def _export(ctx: Any, args: Any) -> int:
     return 0
 
 
-def _samples(ctx: Any, args: Any) -> int:
+def _samples(ctx: Context, args: argparse.Namespace) -> int:
     import numpy as np
 
     from models import data, quality, reference, weightimage
@@ -172,13 +176,13 @@ def _samples(ctx: Any, args: Any) -> int:
     return 0
 
 
-def _quantize(ctx: Any, args: Any) -> int:
+def _quantize(ctx: Context, args: argparse.Namespace) -> int:
     from installation.commands.sd import build_weights
 
     return build_weights(ctx, args)
 
 
-def _quality(ctx: Any, args: Any) -> int:
+def _quality(ctx: Context, args: argparse.Namespace) -> int:
     from installation.engines import torch_models
 
     if args.latents < 1:  # checked before torch loads: a typo costs no start-up time

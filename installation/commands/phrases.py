@@ -99,7 +99,7 @@ def spoken_bank(ctx: Context, quiet: bool) -> ClipBank:
 
 # ----------------------------------------------------------------------------- handlers
 
-def verify(ctx: Any, args: argparse.Namespace) -> int:
+def verify(ctx: Context, args: argparse.Namespace) -> int:
     from installation.errors import CheckFailed, FormatError
     from phrases.bank import BANK_FILE, inspect_bank
     from phrases.verify import MAX_VERDICT_SECONDS, verify_durations, verify_text
@@ -149,7 +149,7 @@ def verify(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def build(ctx: Any, args: argparse.Namespace) -> int:
+def build(ctx: Context, args: argparse.Namespace) -> int:
     from installation.progress import ProgressBar
     from phrases.clipbank import ClipBank
     from phrases.render import RenderStats, build_bank
@@ -176,7 +176,7 @@ def build(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def say(ctx: Any, args: argparse.Namespace) -> int:
+def say(ctx: Context, args: argparse.Namespace) -> int:
     import phrases
     from phrases import audio
     from phrases.clipbank import ClipBank
@@ -209,7 +209,7 @@ def say(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def show(ctx: Any, args: argparse.Namespace) -> int:
+def show(ctx: Context, args: argparse.Namespace) -> int:
     import phrases
 
     v = phrases.verdict(parse_code(args.code))
@@ -226,7 +226,7 @@ def show(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def list_cmd(ctx: Any, args: argparse.Namespace) -> int:
+def list_cmd(ctx: Context, args: argparse.Namespace) -> int:
     import phrases
 
     if args.limit is not None and args.limit < 0:

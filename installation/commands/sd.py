@@ -10,12 +10,16 @@ reads and checks (numpy only).
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command, group
 from installation.errors import CheckFailed, FormatError, InputError, UsageError
 from installation.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from installation.cli import Context
 
 
 def register(sub: Any) -> None:
@@ -39,7 +43,7 @@ def register(sub: Any) -> None:
     add_json(p)
 
 
-def build_weights(ctx: Any, args: Any) -> int:
+def build_weights(ctx: Context, args: argparse.Namespace) -> int:
     """`qcat sd weights build` and `qcat models quantize`."""
     from installation.commands.models import canonical
     from installation.engines import torch_models
@@ -67,7 +71,7 @@ def build_weights(ctx: Any, args: Any) -> int:
     return 0
 
 
-def _verify(ctx: Any, args: Any) -> int:
+def _verify(ctx: Context, args: argparse.Namespace) -> int:
     from models import weightimage
 
     path = Path(args.file)
@@ -93,7 +97,7 @@ def _verify(ctx: Any, args: Any) -> int:
     return 0
 
 
-def _inspect(ctx: Any, args: Any) -> int:
+def _inspect(ctx: Context, args: argparse.Namespace) -> int:
     from models import weightimage
 
     report = weightimage.verify(Path(args.file))
