@@ -104,8 +104,8 @@ def _card(ex: Exhibit, link: LinkTo) -> str:
         origin = f"{e(ex.source)}, fetched {e(str(first.get('request_time', '')))}"
     small, big = link(ex.png_path), link(ex.big_png_path)
     if small is None:
-        picture = (f'<div class="missing">image missing: <br>`qcat gallery repair {ex.id}`'
-                   "</div>")
+        picture = (f'<div class="missing">image missing:<br><code>qcat gallery repair {ex.id}'
+                   "</code></div>")
     else:
         picture = (f'<img src="{e(small)}" width="256" height="256" loading="lazy" '
                    f'decoding="async" alt="cat {ex.id}">')

@@ -247,3 +247,41 @@ def test_repair_needs_an_id_or_all(run_qcat):
     r = run_qcat("gallery", "repair")
     assert r.code == 2 and "--all" in r.err
     assert run_qcat("gallery", "repair", "7").code == 2  # no such exhibit: one sentence
+
+
+def test_verify_draws_a_progress_bar_on_a_terminal(qcat_home, run_qcat, weights):
+    """stderr on a real pseudo-terminal: the bar is drawn; with --json it is not."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    generate(run_qcat, weights, 2)
+
+    def stderr_on_a_terminal(*args: str) -> str:
+        leader, follower = pty.openpty()
+        try:
+            try:
+                proc = subprocess.run([sys.executable, "-m", "installation.cli", *args],
+                                      stdout=subprocess.PIPE, stderr=follower, cwd=REPO,
+                                      env=os.environ.copy(), timeout=120)
+            finally:
+                os.close(follower)
+            assert proc.returncode == 0
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # Linux: EIO once the terminal is drained
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks).decode("utf-8", "replace")
+        finally:
+            os.close(leader)
+
+    assert "verifying [" in stderr_on_a_terminal("gallery", "verify", "--all")
+    assert "verifying" not in stderr_on_a_terminal("gallery", "verify", "--all", "--json")
