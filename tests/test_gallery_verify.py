@@ -138,6 +138,22 @@ def test_bytes_that_differ_from_the_pools_draw_are_not_repairable(run_qcat, qcat
     assert not (qcat_home / "gallery" / made[0]["png_path"]).exists()
 
 
+def test_repair_never_writes_bytes_the_row_does_not_record(run_qcat, qcat_home, weights):
+    """If the re-created PNG does not hash to the recorded one (another PNG encoder archived it;
+    simulated by a different recorded hash), the file is not replaced and the row not changed."""
+    [made] = generate(run_qcat, weights, 1)
+    png = qcat_home / "gallery" / made["png_path"]
+    png.write_bytes(b"damaged")
+    with sqlite3.connect(qcat_home / "gallery.sqlite") as db:
+        db.execute("UPDATE exhibits SET png_sha256 = ?", ("ee" * 32,))
+    with open_gallery(qcat_home) as gallery:
+        report = curation.repair(gallery, finder(weights))
+        assert gallery.get(1).png_sha256 == "ee" * 32
+    assert report.not_repairable == [1] and report.results[0].rebuilt == []
+    assert "does not hash to the recorded" in report.results[0].reasons[0]
+    assert png.read_bytes() == b"damaged"
+
+
 def test_repair_with_no_model_is_not_repairable(run_qcat, qcat_home, weights):
     generate(run_qcat, weights, 1)
     with open_gallery(qcat_home) as gallery:
