@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 from installation import faults
 from installation.errors import CheckFailed, InputError
 from installation.files import write_atomic
-from installation.gallery import Exhibit, Gallery
+from installation.gallery import Exhibit, Gallery, NewExhibit
 from installation.progress import ProgressCallback
 from installation.words import plural
 from quantum import latent as latent_mod
@@ -229,7 +228,7 @@ class Generator:
         png = f"{stem}.png"
         big = f"{stem}-512.png"
         png_sha = write_atomic(self.gallery.path(png), png_bytes(rendered.rgb))
-        write_atomic(self.gallery.path(big), png_bytes(rendered.rgb, BIG_SCALE))
+        big_sha = write_atomic(self.gallery.path(big), png_bytes(rendered.rgb, BIG_SCALE))
         wav = wav_sha = None
         bank = self._clip_bank()
         if bank is not None:
@@ -241,26 +240,27 @@ class Generator:
             wav_sha = write_atomic(self.gallery.path(wav), tmp.read_bytes())
             tmp.unlink()
         faults.point("before-archive")
-        return self.gallery.add({
-            "draw_id": draw.id,
-            "created": draw.created,
-            "entropy_hex": draw.data.hex(),
-            "source": draw.source,
-            "provenance": draw.provenance,
-            "model_sha256": model.sha256,
-            "model_path": str(model.path.absolute()),
-            "model_size": model.size,
-            "engine": self.engine,
-            "image_sha256": hashlib.sha256(rendered.rgb.tobytes()).hexdigest(),
-            "png_path": png,
-            "png_sha256": png_sha,
-            "big_png_path": big,
-            "wav_path": wav,
-            "wav_sha256": wav_sha,
-            "verdict_code": rendered.code.code,
-            "mood": rendered.code.mood,
-            "verdict_text": rendered.text,
-        })
+        return self.gallery.add(NewExhibit(
+            draw_id=draw.id,
+            created=draw.created,
+            entropy_hex=draw.data.hex(),
+            source=draw.source,
+            provenance=draw.provenance,
+            model_sha256=model.sha256,
+            model_path=str(model.path.absolute()),
+            model_size=model.size,
+            engine=self.engine,
+            image_sha256=hashlib.sha256(rendered.rgb.tobytes()).hexdigest(),
+            png_path=png,
+            png_sha256=png_sha,
+            big_png_path=big,
+            big_png_sha256=big_sha,
+            wav_path=wav,
+            wav_sha256=wav_sha,
+            verdict_code=rendered.code.code,
+            mood=rendered.code.mood,
+            verdict_text=rendered.text,
+        ))
 
     def _clip_bank(self) -> Any:
         if self._bank is None and self.clip_bank_path is not None and self.clip_bank_path.exists():
@@ -268,61 +268,3 @@ class Generator:
 
             self._bank = ClipBank.load(self.clip_bank_path)
         return self._bank
-
-
-def verify(exhibits: Iterable[Exhibit], gallery: Gallery, models: dict[str, Model],
-           pool: Any = None) -> list[str]:
-    """Re-render each exhibit from its stored bytes with the reference; list every difference.
-
-    Checks: the archived bytes are the bytes the pool handed out for that draw (when the pool is
-    given); the model is available; the stored bytes give the stored image hash and verdict; the
-    PNG file is unchanged (hash) and shows the re-rendered pixels; the WAV is unchanged.
-    """
-    from models import weightimage
-
-    problems: list[str] = []
-    for ex in exhibits:
-        where = f"exhibit {ex.id}"
-        if pool is not None:
-            try:
-                drawn = pool.get_draw(ex.draw_id).data
-            except InputError:
-                problems.append(f"{where}: the entropy pool has no record of its draw {ex.draw_id}")
-            else:
-                if drawn.hex() != ex.entropy_hex:
-                    problems.append(f"{where}: archived entropy differs from the bytes the pool "
-                                    f"handed out in draw {ex.draw_id}")
-        model = models.get(ex.model_sha256)
-        if model is None:
-            problems.append(f"{where}: model {ex.model_sha256[:16]}… is not available to re-render it")
-            continue
-        try:
-            entropy = ex.entropy
-            rendered = render(entropy, model, "numpy")
-        except (ValueError, InputError) as exc:
-            problems.append(f"{where}: its stored entropy cannot be rendered ({exc})")
-            continue
-        if hashlib.sha256(rendered.rgb.tobytes()).hexdigest() != ex.image_sha256:
-            problems.append(f"{where}: re-rendered image differs from the archived image hash")
-        if rendered.code.code != ex.verdict_code or rendered.code.mood != ex.mood:
-            problems.append(f"{where}: verdict code {ex.verdict_code} ({ex.mood}) does not follow "
-                            f"from its bytes (expected {rendered.code.code}, {rendered.code.mood})")
-        if rendered.text != ex.verdict_text:
-            problems.append(f"{where}: verdict text differs from the phrase bank's text for code "
-                            f"{rendered.code.code}")
-        png = gallery.path(ex.png_path)
-        if not png.exists():
-            problems.append(f"{where}: image file {png} is missing")
-        else:
-            if weightimage.sha256_of(png) != ex.png_sha256:
-                problems.append(f"{where}: image file {png.name} was modified (hash differs)")
-            try:
-                if not np.array_equal(read_png_rgb(png), rendered.rgb):
-                    problems.append(f"{where}: image file {png.name} does not show the re-rendered cat")
-            except OSError as exc:
-                problems.append(f"{where}: image file {png.name} is unreadable ({exc})")
-        if ex.wav_path:
-            wav = gallery.path(ex.wav_path)
-            if not wav.exists() or weightimage.sha256_of(wav) != ex.wav_sha256:
-                problems.append(f"{where}: verdict audio {ex.wav_path} is missing or modified")
-    return problems

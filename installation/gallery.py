@@ -5,10 +5,17 @@ the exact entropy bytes and their provenance, the model's SHA-256, the engine, t
 raw RGB image, the verdict code, mood and text, and the hashes of the files written. The *pending*
 state of an exhibit is not kept here: it is the entropy draw itself (purpose
 ``exhibit:<model sha>``), recorded by the pool in the same transaction that hands out the bytes.
-An archived row is what completes it; `pending_draw_ids()` tells which draws still wait.
+An archived row is what completes it; `archived_draw_ids()` tells which draws are done.
 
-Must never: write a row before its files are in place (files first, atomically, then the row), or
-accept a second exhibit for the same draw (`draw_id` is UNIQUE).
+Schema versions (``meta.schema_version``): 1 the first archive; 2 adds ``big_png_sha256`` (the
+512-px copy's file hash) and an index on ``created``. A version-1 archive is migrated when it is
+opened; its old rows keep ``big_png_sha256`` NULL (their 512-px files are checked by pixels, and
+`qcat gallery repair` records the hash once the pixels are proven). An archive with a newer
+version than this qcat knows is refused, never half-read.
+
+Must never: write a row before its files are in place (files first, atomically, then the row),
+accept a second exhibit for the same draw (`draw_id` is UNIQUE), or change a row's recorded facts
+once written (the only later write fills a NULL ``big_png_sha256``).
 """
 
 from __future__ import annotations
@@ -16,17 +23,21 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from installation import database
 from installation.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
+# The one spelling of "these bytes are not quantum" this module knows; Exhibit.quantum and the
+# listing filter both go through it (the pool's own name for it is quantum.pool.OS_FALLBACK).
+FALLBACK_SOURCE = "os-fallback"
+MOODS = ("motivated", "demotivated")
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS exhibits (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -48,8 +59,48 @@ CREATE TABLE IF NOT EXISTS exhibits (
     verdict_code  INTEGER NOT NULL,
     mood          TEXT NOT NULL,
     verdict_text  TEXT NOT NULL
-);
+)
 """
+
+# MIGRATIONS[n] takes an archive from version n - 1 to n (version 0: an empty database).
+MIGRATIONS: dict[int, list[str]] = {
+    1: [s for s in _SCHEMA_V1.split(";") if s.strip()],
+    2: ["ALTER TABLE exhibits ADD COLUMN big_png_sha256 TEXT",
+        "CREATE INDEX IF NOT EXISTS exhibits_created ON exhibits (created)"],
+}
+
+
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """`plural(1, "exhibit")` is "1 exhibit", `plural(2, "exhibit")` "2 exhibits" (with commas)."""
+    return f"{n:,} {noun if n == 1 else (many or noun + 's')}"
+
+
+@dataclass(frozen=True)
+class NewExhibit:
+    """What `Gallery.add` archives: a finished exhibit whose files are already written.
+
+    Paths are relative to the gallery folder; hashes are SHA-256 hex of the files' bytes
+    (`image_sha256`: of the raw RGB pixels)."""
+
+    draw_id: int
+    created: str
+    entropy_hex: str
+    source: str
+    provenance: dict[str, Any]
+    model_sha256: str
+    model_path: str
+    model_size: str
+    engine: str
+    image_sha256: str
+    png_path: str
+    png_sha256: str
+    big_png_path: str
+    big_png_sha256: str | None
+    wav_path: str | None
+    wav_sha256: str | None
+    verdict_code: int
+    mood: str
+    verdict_text: str
 
 
 @dataclass(frozen=True)
@@ -70,6 +121,7 @@ class Exhibit:
     png_path: str
     png_sha256: str
     big_png_path: str
+    big_png_sha256: str | None  # NULL for rows archived before schema 2 (checked by pixels)
     wav_path: str | None
     wav_sha256: str | None
     verdict_code: int
@@ -83,10 +135,23 @@ class Exhibit:
     @property
     def quantum(self) -> bool:
         """True only when every byte came from the quantum source (never for os-fallback)."""
-        return self.source != "os-fallback"
+        return self.source != FALLBACK_SOURCE
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_COLUMNS = tuple(f.name for f in fields(NewExhibit))
+
+
+def _connect(db_path: Path, read_only: bool) -> sqlite3.Connection:
+    """The one place the archive's connection is made (and its pragmas set)."""
+    db = database.connect(db_path, "gallery archive", read_only=read_only,
+                          timeout_s=BUSY_TIMEOUT_S)
+    if not read_only:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    return db
 
 
 class Gallery:
@@ -97,19 +162,67 @@ class Gallery:
         self.files_dir = files_dir
         self.read_only = read_only
         try:
-            self._db = database.connect(db_path, "gallery archive", read_only=read_only,
-                                        timeout_s=BUSY_TIMEOUT_S)
+            self._db = _connect(db_path, read_only)
             if not read_only:
                 files_dir.mkdir(parents=True, exist_ok=True)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(_SCHEMA)
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                                 (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
-            raise InputError(f"the gallery archive {db_path} is not a readable SQLite database ({exc})",
-                             hint="move the file aside; `qcat generate` starts a new archive") from None
+            raise self._unreadable(exc) from None
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise self._unreadable(exc) from None
+        except BaseException:
+            self._db.close()
+            raise
         self._db.row_factory = sqlite3.Row
+
+    def _unreadable(self, exc: Exception) -> InputError:
+        return InputError(f"the gallery archive {self.db_path} is not a readable SQLite database "
+                          f"({exc})", hint="move the file aside; `qcat generate` starts a new archive")
+
+    def schema_version(self) -> int:
+        """The archive's schema version (0 for an empty database)."""
+        has_meta = self._db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()[0]
+        if not has_meta:
+            return 0
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        try:
+            return int(row[0]) if row else 0
+        except ValueError:
+            raise InputError(f"the gallery archive {self.db_path} has an unreadable schema version "
+                             f"({row[0]!r})", hint="move the file aside; `qcat generate` starts a "
+                             "new archive") from None
+
+    def _migrate(self) -> None:
+        """Bring an older archive up to SCHEMA_VERSION in one transaction; refuse a newer one."""
+        version = self.schema_version()
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise InputError(f"the gallery archive {self.db_path} was made by a newer qcat "
+                             f"(archive schema {version}, this qcat knows {SCHEMA_VERSION})",
+                             hint="upgrade qcat to read it")
+        if self.read_only:
+            return  # read as it is: rows of an older schema lack only newer, optional columns
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.schema_version()  # another process may have migrated meanwhile
+            if version == 0 and self._db.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT IN ('meta', 'exhibits')").fetchone()[0]:
+                raise InputError(f"{self.db_path} is an SQLite database but not a qcat gallery "
+                                 "archive", hint="point --home at a qcat home folder")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    self._db.execute(statement)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -120,14 +233,22 @@ class Gallery:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add(self, fields: dict[str, Any]) -> Exhibit:
+    def add(self, record: NewExhibit) -> Exhibit:
         """Archive a finished exhibit (its files already written). Returns it with its id."""
-        row = dict(fields)
+        row = asdict(record)
         row["provenance"] = json.dumps(row["provenance"], sort_keys=True)
-        names = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        cur = self._db.execute(f"INSERT INTO exhibits ({names}) VALUES ({marks})", tuple(row.values()))
+        names = ", ".join(_COLUMNS)
+        marks = ", ".join("?" for _ in _COLUMNS)
+        cur = self._db.execute(f"INSERT INTO exhibits ({names}) VALUES ({marks})",
+                               tuple(row[c] for c in _COLUMNS))
         return self.get(int(cur.lastrowid or 0))
+
+    def record_big_png_hash(self, exhibit_id: int, sha256: str) -> bool:
+        """Fill a NULL `big_png_sha256` (rows from schema 1) once the file's pixels are proven.
+        Never overwrites a recorded hash; returns whether it wrote."""
+        cur = self._db.execute("UPDATE exhibits SET big_png_sha256 = ? "
+                               "WHERE id = ? AND big_png_sha256 IS NULL", (sha256, exhibit_id))
+        return cur.rowcount == 1
 
     def get(self, exhibit_id: int) -> Exhibit:
         row = self._db.execute("SELECT * FROM exhibits WHERE id = ?", (exhibit_id,)).fetchone()
@@ -140,8 +261,43 @@ class Gallery:
         for row in self._db.execute("SELECT * FROM exhibits ORDER BY id"):
             yield _exhibit(row)
 
-    def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM exhibits").fetchone()[0])
+    def query(self, *, since: str | None = None, mood: str | None = None,
+              quantum: bool | None = None, ids: list[int] | None = None,
+              limit: int | None = None, offset: int = 0) -> list[Exhibit]:
+        """Exhibits newest first, filtered in SQL (the archive may hold tens of thousands).
+
+        `since`: an ISO-8601 UTC time in the archive's own format (`created >= since`);
+        `quantum`: True for quantum bytes only, False for os-fallback only."""
+        sql, args = self._where(since=since, mood=mood, quantum=quantum, ids=ids)
+        sql = f"SELECT * FROM exhibits{sql} ORDER BY created DESC, id DESC"
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else limit, offset]
+        return [_exhibit(row) for row in self._db.execute(sql, args)]
+
+    def count(self, *, since: str | None = None, mood: str | None = None,
+              quantum: bool | None = None, ids: list[int] | None = None) -> int:
+        sql, args = self._where(since=since, mood=mood, quantum=quantum, ids=ids)
+        return int(self._db.execute(f"SELECT COUNT(*) FROM exhibits{sql}", args).fetchone()[0])
+
+    @staticmethod
+    def _where(*, since: str | None, mood: str | None, quantum: bool | None,
+               ids: list[int] | None) -> tuple[str, list[Any]]:
+        terms: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            terms.append("created >= ?")
+            args.append(since)
+        if mood is not None:
+            terms.append("mood = ?")
+            args.append(mood)
+        if quantum is not None:
+            terms.append("source != ?" if quantum else "source = ?")
+            args.append(FALLBACK_SOURCE)
+        if ids is not None:
+            terms.append(f"id IN ({', '.join('?' for _ in ids)})" if ids else "0")
+            args += [int(i) for i in ids]
+        return (" WHERE " + " AND ".join(terms) if terms else ""), args
 
     def model_paths(self) -> list[str]:
         """Every weight image path the archive's exhibits were made with (for re-rendering)."""
@@ -156,6 +312,7 @@ class Gallery:
 
 def _exhibit(row: sqlite3.Row) -> Exhibit:
     data = dict(row)
+    data.setdefault("big_png_sha256", None)  # a schema-1 archive read where it cannot migrate
     try:
         data["provenance"] = json.loads(data["provenance"])
     except (TypeError, json.JSONDecodeError):

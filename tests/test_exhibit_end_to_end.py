@@ -51,7 +51,7 @@ def test_generate_list_show_verify(run_qcat, qcat_home, weights):
         # offline: the pool is empty, the default policy is os and it is labelled so (E2)
         assert e["source"] == "os-fallback"
     listed = json.loads(run_qcat("gallery", "list", "--json").out)
-    assert [e["id"] for e in listed] == [1, 2, 3]
+    assert [e["id"] for e in listed] == [3, 2, 1]  # newest first
     r = run_qcat("gallery", "show", "2")
     assert r.code == 0 and made[1]["entropy_hex"] in r.out and "NOT quantum" in r.out
     r = run_qcat("gallery", "verify", "--all")
@@ -126,7 +126,9 @@ def test_contact_sheet(run_qcat, qcat_home, weights, tmp_path):
     assert r.code == 0
     page = (out / "index.html").read_text()
     for e in made:
-        assert e["big_png_path"] in page and (out / e["big_png_path"]).exists()
+        # linked where it lies in the gallery folder, not copied beside the page
+        assert f'href="../home/gallery/{e["big_png_path"]}"' in page
+        assert not (out / e["big_png_path"]).exists()
         assert e["verdict_text"].replace("'", "&#x27;") in page
     assert "os-fallback: NOT quantum" in page
 

@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
     from installation.commands.generate import check_count, show_exhibits, speech_note
-    from installation.contact_sheet import export
+    from installation.curation import export_sheet
     from installation.exhibit import read_png_rgb
     from installation.progress import ProgressBar
     from installation.speech import ensure_clip_bank
@@ -76,7 +76,8 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
                 ctx.out(side_by_side(pictures[i:i + per_row]))
                 ctx.out("")
         show_exhibits(ctx, exhibits, gen.gallery, show=False)
-        sheet = export(gen.gallery, ctx.home.root / "contact-sheet")
+        sheet = export_sheet(gen.gallery, ctx.home.root / "contact-sheet",
+                             exhibit_ids=[e.id for e in exhibits]).index
     finally:
         gen.pool.close()
         gen.gallery.close()

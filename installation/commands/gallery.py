@@ -1,47 +1,111 @@
-"""`qcat gallery list|show|verify|export`: browse, audit and publish the exhibit archive."""
+"""`qcat gallery list|show|verify|repair|export`: browse, audit, mend and publish the archive.
+
+The handlers parse, call one service of `installation.curation`, and print; the logic lives in
+the service so the TUI's gallery view calls the same code.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from installation.commands import add_json, command, group
-from installation.errors import CheckFailed, UsageError
+from installation.errors import UsageError
 
 
 def register(sub: Any) -> None:
-    _, cmds = group(sub, "gallery", "browse, verify and export the archive of exhibits")
-    p = command(cmds, "list", "one line per exhibit", list_cmd)
+    _, cmds = group(sub, "gallery", "browse, verify, repair and export the archive of exhibits")
+    p = command(cmds, "list", "one line per exhibit, newest first", list_cmd)
+    p.add_argument("--limit", type=int, metavar="N", help="at most N exhibits (the newest)")
+    p.add_argument("--since", metavar="DATE",
+                   help="only exhibits made at or after DATE (ISO date or date and time, UTC "
+                   "unless a zone is given)")
+    p.add_argument("--mood", metavar="MOOD", help="motivated or demotivated")
+    p.add_argument("--source", metavar="SOURCE",
+                   help="quantum (ANU bytes) or os-fallback (the pool was empty)")
     add_json(p)
     p = command(cmds, "show", "everything recorded about one exhibit", show)
     p.add_argument("id", type=int, help="exhibit number")
     add_json(p)
-    p = command(cmds, "verify", "re-render exhibits from their stored bytes and compare", verify,
+    p = command(cmds, "verify", "re-render exhibits from their stored bytes and check every file",
+                verify,
                 description="Re-render each exhibit from its archived entropy bytes with the "
-                "numpy golden reference and check the image hash, the PNG file, the verdict and "
-                "the audio. Exit 1 naming every exhibit that differs.")
-    p.add_argument("id", type=int, nargs="?", help="exhibit number")
-    p.add_argument("--all", action="store_true", help="verify every exhibit")
-    add_json(p)
+                "numpy golden reference and check the image hash, the verdict, both PNG files "
+                "(64 and 512 px: hash and pixels) and the audio. Exhibits left pending by an "
+                "interruption are reported too. Exit 1 naming every exhibit that differs.")
+    _add_selection(p)
+    p = command(cmds, "repair", "re-create missing or damaged files from the stored bytes", repair,
+                description="Re-create an exhibit's missing or damaged PNG and WAV files from its "
+                "stored entropy bytes with the numpy reference, then verify it again. The bytes "
+                "and the archived facts are never changed: an exhibit whose row or bytes are "
+                "inconsistent is reported as not repairable (exit 1). Audio needs the clip bank "
+                "(`qcat phrases build`).")
+    _add_selection(p)
     p = command(cmds, "export", "write a static HTML contact sheet of the gallery", export)
-    p.add_argument("dir", help="output folder (index.html and the images go there)")
+    p.add_argument("dir", help="output folder (its parent must exist): index.html, page-N.html "
+                   "and style.css go there; images are linked, not copied")
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("id", type=int, nargs="?", help="exhibit number")
+    p.add_argument("--all", action="store_true", help="every exhibit")
+    add_json(p)
+
+
+def _selected_id(args: argparse.Namespace) -> int | None:
+    """The exhibit named on the command line, or None for --all."""
+    if args.id is None and not args.all:
+        raise UsageError("name an exhibit number or use --all")
+    if args.id is not None and args.all:
+        raise UsageError("give an exhibit number or --all, not both")
+    return args.id
 
 
 def _open(ctx: Any) -> Any:
     return ctx.workspace.open_gallery()
 
 
+@contextmanager
+def _pool(ctx: Any) -> Iterator[Any]:
+    """The entropy pool when this home has one (verify compares against it), else None."""
+    if not ctx.home.pool_db.exists():
+        yield None
+        return
+    with ctx.workspace.open_pool() as pool:
+        yield pool
+
+
+def _find_model(ctx: Any, gallery: Any) -> Any:
+    from installation.curation import model_finder
+
+    return model_finder(ctx.workspace.known_models([Path(p) for p in gallery.model_paths()]))
+
+
+def _bar(label: str, args: argparse.Namespace) -> Any:
+    from installation.progress import ProgressBar
+
+    return ProgressBar(label, enabled=not args.json and sys.stderr.isatty())
+
+
 def list_cmd(ctx: Any, args: argparse.Namespace) -> int:
+    from installation.curation import ListQuery, list_exhibits, parse_since
+
+    query = ListQuery(limit=args.limit, mood=args.mood, source=args.source,
+                      since=parse_since(args.since) if args.since is not None else None)
     with _open(ctx) as gallery:
-        exhibits = list(gallery.all())
+        exhibits = list_exhibits(gallery, query)
     if args.json:
         ctx.emit_json([e.to_json() for e in exhibits])
         return 0
     if not exhibits:
-        ctx.out("the gallery is empty: `qcat generate` makes the first exhibit")
+        ctx.out("no exhibit matches those filters" if query != ListQuery() else
+                "the gallery is empty: `qcat generate` makes the first exhibit")
     for e in exhibits:
-        origin = "OS-FALLBACK" if e.source == "os-fallback" else e.source
+        origin = e.source if e.quantum else "OS-FALLBACK"
         ctx.out(f"{e.id:5d}  {e.created[:19]}  {e.mood:11s}  {origin:11s}  {e.verdict_text}")
     return 0
 
@@ -83,45 +147,48 @@ def describe_segment(seg: Any) -> str:
 
 
 def verify(ctx: Any, args: argparse.Namespace) -> int:
-    from installation.exhibit import load_model
-    from installation.exhibit import verify as verify_exhibits
+    from installation.curation import verify as verify_gallery
 
-    if args.id is None and not args.all:
-        raise UsageError("name an exhibit number or use --all")
-    if args.id is not None and args.all:
-        raise UsageError("give an exhibit number or --all, not both")
-    with _open(ctx) as gallery:
-        models = {}
-        for path in ctx.workspace.known_models([Path(p) for p in gallery.model_paths()]):
-            if path.exists():
-                model = load_model(path)
-                models[model.sha256] = model
-        exhibits = list(gallery.all()) if args.all else [gallery.get(args.id)]
-        pool = None
-        if ctx.home.pool_db.exists():
-            pool = ctx.workspace.open_pool()
-        try:
-            problems = verify_exhibits(exhibits, gallery, models, pool)
-        finally:
-            if pool is not None:
-                pool.close()
+    exhibit_id = _selected_id(args)
+    with _open(ctx) as gallery, _pool(ctx) as pool, _bar("verifying", args) as bar:
+        report = verify_gallery(gallery, _find_model(ctx, gallery), exhibit_id=exhibit_id,
+                                pool=pool, progress=bar)
     if args.json:
-        ctx.emit_json({"checked": len(exhibits), "problems": problems, "ok": not problems})
+        ctx.emit_json(report.as_dict())
     else:
-        for line in problems:
+        for line in report.lines():
             ctx.out(line)
-        ctx.out(f"{len(exhibits)} exhibits checked, {len(problems)} problems")
-    if problems:
-        bad = sorted({p.split(":")[0] for p in problems})
-        raise CheckFailed(f"{len(bad)} of {len(exhibits)} exhibits differ from their re-render: "
-                          + ", ".join(bad))
+        ctx.out(report.summary())
+        if (pending := report.pending_summary()) is not None:
+            ctx.out(pending)
+    if (failure := report.failure()) is not None:
+        raise failure
+    return 0
+
+
+def repair(ctx: Any, args: argparse.Namespace) -> int:
+    from installation.curation import repair as repair_gallery
+
+    ctx.workspace.require_writable("`qcat gallery repair`")
+    exhibit_id = _selected_id(args)
+    with _open(ctx) as gallery, _pool(ctx) as pool, _bar("repairing", args) as bar:
+        report = repair_gallery(gallery, _find_model(ctx, gallery), exhibit_id=exhibit_id,
+                                pool=pool, clip_bank=ctx.workspace.clip_bank_path, progress=bar)
+    if args.json:
+        ctx.emit_json(report.as_dict())
+    else:
+        for line in report.lines():
+            ctx.out(line)
+        ctx.out(report.summary())
+    if (failure := report.failure()) is not None:
+        raise failure
     return 0
 
 
 def export(ctx: Any, args: argparse.Namespace) -> int:
-    from installation.contact_sheet import export as export_sheet
+    from installation.curation import export_sheet
 
     with _open(ctx) as gallery:
-        index = export_sheet(gallery, Path(args.dir).absolute())
-    ctx.out(f"wrote {index} (open it in a browser)")
+        report = export_sheet(gallery, Path(args.dir).expanduser())
+    ctx.out(report.summary())
     return 0
