@@ -14,7 +14,14 @@ pool); accept a reply it has not fully validated; or let the API key reach a mes
 provenance record or a log line. The key travels only in the `x-api-key` header.
 
 Errors (all `installation.errors.ServiceError`, exit 3) say in one line what happened to which
-base URL; `retryable` tells the fetch loop whether backing off can help.
+base URL; `retryable` tells the fetch loop whether backing off can help, and `reached_service`
+whether the request may have reached the service (and so counts against a quota). Replies are
+read as the API Gateway in front of the keyed API words them:
+
+    403 "Forbidden"                     the key was refused
+    403 "Missing Authentication Token"  no API at that URL or path (not a key problem)
+    429 "Limit Exceeded"                the usage plan's quota is spent: stop, do not retry
+    429 "Too Many Requests" (or other)  a short throttle: the caller backs off and retries
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from installation.errors import InputError, ServiceError
 
@@ -41,6 +50,9 @@ LEGACY_MIN_INTERVAL_S = 60.0
 # Bodies are JSON of at most ~2.1 MB (legacy hex16, 1024 x 1024 bytes); refuse anything absurd.
 MAX_REPLY_BYTES = 8 * 1024 * 1024
 LEGACY_RATE_TEXT = "limited to 1 request"
+# The API Gateway's wording (reference: ../shared/reference/anu-qrng.md), compared casefolded.
+GATEWAY_QUOTA = "limit exceeded"  # 429: the usage plan's quota, hours to a month
+GATEWAY_NO_ROUTE = "missing authentication token"  # 403: no API at that URL or path
 USER_AGENT = "qcat-entropy/1"
 
 
@@ -101,15 +113,27 @@ class AnuError(ServiceError):
     retryable = False
 
     def __init__(self, message: str, hint: str | None = None, *, http_status: int | None = None,
-                 retry_after_s: float | None = None, outcome: str = "failed") -> None:
+                 retry_after_s: float | None = None, outcome: str = "failed",
+                 reached_service: bool = True) -> None:
         super().__init__(message, hint)
         self.http_status = http_status
-        self.retry_after_s = retry_after_s
+        self.retry_after_s = retry_after_s  # what the service asked for, unbounded: cap it
         self.outcome = outcome  # short tag recorded in the pool's request log
+        # False only when the request provably never left this machine (DNS, refused
+        # connection, TLS handshake, no key): then it cannot have used any quota.
+        self.reached_service = reached_service
 
 
 class RateLimited(AnuError):
+    """A short throttle (429 Too Many Requests, the legacy API's 1 a minute): back off."""
+
     retryable = True
+
+
+class QuotaExceeded(AnuError):
+    """429 Limit Exceeded: the usage plan's quota is spent until it resets (hours to a month).
+
+    Not retryable: every retry before the reset is refused the same way."""
 
 
 class Unavailable(AnuError):
@@ -220,7 +244,7 @@ class AnuClient:
             if not self._api_key:
                 raise AnuError("no ANU API key is set for the keyed API",
                                hint="export QCAT_ANU_API_KEY=<key>, or fetch with --legacy",
-                               outcome="no-key")
+                               outcome="no-key", reached_service=False)
             headers[API_KEY_HEADER] = self._api_key
         where = self.base_url
         requested_at = utc_now_iso()
@@ -229,41 +253,68 @@ class AnuClient:
             resp = self.session.get(self.url_for(kind), params=kind.query(), headers=headers,
                                     timeout=self.timeout_s, allow_redirects=False)
             body = resp.content
-        except requests.exceptions.SSLError:
+        except requests.exceptions.SSLError as exc:
+            # The handshake comes before the request: nothing was sent.
+            if "certificate" not in repr(exc).lower():
+                raise AnuError(f"the TLS handshake with {where} failed",
+                               hint="check the API URL (is it really https?) and any proxy "
+                                    "between this machine and the service",
+                               outcome="tls", reached_service=False) from None
             raise AnuError(f"the TLS certificate of {where} could not be verified",
                            hint="check the machine's clock and CA certificates; "
                                 "the service has had expired certificates before",
-                           outcome="tls") from None
+                           outcome="tls", reached_service=False) from None
+        except requests.exceptions.ConnectTimeout:
+            raise Unavailable(f"cannot connect to {where} within {self.timeout_s:g} s",
+                              hint="check the network connection", outcome="connect-timeout",
+                              reached_service=False) from None
         except requests.exceptions.Timeout:
+            # Sent, then no answer in time: the service may have served (and counted) it.
             raise Unavailable(f"{where} did not answer within {self.timeout_s:g} s",
                               outcome="timeout") from None
         except requests.exceptions.ConnectionError as exc:
             if _is_dns_failure(exc):
                 raise AnuError(f"cannot resolve the host of {where} (DNS failed)",
                                hint="check the network connection and the API URL",
-                               outcome="dns") from None
-            raise Unavailable(f"cannot connect to {where}", hint="check the network connection",
-                              outcome="connect") from None
+                               outcome="dns", reached_service=False) from None
+            if _never_connected(exc):
+                raise Unavailable(f"cannot connect to {where} (connection refused or "
+                                  "unreachable)", hint="check the network connection",
+                                  outcome="connect", reached_service=False) from None
+            raise Unavailable(f"the connection to {where} broke before a reply came",
+                              hint="check the network connection", outcome="dropped") from None
         except requests.exceptions.RequestException as exc:
             raise AnuError(f"the request to {where} failed ({type(exc).__name__})",
                            outcome="request") from None
         elapsed = time.monotonic() - started
-        self._check_status(resp.status_code, body, resp.headers.get("Retry-After"), kind)
+        self._check_status(resp.status_code, body,
+                           _parse_retry_after(resp.headers.get("Retry-After"),
+                                              resp.headers.get("Date")), kind)
         data = parse_reply(body, kind, where)
         return Reply(data, kind, self.base_url, requested_at, resp.headers.get("Date"), elapsed,
                      len(body))
 
-    def _check_status(self, status: int, body: bytes, retry_after: str | None,
+    def _check_status(self, status: int, body: bytes, wait: float | None,
                       kind: RequestKind) -> None:
         if status == 200:
             return
         where = self.base_url
         detail = _gateway_message(body)
-        wait = _parse_retry_after(retry_after)
+        said = detail.removeprefix(": ").casefold()
+        if status == 429 and said == GATEWAY_QUOTA:
+            raise QuotaExceeded(f"{where} says the usage plan's request quota is used up "
+                                f"(HTTP 429{detail}); every retry before it resets would be "
+                                "refused too, so qcat does not retry",
+                                hint="fetch again after the plan's quota resets (hours, at "
+                                     "most until next month), or raise the plan's quota; "
+                                     "`qcat entropy import FILE` adds bytes meanwhile",
+                                http_status=status, retry_after_s=wait, outcome="quota")
         if status == 429:
-            raise RateLimited(f"{where} refused the request: rate or quota limit exceeded "
-                              f"(HTTP 429{detail})",
-                              hint="wait, or raise the plan's quota; qcat backs off and retries",
+            asked = f", Retry-After {wait:g} s" if wait is not None else ""
+            raise RateLimited(f"{where} is throttling requests, too many too fast "
+                              f"(HTTP 429{detail}{asked})",
+                              hint="qcat backs off and retries; another client using the same "
+                                   "key may share the limit",
                               http_status=status, retry_after_s=wait, outcome="rate-limited")
         if kind.api == "legacy" and status == 500 and LEGACY_RATE_TEXT in body.decode("utf-8", "replace"):
             raise RateLimited(f"{where} allows 1 request a minute and refused this one (HTTP 500)",
@@ -271,6 +322,14 @@ class AnuClient:
                                    "client on this network may share the limit",
                               http_status=status, retry_after_s=wait or LEGACY_MIN_INTERVAL_S,
                               outcome="rate-limited")
+        if status == 403 and said == GATEWAY_NO_ROUTE:
+            setting = "entropy.legacy_api_url" if kind.api == "legacy" else "entropy.api_url"
+            raise AnuError(f"no ANU API answers at {self.url_for(kind)} (HTTP 403{detail}): "
+                           "the URL or path is wrong; this is not a problem with the key",
+                           hint=f"check --api-url (or {setting}): give only the base, e.g. "
+                                f"{LEGACY_BASE_URL if kind.api == 'legacy' else KEYED_BASE_URL};"
+                                " qcat adds the path itself",
+                           http_status=status, outcome="wrong-url")
         if status == 403:
             raise AnuError(f"{where} refused the API key (HTTP 403{detail})",
                            hint="check QCAT_ANU_API_KEY (or entropy.api_key); keys are per account",
@@ -363,11 +422,42 @@ def _gateway_message(body: bytes) -> str:
     return f": {text}" if text and "<" not in text else ""
 
 
-def _parse_retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
+def _parse_retry_after(value: str | None, server_date: str | None = None) -> float | None:
+    """Seconds a `Retry-After` asks for: delta-seconds or an HTTP-date; None if absent or
+    unreadable. An HTTP-date is measured from the reply's `Date` (the service's clock) when
+    there is one, so a wrong clock here does not stretch the wait. Unbounded: callers cap it."""
+    if not value:
         return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        when = _http_date(value)
+        if when is None:
+            return None
+        now = _http_date(server_date) if server_date else None
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, inf
+        return None
+    return max(0.0, seconds)
+
+
+def _http_date(text: str) -> datetime | None:
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when no connection was made (refused, unreachable, connect timeout): the request
+    never left this machine. A connection that broke after sending is *not* this case."""
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    # urllib3's NewConnectionError (refused, unreachable) is a ConnectTimeoutError.
+    return isinstance(reason, ConnectTimeoutError)
 
 
 def _is_dns_failure(exc: Exception) -> bool:

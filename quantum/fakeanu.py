@@ -9,13 +9,18 @@ not only the tests, needs it.
     legacy  GET /API/jsonI.php?length=N&type=T[&size=S]
 
 `push(*behaviours)` queues what the next requests get; an empty queue means well-behaved
-replies. Behaviours (one per request):
+replies. `retry_after` (a header value: seconds or an HTTP-date), while set, goes with every
+429 and 5xx reply. Behaviours (one per request):
 
     ok             a valid reply
-    429            429 with the API Gateway body {"message": "Limit Exceeded"}
+    429-quota      429 {"message": "Limit Exceeded"}: the usage plan's quota is spent
+    429-throttle   429 {"message": "Too Many Requests"}: a short throttle
+    429            the same as 429-throttle
     500-legacy     500 with the legacy rate-limit text body
     503            503 with a gateway body (an outage)
-    403            403 {"message": "Forbidden"}
+    403            403 {"message": "Forbidden"}: the key was refused
+    403-no-route   403 {"message": "Missing Authentication Token"}: what the gateway says to a
+                   wrong URL or path (every path the fake does not serve gets it too)
     success-false  200 with {"success": false}
     short          200 with fewer elements than asked for
     narrow         200 with one element a digit short
@@ -25,6 +30,7 @@ replies. Behaviours (one per request):
     replay         200 repeating the previous successful reply's bytes exactly
     stuck          200 whose second half is one byte value over and over
     slow           the reply arrives after `slow_s` seconds (longer than the client waits)
+    drop           the request is read, then the connection is closed without a reply
 
 It must never be used against anything but 127.0.0.1, and never serves real entropy: its bytes
 come from os.urandom (or a seeded generator) and exist only to exercise the client and pool.
@@ -46,8 +52,19 @@ from urllib.parse import parse_qs, urlsplit
 LEGACY_PATH = "/API/jsonI.php"
 LEGACY_RATE_BODY = ("The QRNG API is limited to 1 requests per minute. For more requests, please "
                     "visit https://quantumnumbers.anu.edu.au or contact qrng@anu.edu.au.")
-BEHAVIOURS = ("ok", "429", "500-legacy", "503", "403", "success-false", "short", "narrow",
-              "bad-hex", "not-json", "wrong-type", "replay", "stuck", "slow")
+BEHAVIOURS = ("ok", "429-quota", "429-throttle", "429", "500-legacy", "503", "403",
+              "403-no-route", "success-false", "short", "narrow", "bad-hex", "not-json",
+              "wrong-type", "replay", "stuck", "slow", "drop")
+# The API Gateway's error bodies (../shared/reference/anu-qrng.md), by behaviour.
+GATEWAY_REPLIES: dict[str, tuple[int, dict[str, Any]]] = {
+    "429-quota": (429, {"message": "Limit Exceeded"}),
+    "429-throttle": (429, {"message": "Too Many Requests"}),
+    "429": (429, {"message": "Too Many Requests"}),
+    "503": (503, {"message": "Service Unavailable"}),
+    "403": (403, {"message": "Forbidden"}),
+    "403-no-route": (403, {"message": "Missing Authentication Token"}),
+    "success-false": (200, {"success": False, "message": "The service is unavailable"}),
+}
 # How long a "slow" reply makes the client wait (tests set the client's timeout below it).
 DEFAULT_SLOW_S = 3.0
 # How often the serving loop looks for a shutdown request (keeps test teardown quick).
@@ -69,6 +86,7 @@ class FakeAnu:
     api_key: str = ""
     seed: int | None = None
     slow_s: float = DEFAULT_SLOW_S
+    retry_after: str | None = None
     script: deque[str] = field(default_factory=deque)
     seen: list[Seen] = field(default_factory=list)
 
@@ -139,21 +157,20 @@ class FakeAnu:
             self.seen.append(Seen(parts.path, query, dict(h.headers.items()), behaviour))
         legacy = parts.path == LEGACY_PATH
         if parts.path not in ("/", LEGACY_PATH):
-            return self._send(h, 404, {"message": "Not Found"})
+            return self._send(h, *GATEWAY_REPLIES["403-no-route"])
         if not legacy and self.api_key and h.headers.get("x-api-key") != self.api_key:
             return self._send(h, 403, {"message": "Forbidden"})
         if behaviour == "slow":
             time.sleep(self.slow_s)
-        status_bodies: dict[str, tuple[int, dict[str, Any]]] = {"429": (429, {"message": "Limit Exceeded"}),
-                         "503": (503, {"message": "Service Unavailable"}),
-                         "403": (403, {"message": "Forbidden"}),
-                         "success-false": (200, {"success": False,
-                                                 "message": "The service is unavailable"})}
-        if behaviour in status_bodies:
-            status, body = status_bodies[behaviour]
-            return self._send(h, status, body)
+        if behaviour == "drop":
+            h.close_connection = True
+            return None
+        if behaviour in GATEWAY_REPLIES:
+            status, body = GATEWAY_REPLIES[behaviour]
+            return self._send(h, status, body, self._retry_after(status))
         if behaviour == "500-legacy":
-            return self._send_raw(h, 500, LEGACY_RATE_BODY.encode(), "text/html")
+            return self._send_raw(h, 500, LEGACY_RATE_BODY.encode(), "text/html",
+                                  self._retry_after(500))
         if behaviour == "not-json":
             return self._send_raw(h, 200, b"<html><body>Please log in</body></html>",
                                   "text/html")
@@ -200,15 +217,24 @@ class FakeAnu:
             doc = {"success": True, "type": reply_type, "length": str(length), "data": elements}
         return self._send(h, 200, doc)
 
-    @staticmethod
-    def _send(h: BaseHTTPRequestHandler, status: int, doc: dict[str, Any]) -> None:
-        FakeAnu._send_raw(h, status, json.dumps(doc).encode(), "application/json")
+    def _retry_after(self, status: int) -> dict[str, str]:
+        if self.retry_after is None or not (status == 429 or status >= 500):
+            return {}
+        return {"Retry-After": self.retry_after}
 
     @staticmethod
-    def _send_raw(h: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str) -> None:
+    def _send(h: BaseHTTPRequestHandler, status: int, doc: dict[str, Any],
+              headers: dict[str, str] | None = None) -> None:
+        FakeAnu._send_raw(h, status, json.dumps(doc).encode(), "application/json", headers)
+
+    @staticmethod
+    def _send_raw(h: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str,
+                  headers: dict[str, str] | None = None) -> None:
         try:
             h.send_response(status)
             h.send_header("Content-Type", ctype)
+            for name, value in (headers or {}).items():
+                h.send_header(name, value)
             h.send_header("Content-Length", str(len(body)))
             h.end_headers()
             h.wfile.write(body)

@@ -2,13 +2,20 @@
 
 `fill(pool, client, want_bytes)` asks for the largest block the API allows until `want_bytes`
 more usable bytes are stored, the monthly request budget is spent, or the service fails. Every
-request is recorded in the pool *before* it is sent (the budget counts attempts: a paid plan
-bills them), and every batch is stored, health-checked and committed before the next request,
-so an interrupted fetch keeps all it reported and simply resumes next time.
+request is recorded in the pool *before* it is sent (a paid plan bills attempts, and a crash
+mid-request must still count), and every batch is stored, health-checked and committed before
+the next request, so an interrupted fetch keeps all it reported and simply resumes next time.
 
-Pacing holds across processes: the gap since the last request of that API is read from the
-pool, not from memory. Backoff doubles from `BACKOFF_BASE_S` (honouring Retry-After) on a
-429, a 5xx, a timeout or a malformed reply, at most `max_retries` times in a row.
+What the budget counts: keyed requests that may have reached the service. One that provably
+never left this machine (DNS failure, refused connection, TLS handshake, no key) is marked so
+afterwards and given back; a timeout after sending is not (the service may have served it).
+Legacy requests are free and key-less: they never count against the keyed budget.
+
+Pacing holds across processes: the gap since the last request of that API that may have
+reached the service is read from the pool, not from memory. Backoff doubles from
+`BACKOFF_BASE_S` on a throttling 429, a 5xx, a timeout or a malformed reply, at most
+`max_retries` times in a row; a Retry-After is honoured up to `BACKOFF_MAX_S`. A quota 429
+("Limit Exceeded"), a refused key or a wrong URL stop at once.
 
 What this module must never do: store a byte of a reply the client rejected; sleep or retry
 without a limit; put the API key anywhere (it never sees it: the client holds it).
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field
 
 from installation.errors import ServiceError
 from quantum.client import AnuClient, AnuError
-from quantum.pool import EntropyPool
+from quantum.pool import BUDGET_API, EntropyPool
 
 try:  # the type only; the runtime must not need the appliance layer
     from installation.progress import ProgressCallback
@@ -32,6 +39,8 @@ except ImportError:  # pragma: no cover
 DEFAULT_BUDGET = 100
 DEFAULT_MAX_RETRIES = 4
 BACKOFF_BASE_S = 2.0
+# The longest single wait, whatever the service's Retry-After says (86400 has been seen): past
+# this it is cheaper to ask again (still at most `max_retries` times) than to hang for a day.
 BACKOFF_MAX_S = 120.0
 # A run of batches failing the health tests means the source (or a proxy) is broken: stop
 # rather than burn the month's budget on it.
@@ -47,16 +56,25 @@ class FetchReport:
     stored_batches: int = 0
     quarantined: list[str] = field(default_factory=list)
     requests: int = 0
+    unreached: int = 0  # requests that never left this machine (not counted in the budget)
     retries: int = 0
     failures: list[str] = field(default_factory=list)
     budget_left: int = 0
+    legacy: bool = False  # free requests: the budget is not theirs
 
     def lines(self) -> list[str]:
+        left = ("the key-less legacy API is not counted against the monthly budget"
+                if self.legacy else f"{self.budget_left} request(s) left this month")
         out = [f"stored {self.stored_bytes:,} usable bytes in {self.stored_batches} batch(es) "
-               f"with {self.requests} request(s); {self.budget_left} request(s) left this month"]
+               f"with {self.requests} request(s){self._unreached_note()}; {left}"]
         out += [f"quarantined a batch: {r}" for r in self.quarantined]
         out += [f"retried after: {f}" for f in self.failures]
         return out
+
+    def _unreached_note(self) -> str:
+        if not self.unreached:
+            return ""
+        return f" ({self.unreached} never reached the service and do not count)"
 
 
 class FetchIncomplete(ServiceError):
@@ -73,7 +91,7 @@ def fill(pool: EntropyPool, client: AnuClient, want_bytes: int, *,
          sleep: Callable[[float], None] = time.sleep,
          clock: Callable[[], float] = time.time) -> FetchReport:
     """Store `want_bytes` more usable bytes, or raise FetchIncomplete saying how far it got."""
-    rep = FetchReport(want_bytes)
+    rep = FetchReport(want_bytes, legacy=client.api != BUDGET_API)
     kind = client.fetch_kind
     retries_in_a_row = 0
     quarantined_in_a_row = 0
@@ -91,13 +109,14 @@ def fill(pool: EntropyPool, client: AnuClient, want_bytes: int, *,
 
     note()
     while rep.stored_bytes < want_bytes:
-        if pool.requests_this_month() >= budget:
+        if not rep.legacy and pool.requests_this_month() >= budget:
             raise stop(f"the monthly budget of {budget} ANU requests is spent",
                        hint="raise entropy.monthly_request_budget if your plan allows it, "
                             "or import a pack")
         last = pool.last_request_epoch(client.api)
         if last is not None:
-            gap = last + client.min_interval_s - clock()
+            # Capped at the interval: a clock set back must not turn this into a long sleep.
+            gap = min(last + client.min_interval_s - clock(), client.min_interval_s)
             if gap > 0:
                 sleep(gap)
         request_id = pool.begin_request(client.api, client.base_url, kind.name)
@@ -105,7 +124,10 @@ def fill(pool: EntropyPool, client: AnuClient, want_bytes: int, *,
         try:
             reply = client.request(kind)
         except AnuError as exc:
-            pool.finish_request(request_id, exc.outcome, exc.http_status, exc.message)
+            pool.finish_request(request_id, exc.outcome, exc.http_status, exc.message,
+                                reached=exc.reached_service)
+            if not exc.reached_service:
+                rep.unreached += 1
             if not exc.retryable:
                 raise stop(exc.message, exc.hint) from None
             if retries_in_a_row >= max_retries:
@@ -114,8 +136,8 @@ def fill(pool: EntropyPool, client: AnuClient, want_bytes: int, *,
             retries_in_a_row += 1
             rep.retries += 1
             rep.failures.append(exc.message)
-            wait = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (retries_in_a_row - 1))
-            sleep(max(wait, exc.retry_after_s or 0.0))
+            wait = max(BACKOFF_BASE_S * 2 ** (retries_in_a_row - 1), exc.retry_after_s or 0.0)
+            sleep(min(wait, BACKOFF_MAX_S))
             note()
             continue
         retries_in_a_row = 0

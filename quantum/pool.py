@@ -10,7 +10,9 @@ One SQLite file (`<home>/entropy.sqlite`, WAL, synchronous=FULL) holds:
                   os-fallback draws (so an exhibit can always be re-rendered from its record)
     spans         which bytes [start, stop) of which batch went to which draw or export
     exports/packs packs moved out, packs taken in (a pack id is accepted once, ever)
-    requests      every ANU request attempted (the monthly budget is counted here)
+    requests      every ANU request attempted, logged *before* it is sent; `reached` = 0 marks
+                  one that provably never left this machine (DNS, refused connection, TLS
+                  handshake, no key); the keyed API's monthly budget counts the others
 
 How exactly-once holds: a draw reads the cursors, inserts the draw row with its bytes and its
 spans, and advances the cursors in one `BEGIN IMMEDIATE` transaction. SQLite's write lock makes
@@ -48,7 +50,7 @@ from quantum import pack as packfmt
 from quantum.latent import EXHIBIT_BYTES
 from quantum.source import EntropySource
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # PRAGMA application_id of a qcat pool ("qcat" in ASCII): refuses to adopt a foreign database.
 APPLICATION_ID = 0x71636174
 # How long a writer waits for another process's transaction before giving up.
@@ -138,7 +140,18 @@ _SCHEMA_V1 = (
     """CREATE TRIGGER spans_no_delete BEFORE DELETE ON spans
         BEGIN SELECT RAISE(ABORT, 'spans are never deleted'); END""",
 )
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1}
+# Version 2: which requests may have reached the service. Until a request is known not to have
+# (it is marked afterwards), it counts: a crash mid-request must not give the budget back. Rows
+# of version 1 whose outcome proves they never left the machine are marked too; a version-1
+# "connect" row may have been a connection dropped after sending, so it keeps counting.
+_SCHEMA_V2 = (
+    """ALTER TABLE requests ADD COLUMN reached INTEGER NOT NULL DEFAULT 1
+        CHECK (reached IN (0, 1))""",
+    """UPDATE requests SET reached = 0 WHERE outcome IN ('dns', 'tls', 'no-key')""",
+)
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# The API whose requests the monthly budget counts (the legacy API is free and key-less).
+BUDGET_API = "keyed"
 
 
 def utc_now() -> datetime:
@@ -365,21 +378,26 @@ class EntropyPool:
             return int(cur.lastrowid or 0)
 
     def finish_request(self, request_id: int, outcome: str, http_status: int | None = None,
-                       detail: str = "") -> None:
+                       detail: str = "", *, reached: bool = True) -> None:
+        """Record how a request ended; `reached=False` (it provably never left this machine)
+        takes it out of the monthly budget and the pacing."""
         with self._write() as db:
-            db.execute("UPDATE requests SET outcome = ?, http_status = ?, detail = ? WHERE id = ?",
-                       (outcome, http_status, detail[:300], request_id))
+            db.execute("UPDATE requests SET outcome = ?, http_status = ?, detail = ?, "
+                       "reached = ? WHERE id = ?",
+                       (outcome, http_status, detail[:300], int(reached), request_id))
 
-    def requests_this_month(self, now: datetime | None = None) -> int:
+    def requests_this_month(self, now: datetime | None = None, api: str = BUDGET_API) -> int:
+        """Requests of `api` this (UTC) month that may have reached the service."""
         month = (now or utc_now()).strftime("%Y-%m")
         with self._lock:
-            return self._db.execute("SELECT count(*) FROM requests WHERE month = ?",
-                                    (month,)).fetchone()[0]
+            return self._db.execute("SELECT count(*) FROM requests WHERE month = ? AND api = ? "
+                                    "AND reached = 1", (month, api)).fetchone()[0]
 
     def last_request_epoch(self, api: str) -> float | None:
+        """When the last request of `api` that may have reached the service began (pacing)."""
         with self._lock:
-            row = self._db.execute("SELECT max(started_epoch) FROM requests WHERE api = ?",
-                                   (api,)).fetchone()
+            row = self._db.execute("SELECT max(started_epoch) FROM requests WHERE api = ? "
+                                   "AND reached = 1", (api,)).fetchone()
         return row[0]
 
     # -- storing batches ------------------------------------------------------------------------
@@ -679,9 +697,10 @@ class EntropyPool:
     def recent_requests(self, limit: int = 20) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute("SELECT id, api, base_url, kind, started, outcome, "
-                                    "http_status, detail FROM requests ORDER BY id DESC LIMIT ?",
-                                    (limit,)).fetchall()
-        keys = ("id", "api", "base_url", "kind", "started", "outcome", "http_status", "detail")
+                                    "http_status, detail, reached FROM requests "
+                                    "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        keys = ("id", "api", "base_url", "kind", "started", "outcome", "http_status", "detail",
+                "reached")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def status(self) -> dict[str, Any]:
@@ -717,6 +736,7 @@ class EntropyPool:
             "usable_batches": usable,
             "quarantined_batches": quarantined,
             "requests_this_month": self.requests_this_month(),
+            "legacy_requests_this_month": self.requests_this_month(api="legacy"),
             "requests_total": requests_total,
             "last_fetch": last_fetch,
             "source": nxt[0] if nxt else "empty",

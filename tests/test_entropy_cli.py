@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
+import time
 
 import pytest
 
+from installation.commands.entropy import BOX_WIDTH, display_width, warning_box
 from tests.fake_anu import KEY, running_fake
 
 
@@ -126,7 +129,7 @@ def test_a_world_readable_config_with_a_key_is_refused(qcat_home, run_qcat):
 
 def test_the_key_never_leaves_the_header(keyed, fake, run_qcat, qcat_home, tmp_path):
     outputs = []
-    fake.push("429", "ok", "403", "success-false", "stuck")
+    fake.push("429-throttle", "ok", "403", "success-false", "stuck")
     for args in (
         ["-vv", "entropy", "fetch", "--bytes", "1", "--api-url", fake.url],  # 429, no retries
         ["-vv", "entropy", "fetch", "--bytes", "1", "--api-url", fake.url],  # ok
@@ -150,3 +153,100 @@ def test_the_key_never_leaves_the_header(keyed, fake, run_qcat, qcat_home, tmp_p
     assert any(p.suffix == ".log" for p in files)
     for p in files:
         assert KEY.encode() not in p.read_bytes(), f"the API key is in {p}"
+
+
+def requests_this_month(run_qcat) -> tuple[int, int]:
+    st = json.loads(run_qcat("entropy", "status", "--json").out)
+    return st["requests_this_month"], st["legacy_requests_this_month"]
+
+
+def test_offline_fetches_leave_the_monthly_count_alone(keyed, fake, run_qcat):
+    assert run_qcat("entropy", "fetch", "--bytes", "1", "--api-url", fake.url).code == 0
+    assert requests_this_month(run_qcat) == (1, 0)
+    with running_fake() as gone:
+        closed = gone.url  # nothing listens there any more
+    for legacy in ([], ["--legacy"]):
+        for _ in range(5):
+            started = time.monotonic()
+            r = run_qcat("entropy", "fetch", "--bytes", "1", "--api-url", closed, *legacy)
+            assert r.code == 3 and "cannot connect" in r.err and "Traceback" not in r.err
+            assert "never reached the service and do not count" in r.err
+            assert time.monotonic() - started < 5  # no pacing wait for a request never sent
+    assert requests_this_month(run_qcat) == (1, 0)
+    r = run_qcat("entropy", "status")
+    assert re.search(r"requests +1 this month of a budget of 100\n", r.out)
+
+
+def test_a_quota_429_makes_exactly_one_request(qcat_home, fake, run_qcat, monkeypatch):
+    qcat_home.mkdir(parents=True, exist_ok=True)
+    (qcat_home / "qcat.toml").write_text("[entropy]\nmax_retries = 3\n")  # retries allowed
+    monkeypatch.setenv("QCAT_ANU_API_KEY", KEY)
+    fake.push("429-quota")
+    started = time.monotonic()
+    r = run_qcat("entropy", "fetch", "--bytes", "1", "--api-url", fake.url)
+    assert time.monotonic() - started < 2  # no backoff either
+    assert r.code == 3 and len(fake.seen) == 1
+    assert "usage plan's request quota is used up" in r.err and "does not retry" in r.err
+    assert "hint: fetch again after the plan's quota resets" in r.err
+    assert requests_this_month(run_qcat) == (1, 0)
+
+
+def test_a_day_long_retry_after_is_reported_not_slept(keyed, fake, run_qcat):
+    fake.retry_after = "86400"
+    fake.push("429-throttle")
+    started = time.monotonic()
+    r = run_qcat("entropy", "fetch", "--bytes", "1", "--api-url", fake.url)
+    assert time.monotonic() - started < 5
+    assert r.code == 3 and "Retry-After 86400 s" in r.err and "gave up after 0 retries" in r.err
+
+
+def test_a_wrong_api_path_names_the_url(keyed, fake, run_qcat):
+    r = run_qcat("entropy", "fetch", "--bytes", "1", "--api-url", fake.url + "/api/v2")
+    assert r.code == 3 and f"no ANU API answers at {fake.url}/api/v2/" in r.err
+    assert "not a problem with the key" in r.err and "refused the API key" not in r.err
+
+
+# -- the os-fallback warning box ---------------------------------------------------------------
+
+
+def box_of(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("!!")]
+
+
+def test_status_warning_box_lines_up(keyed, run_qcat):
+    for _ in range(3):  # enough draws for a long sentence
+        run_qcat("entropy", "draw", "--bytes", "12345", "--purpose", "x", "--when-empty", "os")
+    r = run_qcat("entropy", "status")
+    box = box_of(r.out)
+    assert len(box) >= 4
+    widths = {display_width(line) for line in box}
+    assert len(widths) == 1 and widths.pop() <= BOX_WIDTH
+    assert set(box[0]) == set(box[-1]) == {"!"}
+    assert all(line.startswith("!! ") and line.endswith(" !!") for line in box[1:-1])
+    said = " ".join(line[3:-3].strip() for line in box[1:-1])
+    warning = json.loads(run_qcat("entropy", "status", "--json").out)["os_fallback_warning"]
+    assert f"WARNING: {warning}." in said  # wrapped, nothing lost
+    assert "3 draw(s), 37,035 bytes" in said and "import bytes to stop this." in said
+
+
+@pytest.mark.parametrize("paragraphs", [
+    ["short"],
+    ["a" * 200],  # one unbreakable word
+    ["os-fallback " * 20, "second paragraph"],
+    ["wide \u732b\u732b\u732b characters " * 6],  # two columns each
+    ["e\u0301" * 40],  # combining marks take no column
+])
+def test_warning_box_fits_its_content(paragraphs):
+    box = warning_box(paragraphs)
+    widths = {display_width(line) for line in box}
+    assert len(widths) == 1 and widths.pop() <= BOX_WIDTH
+    assert "".join(line[3:-3].replace(" ", "") for line in box[1:-1]) == \
+        "".join(p.replace(" ", "") for p in paragraphs)
+
+
+def test_entropy_help_speaks_plainly(run_qcat):
+    words = re.compile(r"\b(issues?|releases?|released|tickets?)\b", re.IGNORECASE)
+    for args in (["entropy", "--help"], *(["entropy", c, "--help"] for c in (
+            "fetch", "status", "draw", "export", "import", "quarantine", "audit"))):
+        r = run_qcat(*args)
+        assert r.code == 0 and not words.search(r.out + r.err), args

@@ -3,12 +3,16 @@ and one clear, typed error for every misbehaviour."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
 import pytest
 import requests
 
 from installation.errors import InputError, ServiceError
 from quantum import client as anu
-from tests.fake_anu import KEY, client_for, running_fake
+from tests.fake_anu import BEHAVIOURS, KEY, client_for, running_fake
 
 
 @pytest.fixture
@@ -97,9 +101,12 @@ def test_fromhex_whitespace_is_not_accepted():
 
 
 @pytest.mark.parametrize(("behaviour", "error", "phrase", "retryable"), [
-    ("429", anu.RateLimited, "HTTP 429: Limit Exceeded", True),
+    ("429-throttle", anu.RateLimited, "throttling requests.*HTTP 429: Too Many Requests", True),
+    ("429-quota", anu.QuotaExceeded, "quota is used up.*HTTP 429: Limit Exceeded", False),
     ("503", anu.Unavailable, "HTTP 503", True),
     ("403", anu.AnuError, "refused the API key", False),
+    ("403-no-route", anu.AnuError, "the URL or path is wrong", False),
+    ("drop", anu.Unavailable, "broke before a reply came", True),
     ("success-false", anu.BadReply, "success = false", True),
     ("short", anu.BadReply, "512 elements, 1024 were asked for", True),
     ("narrow", anu.BadReply, "not 40 hex digits", True),
@@ -166,3 +173,151 @@ def test_tls_and_dns_failures_are_one_clear_line(exc, phrase):
         c.request()
     assert not info.value.retryable and "\n" not in info.value.message
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+# -- what the gateway's words mean (../shared/reference/anu-qrng.md) --------------------------
+
+
+def test_quota_429_says_the_plan_is_spent_and_not_to_retry(fake):
+    fake.push("429-quota")
+    with pytest.raises(anu.QuotaExceeded) as info:
+        client_for(fake).request()
+    exc = info.value
+    assert not exc.retryable and exc.reached_service and exc.outcome == "quota"
+    assert "usage plan's request quota is used up" in exc.message
+    assert "does not retry" in exc.message
+    assert "quota resets" in (exc.hint or "") and "raise the plan" in (exc.hint or "")
+
+
+def test_throttle_429_is_retryable_and_not_called_a_quota(fake):
+    fake.push("429-throttle")
+    with pytest.raises(anu.RateLimited) as info:
+        client_for(fake).request()
+    assert info.value.retryable and "quota" not in info.value.message
+
+
+def test_missing_authentication_token_names_the_url_and_does_not_blame_the_key(fake):
+    # A real wrong path: the fake answers what the API Gateway answers to it.
+    c = anu.AnuClient(requests.Session(), base_url=fake.url + "/v1", api_key=KEY, timeout_s=1)
+    with pytest.raises(anu.AnuError) as info:
+        c.request()
+    exc = info.value
+    assert fake.seen[-1].path == "/v1/"
+    assert f"no ANU API answers at {fake.url}/v1/ " in exc.message
+    assert "Missing Authentication Token" in exc.message and "not a problem with the key" in exc.message
+    assert "refused the API key" not in exc.message and not exc.retryable
+    assert "--api-url" in (exc.hint or "") and "entropy.api_url" in (exc.hint or "")
+
+
+def test_a_wrong_legacy_path_names_the_legacy_url(fake):
+    c = anu.AnuClient(requests.Session(), legacy=True, base_url=fake.url + "/qrng", timeout_s=1)
+    with pytest.raises(anu.AnuError, match="the URL or path is wrong") as info:
+        c.request()
+    assert f"{fake.url}/qrng/API/jsonI.php" in info.value.message
+    assert "entropy.legacy_api_url" in (info.value.hint or "")
+
+
+def test_a_plain_403_still_means_the_key(fake):
+    with pytest.raises(anu.AnuError, match="refused the API key") as info:
+        client_for(fake, api_key="wrong-key-0000").request()
+    assert "URL or path" not in info.value.message
+
+
+def test_retry_after_in_seconds_reaches_the_caller_unbounded(fake):
+    fake.retry_after = "86400"
+    fake.push("429-throttle")
+    with pytest.raises(anu.RateLimited, match="Retry-After 86400 s") as info:
+        client_for(fake).request()
+    assert info.value.retry_after_s == 86400.0  # the client reports; quantum.fetch caps
+
+
+def test_retry_after_as_an_http_date_is_read_against_the_servers_clock(fake):
+    fake.retry_after = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+    fake.push("429-throttle")
+    with pytest.raises(anu.RateLimited) as info:
+        client_for(fake).request()
+    assert info.value.retry_after_s == pytest.approx(3600, abs=5)
+
+
+@pytest.mark.parametrize(("value", "server_date", "seconds"), [
+    ("120", None, 120.0),
+    (" 7 ", None, 7.0),
+    ("-5", None, 0.0),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 21 Oct 2015 07:27:00 GMT", 60.0),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 21 Oct 2015 08:00:00 GMT", 0.0),  # in the past
+    ("Wed, 21 Oct 2015 07:28:00 GMT", None, 0.0),  # long past by our clock
+    ("soon", None, None),
+    ("nan", None, None),
+    ("inf", None, None),
+    ("", None, None),
+    (None, None, None),
+])
+def test_retry_after_forms(value, server_date, seconds):
+    assert anu._parse_retry_after(value, server_date) == seconds
+
+
+# -- which failures may have reached the service (and so spent quota) --------------------------
+
+
+def test_refused_connection_never_reached_the_service():
+    with running_fake() as f:
+        url = f.url
+    c = anu.AnuClient(requests.Session(), base_url=url, api_key=KEY, timeout_s=0.5)
+    with pytest.raises(anu.Unavailable, match="cannot connect") as info:
+        c.request()
+    assert info.value.reached_service is False and info.value.retryable
+
+
+def test_tls_handshake_failure_never_reached_the_service(fake):
+    # https:// to a plain-HTTP server: a real handshake failure on a real socket.
+    c = anu.AnuClient(requests.Session(), base_url=fake.url.replace("http:", "https:"),
+                      api_key=KEY, timeout_s=2)
+    with pytest.raises(anu.AnuError, match="TLS handshake") as info:
+        c.request()
+    assert info.value.reached_service is False and not info.value.retryable
+    assert fake.seen == []  # the fake's API never saw a request
+
+
+@pytest.mark.parametrize("behaviour", ["slow", "drop", "503", "429-throttle", "429-quota", "403"])
+def test_failures_after_sending_may_have_reached_the_service(fake, behaviour):
+    fake.push(behaviour)
+    with pytest.raises(anu.AnuError) as info:
+        client_for(fake).request()
+    assert info.value.reached_service is True
+    assert len(fake.seen) == 1
+
+
+@pytest.mark.parametrize(("exc", "reached"), [
+    (requests.exceptions.ConnectTimeout("connect timed out"), False),
+    (requests.exceptions.ReadTimeout("read timed out"), True),
+    (requests.exceptions.SSLError("certificate has expired"), False),
+    (requests.exceptions.ConnectionError("NameResolutionError: Name or service not known"),
+     False),
+    (requests.exceptions.ConnectionError("Connection aborted. RemoteDisconnected"), True),
+])
+def test_reached_service_by_exception(exc, reached):
+    with pytest.raises(anu.AnuError) as info:
+        anu.AnuClient(_Raising(exc), api_key=KEY).request()
+    assert info.value.reached_service is reached
+
+
+def test_no_key_never_reached_the_service(fake):
+    with pytest.raises(anu.AnuError) as info:
+        client_for(fake, api_key="").request()
+    assert info.value.reached_service is False and fake.seen == []
+
+
+_UNSAID = re.compile(r"\b(issues?|releases?|released|tickets?)\b", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("behaviour", [b for b in BEHAVIOURS if b not in ("ok", "replay")])
+def test_no_error_speaks_of_issues_or_releases(fake, behaviour):
+    fake.retry_after = "30"
+    fake.push(behaviour)
+    try:
+        client_for(fake, legacy=behaviour == "500-legacy").request()
+    except anu.AnuError as exc:
+        said = exc.message + " " + (exc.hint or "")
+        assert not _UNSAID.search(said), said
+    else:
+        assert behaviour == "stuck"  # well-formed; the health tests judge it, not the client

@@ -3,14 +3,17 @@ line and not one bad byte served; budget, pacing and backoff hold."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
+import requests
 
 from installation.errors import EntropyExhausted
 from quantum import fetch
+from quantum.client import AnuClient
 from quantum.pool import EntropyPool
-from tests.fake_anu import Sleeps, client_for, running_fake
+from tests.fake_anu import KEY, Sleeps, client_for, running_fake
 
 
 @pytest.fixture
@@ -33,7 +36,7 @@ def served_everything(pool: EntropyPool) -> bytes:
 
 # Misbehaviours a retry may cure, with the phrase the final status line must contain.
 TRANSIENT = [
-    ("429", "rate or quota limit exceeded (HTTP 429: Limit Exceeded)"),
+    ("429-throttle", "throttling requests, too many too fast (HTTP 429: Too Many Requests)"),
     ("503", "failed with HTTP 503"),
     ("success-false", "success = false"),
     ("short", "512 elements, 1024 were asked for"),
@@ -42,6 +45,7 @@ TRANSIENT = [
     ("not-json", "not JSON"),
     ("wrong-type", "has type"),
     ("slow", "did not answer within"),
+    ("drop", "broke before a reply came"),
 ]
 
 
@@ -59,7 +63,8 @@ def test_a_persistent_fault_stops_with_one_line_and_stores_nothing(fake, pool, b
     assert pool.available_bytes() == 0
     with pytest.raises(EntropyExhausted):
         pool.draw(1, "exhibit", when_empty="fail")
-    assert pool.status()["requests_this_month"] == 3  # failed attempts count toward the quota
+    # each attempt was sent, so the service may have counted it: so do we
+    assert pool.status()["requests_this_month"] == 3
 
 
 @pytest.mark.parametrize(("behaviour", "_"), TRANSIENT, ids=[t[0] for t in TRANSIENT])
@@ -160,3 +165,144 @@ def test_progress_reports_bytes_and_quota(fake, pool):
                progress=lambda done, total, note: calls.append((done, total, note)))
     assert calls[0][:2] == (0, 30000) and calls[-1][:2] == (30000, 30000)
     assert "quota left 8" in calls[-1][2]
+
+
+# -- the monthly budget counts only requests that may have reached the service ----------------
+
+
+def closed_port_url() -> str:
+    """A base URL on 127.0.0.1 where nothing listens (a fake that was started, then stopped)."""
+    with running_fake() as f:
+        return f.url
+
+
+def offline_client(url: str, *, legacy: bool = False) -> AnuClient:
+    return AnuClient(requests.Session(), legacy=legacy, base_url=url,
+                     api_key="" if legacy else KEY, timeout_s=0.5, min_interval_s=0.0)
+
+
+def test_offline_attempts_do_not_spend_the_budget(fake, pool):
+    fetch.fill(pool, client_for(fake), 1, sleep=Sleeps())
+    assert pool.requests_this_month() == 1
+    last = pool.last_request_epoch("keyed")
+    url = closed_port_url()
+    for _ in range(5):
+        sleeps = Sleeps()
+        with pytest.raises(fetch.FetchIncomplete, match="cannot connect") as info:
+            fetch.fill(pool, offline_client(url), 1, max_retries=2, sleep=sleeps)
+        assert sleeps == [2.0, 4.0]  # still backs off: the network may come back
+        assert info.value.report.unreached == 3
+        assert "3 never reached the service and do not count" in info.value.report.lines()[0]
+        assert "99 request(s) left this month" in info.value.report.lines()[0]
+    assert pool.requests_this_month() == 1  # 15 refused connections later
+    assert pool.status()["requests_this_month"] == 1
+    assert pool.last_request_epoch("keyed") == last  # pacing ignores them too
+    offline = [r for r in pool.recent_requests(50) if r["outcome"] == "connect"]
+    assert len(offline) == 15 and all(r["reached"] == 0 for r in offline)  # logged, not counted
+
+
+def test_offline_attempts_do_not_spend_the_last_request_of_the_budget(pool):
+    with pytest.raises(fetch.FetchIncomplete, match="cannot connect"):
+        fetch.fill(pool, offline_client(closed_port_url()), 1, budget=1, max_retries=3,
+                   sleep=Sleeps())
+    assert pool.requests_this_month() == 0  # the one request of the month is still there
+
+
+def test_a_tls_handshake_failure_does_not_spend_the_budget(fake, pool):
+    https = offline_client(fake.url.replace("http:", "https:"))
+    with pytest.raises(fetch.FetchIncomplete, match="TLS handshake"):
+        fetch.fill(pool, https, 1, sleep=Sleeps())
+    assert fake.seen == [] and pool.requests_this_month() == 0
+
+
+def test_a_request_counts_until_it_is_known_not_to_have_reached(pool):
+    """Recorded before sending, marked afterwards: a crash in between keeps it counted."""
+    rid = pool.begin_request("keyed", "http://x", "keyed hex16 size 10")
+    assert pool.requests_this_month() == 1  # in flight (or crashed): counts
+    pool.finish_request(rid, "connect", None, "cannot connect", reached=False)
+    assert pool.requests_this_month() == 0
+    with EntropyPool(pool.path) as other:  # another process sees the same
+        assert other.requests_this_month() == 0
+
+
+@pytest.mark.parametrize("behaviour", ["slow", "drop"])
+def test_a_failure_after_sending_still_counts(fake, pool, behaviour):
+    fake.push(behaviour)
+    fetch.fill(pool, client_for(fake), 1, max_retries=1, sleep=Sleeps())
+    assert pool.requests_this_month() == 2  # the service may have served the first one
+
+
+def test_legacy_requests_are_not_counted_against_the_keyed_budget(fake, pool):
+    fetch.fill(pool, client_for(fake), 1, sleep=Sleeps())
+    report = fetch.fill(pool, client_for(fake, legacy=True), 1, budget=1, sleep=Sleeps())
+    assert report.stored_batches == 1  # a spent keyed budget does not stop the free API
+    assert "not counted against the monthly budget" in report.lines()[0]
+    assert pool.requests_this_month() == 1
+    assert pool.requests_this_month(api="legacy") == 1
+    st = pool.status()
+    assert st["requests_this_month"] == 1 and st["legacy_requests_this_month"] == 1
+
+
+def test_legacy_pacing_still_holds(fake, pool):
+    client = client_for(fake, legacy=True)
+    client.min_interval_s = 60.0
+    fetch.fill(pool, client, 1, sleep=Sleeps())
+    last = pool.last_request_epoch("legacy")
+    sleeps = Sleeps()
+    fetch.fill(pool, client, 1, sleep=sleeps, clock=lambda: last + 20.0)
+    assert sleeps == [pytest.approx(40.0)]
+
+
+def test_pacing_never_sleeps_longer_than_the_interval_when_the_clock_went_back(fake, pool):
+    client = client_for(fake)
+    client.min_interval_s = 60.0
+    fetch.fill(pool, client, 1, sleep=Sleeps())
+    last = pool.last_request_epoch("keyed")
+    sleeps = Sleeps()
+    fetch.fill(pool, client, 1, sleep=sleeps, clock=lambda: last - 86400.0)
+    assert sleeps == [60.0]
+
+
+# -- quota, throttle and Retry-After ------------------------------------------------------------
+
+
+def test_a_quota_429_stops_after_exactly_one_request(fake, pool):
+    fake.push("429-quota", "ok", "ok")
+    sleeps = Sleeps()
+    with pytest.raises(fetch.FetchIncomplete, match="quota is used up") as info:
+        fetch.fill(pool, client_for(fake), 1, max_retries=4, sleep=sleeps)
+    assert len(fake.seen) == 1 and sleeps == []
+    assert "quota resets" in (info.value.hint or "")
+    assert pool.requests_this_month() == 1  # it reached the service
+
+
+def test_a_day_long_retry_after_is_capped(fake, pool):
+    fake.retry_after = "86400"
+    fake.push("429-throttle", "429-throttle")
+    sleeps = Sleeps()
+    report = fetch.fill(pool, client_for(fake), 1, max_retries=2, sleep=sleeps)
+    assert report.stored_batches == 1 and len(fake.seen) == 3
+    assert sleeps and all(s <= fetch.BACKOFF_MAX_S for s in sleeps)
+    assert sleeps == [fetch.BACKOFF_MAX_S, fetch.BACKOFF_MAX_S]  # honoured, up to the cap
+
+
+@pytest.mark.parametrize(("retry_after", "expect"), [
+    ("10", 10.0),  # longer than the backoff: honoured
+    ("1", 2.0),  # shorter than the backoff: the backoff wins
+    ("soon", 2.0),  # unreadable: ignored
+    (format_datetime(datetime.now(UTC) + timedelta(days=1), usegmt=True), fetch.BACKOFF_MAX_S),
+])
+def test_retry_after_is_honoured_within_bounds(fake, pool, retry_after, expect):
+    fake.retry_after = retry_after
+    fake.push("429-throttle")
+    sleeps = Sleeps()
+    fetch.fill(pool, client_for(fake), 1, max_retries=1, sleep=sleeps)
+    assert sleeps == [pytest.approx(expect, abs=0.01)]
+
+
+def test_a_503_retry_after_is_capped_too(fake, pool):
+    fake.retry_after = "99999"
+    fake.push("503")
+    sleeps = Sleeps()
+    fetch.fill(pool, client_for(fake), 1, max_retries=1, sleep=sleeps)
+    assert sleeps == [fetch.BACKOFF_MAX_S]

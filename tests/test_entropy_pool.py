@@ -218,3 +218,50 @@ def test_draw_purposes_lists_ids_by_prefix_without_bytes(tmp_path):
         pool.draw(10, "exhibitor", when_empty="os")
         assert pool.draw_purposes("exhibit:") == [(a.id, "exhibit:abc"), (c.id, "exhibit:def")]
         assert len(pool.draw_purposes()) == 4
+
+
+def _version_1_pool(path, requests: list[tuple[str, str, str]]) -> None:
+    """A pool as qcat wrote it before `requests.reached` existed (schema version 1), holding
+    `requests` rows of (api, month, outcome)."""
+    from quantum import pool as poolmod
+
+    raw = sqlite3.connect(path)
+    for statement in poolmod._SCHEMA_V1:
+        raw.execute(statement)
+    raw.execute("INSERT INTO meta VALUES ('pool_id', 'old-pool'), ('created', '2024-01-01')")
+    for i, (api, month, outcome) in enumerate(requests):
+        raw.execute("INSERT INTO requests (api, base_url, kind, started, started_epoch, month, "
+                    "outcome) VALUES (?, 'https://b', 'k', 't', ?, ?, ?)",
+                    (api, 1000.0 + i, month, outcome))
+    raw.execute(f"PRAGMA application_id = {poolmod.APPLICATION_ID}")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+
+
+def test_a_version_1_pool_opens_and_counts_only_requests_that_may_have_reached(tmp_path):
+    from quantum.pool import SCHEMA_VERSION, utc_now
+
+    month = utc_now().strftime("%Y-%m")
+    path = tmp_path / "entropy.sqlite"
+    _version_1_pool(path, [
+        ("keyed", month, "stored"), ("keyed", month, "timeout"),
+        ("keyed", month, "connect"),  # version 1 could not tell refused from dropped: counts
+        ("keyed", month, "dns"), ("keyed", month, "tls"), ("keyed", month, "no-key"),
+        ("legacy", month, "stored"),  # free: not the keyed budget's
+        ("keyed", "2000-01", "stored"),  # another month
+    ])
+    with EntropyPool(path) as pool:
+        assert pool._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert pool.pool_id == "old-pool"
+        assert pool.requests_this_month() == 3
+        assert pool.requests_this_month(api="legacy") == 1
+        assert pool.last_request_epoch("keyed") == 1007.0
+        stock(pool, 1)
+        rid = pool.begin_request("keyed", "https://b", "k")
+        pool.finish_request(rid, "connect", None, "refused", reached=False)
+        assert pool.requests_this_month() == 3
+        assert len(pool.draw(203, "exhibit").data) == 203
+        assert pool.audit().ok
+    with EntropyPool(path) as again:  # opening a migrated pool is a no-op
+        assert again.requests_this_month() == 3

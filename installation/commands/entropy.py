@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from installation.commands import add_json, command, group
 from installation.errors import CheckFailed, ConfigError
 
 log = logging.getLogger("qcat.entropy")
+
+# The os-fallback warning box is at most this many columns wide (fits an 80-column terminal).
+BOX_WIDTH = 78
 
 DESCRIPTION = """\
 Quantum random bytes from the ANU QRNG (vacuum noise), fetched while online and spent offline.
@@ -134,6 +138,47 @@ def _fallback_warning(st: dict[str, Any]) -> str | None:
             f"os-fallback; the last was at {st['last_os_fallback']}")
 
 
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes: wide (CJK) characters two, combining marks none."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF"
+               else 1 for c in text)
+
+
+def wrap_columns(text: str, columns: int) -> list[str]:
+    """Words into rows of at most `columns` display columns (textwrap counts characters, so a
+    wide character would push the border out); a word longer than a row is cut."""
+    rows: list[str] = []
+    row = ""
+    for word in text.split():
+        while display_width(word) > columns:
+            if row:
+                rows.append(row)
+                row = ""
+            cut = 1
+            while cut < len(word) and display_width(word[:cut + 1]) <= columns:
+                cut += 1
+            rows.append(word[:cut])
+            word = word[cut:]
+        joined = f"{row} {word}" if row else word
+        if display_width(joined) <= columns:
+            row = joined
+        else:
+            rows.append(row)
+            row = word
+    if row:
+        rows.append(row)
+    return rows
+
+
+def warning_box(paragraphs: list[str], width: int = BOX_WIDTH) -> list[str]:
+    """Paragraphs wrapped into a box of `!` no wider than `width` whose right border lines up:
+    every line has the same display width (the box shrinks to fit short text)."""
+    rows = [row for text in paragraphs for row in wrap_columns(text, width - 6)]
+    inner = max(display_width(row) for row in rows)
+    bar = "!" * (inner + 6)
+    return [bar, *(f"!! {row}{' ' * (inner - display_width(row))} !!" for row in rows), bar]
+
+
 def _status(ctx: Any, args: argparse.Namespace) -> int:
     cfg = ctx.config
     with _open(ctx) as pool:
@@ -155,15 +200,16 @@ def _status(ctx: Any, args: argparse.Namespace) -> int:
     q = st["quarantined_batches"]
     ctx.out(f"  batches     {st['batches']:>12,} stored, {q} quarantined"
             + ("  (see `qcat entropy quarantine`)" if q else ""))
-    ctx.out(f"  requests    {st['requests_this_month']:>12,} this month of a budget of {budget}")
+    legacy = st["legacy_requests_this_month"]
+    ctx.out(f"  requests    {st['requests_this_month']:>12,} this month of a budget of {budget}"
+            + (f"  (+{legacy} to the free legacy API)" if legacy else ""))
     ctx.out(f"  last fetch  {st['last_fetch'] or 'never'}")
     ctx.out(f"  when empty  {st['when_empty']}")
     warning = st["os_fallback_warning"]
     if warning:
-        bar = "!" * 78
-        for stream_line in (bar, f"!! WARNING: {warning}.",
-                            "!! Fetch (`qcat entropy fetch`) or import bytes to stop this.", bar):
-            ctx.out(stream_line)
+        for box_line in warning_box([f"WARNING: {warning}.",
+                                     "Fetch (`qcat entropy fetch`) or import bytes to stop this."]):
+            ctx.out(box_line)
         print(f"qcat: warning: {warning}", file=sys.stderr)
     return 0
 
