@@ -23,7 +23,6 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from firmware.tables import ERRORS_TOML, read_error_table
 from installation.errors import ExternalError, FormatError, InputError, ToolMissing
+from installation.progress import ProgressCallback
 
 FIRMWARE_DIR = Path(__file__).resolve().parent
 CAT_SOURCES = FIRMWARE_DIR / "cat"
@@ -195,7 +195,7 @@ class Generated:
     layers: list[np.ndarray] | None  # int8 (C, H, W) per layer, when asked for
 
 
-ProgressFn = Callable[[int, int, str], None]
+ProgressFn = ProgressCallback  # the ground type, under the name this module has always used
 
 
 class CatEngine:

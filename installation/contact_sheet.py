@@ -18,7 +18,8 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Sequence
 
-from installation.gallery import Exhibit, plural
+from installation.gallery import Exhibit
+from installation.words import plural
 
 PAGE_SIZE = 100  # exhibits per page: a browser draws a page of 100 lazy 64-px images at once
 NAV_SPAN = 3  # numbered links shown either side of the current page (plus first and last)

@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -43,62 +43,26 @@ from installation.errors import CheckFailed, InputError, QcatError
 from installation.exhibit import (
     BIG_SCALE,
     PURPOSE_PREFIX,
-    Model,
+    FindModel,
     Rendered,
-    load_model,
     png_bytes,
     read_png_rgb,
     render,
 )
 from installation.files import write_atomic
-from installation.gallery import FALLBACK_SOURCE, MOODS, Exhibit, Gallery, plural
+from installation.gallery import MOODS, Exhibit, Gallery
 from installation.progress import ProgressCallback
+from installation.words import plural
+from quantum.source import EntropySource
 
 log = logging.getLogger("qcat.curation")
 
-FindModel = Callable[[str], Model | None]
-SOURCES = ("quantum", FALLBACK_SOURCE)  # what `gallery list --source` accepts
+SOURCES = ("quantum", EntropySource.OS_FALLBACK.value)  # what `gallery list --source` accepts
 SHOWN_PENDING_IDS = 20  # draw ids named in the one-line summary; --json lists them all
 _STALE_PAGE = re.compile(r"page-\d+\.html")
 
 
 # ------------------------------------------------------------------------------------- models
-
-def model_finder(candidates: Iterable[Path]) -> FindModel:
-    """A `find_model(sha256)` over weight-image paths: each file is hashed at most once (and
-    only when an earlier candidate did not match) and loaded only when it is the one asked for.
-    Missing or unreadable candidates are skipped: the exhibit then says its model is missing."""
-    pending: Iterator[Path] = iter(list(candidates))
-    by_sha: dict[str, Path] = {}
-    loaded: dict[str, Model] = {}
-    unloadable: set[str] = set()
-
-    def find(sha256: str) -> Model | None:
-        if sha256 in loaded:
-            return loaded[sha256]
-        if sha256 in unloadable:
-            return None
-        while sha256 not in by_sha:
-            path = next(pending, None)
-            if path is None:
-                return None
-            if path.is_file():
-                from models.weightimage import sha256_of
-
-                try:
-                    by_sha.setdefault(sha256_of(path), path)
-                except OSError as exc:
-                    log.warning("skipping weight image %s: %s", path, exc)
-        try:
-            loaded[sha256] = load_model(by_sha[sha256])
-        except QcatError as exc:
-            log.warning("skipping weight image %s: %s", by_sha[sha256], exc)
-            unloadable.add(sha256)
-            return None
-        return loaded[sha256]
-
-    return find
-
 
 # ------------------------------------------------------------------------------------- verify
 

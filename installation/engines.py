@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from installation.errors import InputError, ToolMissing
+from installation.progress import ProgressCallback
 from installation.reading import explain
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def _check_latent(latent_q: np.ndarray, nz: int) -> np.ndarray:
 
 def render(engine: str, weights_path: Path | str, latent_q: np.ndarray, layers: bool = False,
            *, checkpoint: Path | None = None,
-           progress: Callable[[int, int, str], None] | None = None) -> Render:
+           progress: ProgressCallback | None = None) -> Render:
     """One cat from an int8 latent with the named engine (see the module docstring)."""
     path = Path(weights_path)
     if engine == "c":
@@ -264,7 +265,7 @@ def compare_latents(weights_path: Path | str, n: int, seed: int) -> np.ndarray:
 
 
 def compare(weights_path: Path | str, latents: int, seed: int,
-            progress: Callable[[int, int, str], None] | None = None) -> CompareReport:
+            progress: ProgressCallback | None = None) -> CompareReport:
     """Render `latents` latents (from `seed`) with the C engine and the numpy reference and
     compare every layer's int8 output and the image byte for byte (promise F1).
 

@@ -19,19 +19,25 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from installation import faults
-from installation.errors import CheckFailed, InputError
+from installation.errors import CheckFailed, InputError, QcatError
 from installation.files import write_atomic
 from installation.gallery import Exhibit, Gallery, NewExhibit
 from installation.progress import ProgressCallback
 from installation.words import plural
 from quantum import latent as latent_mod
+
+if TYPE_CHECKING:
+    from models.weightimage import WeightImage
+    from phrases.clipbank import ClipBank
+    from quantum.pool import Draw, EntropyPool
 
 log = logging.getLogger("qcat.exhibit")
 
@@ -45,7 +51,7 @@ class Model:
 
     path: Path
     sha256: str
-    image: Any  # models.weightimage.WeightImage
+    image: WeightImage
 
     @property
     def size(self) -> str:
@@ -57,6 +63,45 @@ def load_model(path: Path) -> Model:
 
     image = weightimage.load(path)
     return Model(path=path, sha256=weightimage.sha256_of(path), image=image)
+
+
+FindModel = Callable[[str], "Model | None"]
+
+
+def model_finder(candidates: Iterable[Path]) -> FindModel:
+    """A `find_model(sha256)` over weight-image paths: each file is hashed at most once (and
+    only when an earlier candidate did not match) and loaded only when it is the one asked for.
+    Missing or unreadable candidates are skipped: the exhibit then says its model is missing."""
+    pending: Iterator[Path] = iter(list(candidates))
+    by_sha: dict[str, Path] = {}
+    loaded: dict[str, Model] = {}
+    unloadable: set[str] = set()
+
+    def find(sha256: str) -> Model | None:
+        if sha256 in loaded:
+            return loaded[sha256]
+        if sha256 in unloadable:
+            return None
+        while sha256 not in by_sha:
+            path = next(pending, None)
+            if path is None:
+                return None
+            if path.is_file():
+                from models.weightimage import sha256_of
+
+                try:
+                    by_sha.setdefault(sha256_of(path), path)
+                except OSError as exc:
+                    log.warning("skipping weight image %s: %s", path, exc)
+        try:
+            loaded[sha256] = load_model(by_sha[sha256])
+        except QcatError as exc:
+            log.warning("skipping weight image %s: %s", by_sha[sha256], exc)
+            unloadable.add(sha256)
+            return None
+        return loaded[sha256]
+
+    return find
 
 
 def purpose_for(model: Model) -> str:
@@ -166,22 +211,23 @@ class EntropyPlan:
 class Generator:
     """Makes and archives exhibits: owns nothing, is handed the pool, gallery and model."""
 
-    pool: Any  # quantum.pool.EntropyPool
+    pool: EntropyPool
     gallery: Gallery
     model: Model
     engine: str = "c"
     clip_bank_path: Path | None = None
     when_empty: str = "os"
     wait_timeout_s: float = 0.0
-    other_models: list[Path] = field(default_factory=list)
-    _bank: Any = None
+    # finds the model a pending exhibit was started with, when it is not `model`
+    find_model: FindModel = field(default=lambda sha256: None)
+    _bank: ClipBank | None = None
 
     def plan(self, count: int) -> EntropyPlan:
         """What the pool covers of `count` new exhibits, under the configured policy."""
         return EntropyPlan(count, self.pool.available_bytes(), self.when_empty,
                            self.wait_timeout_s)
 
-    def pending(self) -> list[Any]:
+    def pending(self) -> list[Draw]:
         """Exhibit draws that have no archive row yet (a crash came between the two)."""
         done = self.gallery.archived_draw_ids()
         return [self.pool.get_draw(i) for i, _ in self.pool.draw_purposes(PURPOSE_PREFIX)
@@ -212,17 +258,15 @@ class Generator:
     def _model_for(self, sha: str, draw_id: int) -> Model:
         if sha == self.model.sha256:
             return self.model
-        for path in self.other_models:
-            if path.exists():
-                candidate = load_model(path)
-                if candidate.sha256 == sha:
-                    return candidate
+        found = self.find_model(sha)
+        if found is not None:
+            return found
         raise InputError(
             f"pending exhibit (entropy draw {draw_id}) was started with model {sha[:16]}…, "
             "which is not available any more",
             hint="set models.weights in the config to that weight image and run `qcat generate` again")
 
-    def _finish(self, draw: Any, model: Model) -> Exhibit:
+    def _finish(self, draw: Draw, model: Model) -> Exhibit:
         rendered = render(draw.data, model, self.engine)
         stem = f"cat-{draw.id:06d}"
         png = f"{stem}.png"
@@ -232,13 +276,8 @@ class Generator:
         wav = wav_sha = None
         bank = self._clip_bank()
         if bank is not None:
-            from phrases import audio
-
             wav = f"{stem}.wav"
-            tmp = self.gallery.path(f".{wav}.tmp")
-            audio.write_wav(tmp, bank.verdict_samples(rendered.code.code), bank.sample_rate)
-            wav_sha = write_atomic(self.gallery.path(wav), tmp.read_bytes())
-            tmp.unlink()
+            wav_sha = write_atomic(self.gallery.path(wav), bank.verdict_wav(rendered.code.code))
         faults.point("before-archive")
         return self.gallery.add(NewExhibit(
             draw_id=draw.id,

@@ -29,12 +29,10 @@ from typing import Any
 
 from installation import database
 from installation.errors import InputError
+from quantum.source import EntropySource
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
-# The one spelling of "these bytes are not quantum" this module knows; Exhibit.quantum and the
-# listing filter both go through it (the pool's own name for it is quantum.pool.OS_FALLBACK).
-FALLBACK_SOURCE = "os-fallback"
 MOODS = ("motivated", "demotivated")
 
 _SCHEMA_V1 = """
@@ -68,11 +66,6 @@ MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE exhibits ADD COLUMN big_png_sha256 TEXT",
         "CREATE INDEX IF NOT EXISTS exhibits_created ON exhibits (created)"],
 }
-
-
-def plural(n: int, noun: str, many: str | None = None) -> str:
-    """`plural(1, "exhibit")` is "1 exhibit", `plural(2, "exhibit")` "2 exhibits" (with commas)."""
-    return f"{n:,} {noun if n == 1 else (many or noun + 's')}"
 
 
 @dataclass(frozen=True)
@@ -135,7 +128,7 @@ class Exhibit:
     @property
     def quantum(self) -> bool:
         """True only when every byte came from the quantum source (never for os-fallback)."""
-        return self.source != FALLBACK_SOURCE
+        return self.source != EntropySource.OS_FALLBACK
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -293,7 +286,7 @@ class Gallery:
             args.append(mood)
         if quantum is not None:
             terms.append("source != ?" if quantum else "source = ?")
-            args.append(FALLBACK_SOURCE)
+            args.append(EntropySource.OS_FALLBACK)
         if ids is not None:
             terms.append(f"id IN ({', '.join('?' for _ in ids)})" if ids else "0")
             args += [int(i) for i in ids]

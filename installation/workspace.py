@@ -25,7 +25,7 @@ from installation.errors import InputError
 from installation.paths import Home
 
 if TYPE_CHECKING:
-    from installation.exhibit import Generator, Model
+    from installation.exhibit import Generator
     from installation.gallery import Gallery
     from quantum.pool import EntropyPool
 
@@ -96,16 +96,6 @@ class Workspace:
         found += sorted(self.home.builds_dir.glob("*.qcw"))
         return list(dict.fromkeys(Path(p).absolute() for p in found))
 
-    def find_model(self, sha256: str, first: Iterable[Path] = ()) -> Model | None:
-        """The weight image with this SHA-256 among `known_models(first)`, loaded; else None."""
-        from installation.exhibit import load_model
-        from models.weightimage import sha256_of
-
-        for path in self.known_models(first):
-            if path.is_file() and sha256_of(path) == sha256:
-                return load_model(path)
-        return None
-
     @property
     def clip_bank_path(self) -> Path:
         """The verdict clip bank the exhibits speak from (built by `qcat phrases build`)."""
@@ -138,7 +128,7 @@ class Workspace:
     def open_generator(self, engine: str | None = None,
                        weights: str | os.PathLike[str] | None = None) -> Generator:
         """A Generator over this home's pool and gallery (the caller closes both)."""
-        from installation.exhibit import Generator, load_model
+        from installation.exhibit import Generator, load_model, model_finder
 
         self.require_writable("making exhibits")
         path = self.weights_path(weights)
@@ -155,5 +145,5 @@ class Workspace:
             clip_bank_path=self.clip_bank_path,
             when_empty=self.config["entropy.when_empty"],
             wait_timeout_s=self.config["entropy.wait_timeout_s"],
-            other_models=self.known_models([path]),
+            find_model=model_finder(self.known_models([path])),
         )

@@ -14,7 +14,6 @@ Arrays are uint8 (N, 64, 64, 3). numpy + Pillow only: no torch here.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from installation.errors import InputError
 from installation.files import atomic_path
+from installation.progress import ProgressCallback
 
 SIZE = 64
 SUPERSAMPLE = 3  # draw at 3x and downsample: smooth edges like a real photo crop
@@ -148,7 +148,7 @@ def cat_face(seed: int, index: int) -> np.ndarray:
 
 
 def procedural(n: int, seed: int = 0,
-               progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
+               progress: ProgressCallback | None = None) -> np.ndarray:
     """n procedural cat faces: (n, 64, 64, 3) uint8."""
     out = np.empty((n, SIZE, SIZE, 3), dtype=np.uint8)
     for i in range(n):
@@ -159,7 +159,7 @@ def procedural(n: int, seed: int = 0,
 
 
 def load_folder(folder: Path, limit: int | None = None,
-                progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
+                progress: ProgressCallback | None = None) -> np.ndarray:
     """Every image under `folder` (recursively), centre-cropped square and resized to 64×64."""
     folder = Path(folder)
     if not folder.is_dir():

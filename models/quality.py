@@ -10,11 +10,11 @@ exhibits make them, from seeded entropy bytes (`quantum.latent`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from installation.progress import ProgressCallback
 from models import reference
 from models.weightimage import WeightImage
 from quantum.latent import LATENT_BYTES, latent_from_entropy
@@ -62,7 +62,7 @@ def float_pixels(t: np.ndarray) -> np.ndarray:
 
 
 def measure(img: WeightImage, g: Any, n: int = 256, seed: int = 0,
-            progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+            progress: ProgressCallback | None = None) -> dict[str, Any]:
     """PSNR/SSIM of the int8 model `img` against the float generator `g` over n latents."""
     from models.cat import generate_float  # the float model is torch's; this module is not
 

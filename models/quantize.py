@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from installation import __version__
+from installation.progress import ProgressCallback
 from models import cat, reference
 from models.weightimage import (
     KERNEL,
@@ -92,7 +92,7 @@ def calibration_latents(n: int, seed: int) -> np.ndarray:
 
 @torch.no_grad()
 def calibrate(g: cat.Generator, n: int, seed: int,
-              progress: Callable[[int, int, str], None] | None = None) -> list[tuple[float, float]]:
+              progress: ProgressCallback | None = None) -> list[tuple[float, float]]:
     """Per layer (lo, hi) of the folded model's outputs over n latents (float32 forward)."""
     folded = [(w.float(), b.float()) for w, b in fold_bn(g)]
     z = torch.from_numpy(calibration_latents(n, seed)).float()
@@ -160,7 +160,7 @@ def quantize_layer(w: np.ndarray, b: np.ndarray, in_scale: float, out_scale: flo
 
 def quantize(ckpt: dict[str, Any], *, calibration: int = DEFAULT_CALIBRATION_LATENTS,
              seed: int = 0, checkpoint_sha256: str | None = None, command: str = "",
-             progress: Callable[[int, int, str], None] | None = None) -> WeightImage:
+             progress: ProgressCallback | None = None) -> WeightImage:
     """The int8 weight image of a checkpoint's generator."""
     if calibration < MIN_CALIBRATION_LATENTS:
         raise ValueError(f"calibration needs at least {MIN_CALIBRATION_LATENTS} latents")

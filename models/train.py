@@ -12,7 +12,6 @@ Imports torch (training only). Library code: progress goes through the callback,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from installation.progress import ProgressCallback
 from models import cat, data
 
 LEARNING_RATE = 2e-4
@@ -55,7 +55,7 @@ def sample_latents(n: int, nz: int, seed: int = SAMPLE_SEED) -> torch.Tensor:
 def train(out: Path, images: np.ndarray, *, size: str = "demo", epochs: int = 10, seed: int = 0,
           batch_size: int = BATCH_SIZE, resume: bool = True, samples_dir: Path | None = None,
           device: str = "auto", command: str = "", data_desc: str = "",
-          progress: Callable[[int, int, str], None] | None = None,
+          progress: ProgressCallback | None = None,
           checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
     """Train (or continue training) a cat DCGAN to `epochs` epochs; returns the checkpoint."""
     out = Path(out)

@@ -17,18 +17,16 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from installation.progress import ProgressCallback
 from quantum.client import REQUEST_PLAN, UINT8, AnuClient
 from quantum.fakeanu import FakeAnu
 from quantum.latent import EXHIBIT_BYTES
 from quantum.pool import EntropyPool
-
-ProgressCallback = Callable[[int, int, str], None]
 
 BENCH_KEY = "bench-key-not-a-secret"
 REQUESTS_PER_KIND = 3

@@ -28,13 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from installation.errors import ServiceError
+from installation.progress import ProgressCallback  # a ground module, like errors
 from quantum.client import AnuClient, AnuError
 from quantum.pool import BUDGET_API, EntropyPool
-
-try:  # the type only; the runtime must not need the appliance layer
-    from installation.progress import ProgressCallback
-except ImportError:  # pragma: no cover
-    ProgressCallback = Callable[[int, int, str], None]  # type: ignore[misc]
 
 DEFAULT_BUDGET = 100
 DEFAULT_MAX_RETRIES = 4

@@ -16,7 +16,8 @@ import numpy as np
 
 from installation.exhibit import png_bytes
 from installation.files import write_atomic
-from installation.gallery import FALLBACK_SOURCE, Gallery, NewExhibit
+from installation.gallery import Gallery, NewExhibit
+from quantum.source import EntropySource
 
 TINY_RGB = np.zeros((64, 64, 3), dtype=np.uint8)
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -50,7 +51,7 @@ def fill_gallery(gallery: Gallery, n: int, *, start: datetime = START) -> None:
             draw_id=1_000_000 + i,
             created=(start + timedelta(minutes=i)).isoformat(timespec="milliseconds"),
             entropy_hex="00" * 203,
-            source=FALLBACK_SOURCE if i % 3 == 0 else "anu",
+            source=EntropySource.OS_FALLBACK if i % 3 == 0 else "anu",
             provenance={"segments": [{"request_time": "2025-01-01T00:00:00Z"}]},
             model_sha256="ab" * 32, model_path="/nowhere.qcw", model_size="demo", engine="numpy",
             image_sha256="cd" * 32, png_path=f"{stem}.png", png_sha256=png_sha,

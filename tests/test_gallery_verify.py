@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from installation import curation
+from installation import curation, exhibit
 from installation.exhibit import load_model, read_png_rgb
 from installation.gallery import Gallery
 from quantum import latent
@@ -33,7 +33,7 @@ def open_gallery(home: Path) -> Gallery:
 
 
 def finder(weights: Path) -> curation.FindModel:
-    return curation.model_finder([weights])
+    return exhibit.model_finder([weights])
 
 
 def flip_one_pixel(path: Path) -> None:
@@ -226,7 +226,7 @@ def test_model_finder_loads_only_the_model_asked_for(tmp_path, weights):
     missing = tmp_path / "gone.qcw"
     broken = tmp_path / "broken.qcw"
     broken.write_bytes(b"not a weight image")
-    find = curation.model_finder([missing, broken, weights])
+    find = exhibit.model_finder([missing, broken, weights])
     model = load_model(weights)
     assert find("0" * 64) is None
     found = find(model.sha256)

@@ -80,7 +80,7 @@ def _pool(ctx: Any) -> Iterator[Any]:
 
 
 def _find_model(ctx: Any, gallery: Any) -> Any:
-    from installation.curation import model_finder
+    from installation.exhibit import model_finder
 
     return model_finder(ctx.workspace.known_models([Path(p) for p in gallery.model_paths()]))
 
