@@ -243,6 +243,19 @@ class Gallery:
                                "WHERE id = ? AND big_png_sha256 IS NULL", (sha256, exhibit_id))
         return cur.rowcount == 1
 
+    def record_speech(self, exhibit_id: int, wav_path: str, wav_sha256: str) -> bool:
+        """Give a silent exhibit (made without a clip bank) its voice: fills a NULL `wav_path`
+        and its hash, never replaces a recorded one. Returns whether it wrote."""
+        cur = self._db.execute("UPDATE exhibits SET wav_path = ?, wav_sha256 = ? "
+                               "WHERE id = ? AND wav_path IS NULL", (wav_path, wav_sha256,
+                                                                     exhibit_id))
+        return cur.rowcount == 1
+
+    def silent_ids(self) -> list[int]:
+        """Exhibits archived without speech, oldest first."""
+        return [int(r[0]) for r in
+                self._db.execute("SELECT id FROM exhibits WHERE wav_path IS NULL ORDER BY id")]
+
     def get(self, exhibit_id: int) -> Exhibit:
         row = self._db.execute("SELECT * FROM exhibits WHERE id = ?", (exhibit_id,)).fetchone()
         if row is None:

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from installation.errors import FormatError
+from installation.errors import FormatError, ToolMissing
+from installation.files import write_atomic
 from installation.progress import ProgressCallback
+from installation.words import plural
 
 if TYPE_CHECKING:
+    from installation.gallery import Gallery
     from installation.workspace import SpeechSettings, Workspace
     from phrases.clipbank import ClipBank
 
@@ -84,3 +88,52 @@ def ensure_clip_bank(workspace: Workspace, progress: ProgressCallback | None = N
 
     build_bank(path, workspace.home.clip_cache_dir, progress=progress, **settings.as_kwargs())
     return SpeechStatus(ClipBank.load(path), built=True, reason=reason)
+
+
+@dataclass
+class SpeakReport:
+    """What `give_voices` did: the exhibits that got their WAV, and those that had one."""
+
+    voiced: list[int] = field(default_factory=list)
+    already: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.voiced and not self.already:
+            return "no exhibits to give a voice to"
+        parts = [f"gave {plural(len(self.voiced), 'exhibit')} a voice"]
+        if self.already:
+            parts.append(f"{plural(len(self.already), 'exhibit')} already had one")
+        return "; ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"voiced": self.voiced, "already_spoken": self.already}
+
+
+def give_voices(workspace: Workspace, gallery: Gallery, *, exhibit_id: int | None = None,
+                progress: ProgressCallback | None = None) -> SpeakReport:
+    """Write the verdict WAV of silent exhibits (one, or every one) and record it in the archive.
+
+    For exhibits made while espeak-ng was missing: the verdict is in the row already; its voice is
+    the clip bank's rendering of that code, the same bytes `generate` would have written then.
+    Never touches an exhibit that already speaks (a changed WAV is `gallery repair`'s business)."""
+    workspace.require_writable("`qcat gallery speak`")
+    status = ensure_clip_bank(workspace, progress)
+    if status.bank is None:
+        raise ToolMissing(f"cannot give the exhibits their voices: {status.reason}",
+                          hint=INSTALL_HINT)
+    ids = [exhibit_id] if exhibit_id is not None else gallery.silent_ids()
+    report = SpeakReport()
+    for done, number in enumerate(ids, 1):
+        ex = gallery.get(number)
+        if ex.wav_path:
+            report.already.append(ex.id)
+            continue
+        name = Path(ex.png_path).stem + ".wav"
+        digest = write_atomic(gallery.path(name), status.bank.verdict_wav(ex.verdict_code))
+        if gallery.record_speech(ex.id, name, digest):
+            report.voiced.append(ex.id)
+        else:  # another process gave it a voice meanwhile
+            report.already.append(ex.id)
+        if progress:
+            progress(done, len(ids), f"exhibit {ex.id}")
+    return report

@@ -8,6 +8,7 @@ model written to disk (numpy only), so these tests do not depend on the trained 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -239,6 +240,7 @@ def test_generate_in_a_fresh_home_builds_the_clip_bank_and_speaks(run_qcat, qcat
 
 def test_generate_without_espeak_says_so_and_speak_adds_voices_later(
         run_qcat, qcat_home, weights, monkeypatch):
+    original_path = os.environ["PATH"]
     monkeypatch.setenv("PATH", str(qcat_home / "no-tools-here"))
     result = run_qcat("generate", "--engine", "numpy", "--weights", weights, "--count", "2")
     assert result.code == 0, result.err
@@ -248,6 +250,23 @@ def test_generate_without_espeak_says_so_and_speak_adds_voices_later(
     assert not list((qcat_home / "gallery").glob("*.wav"))
     listed = json.loads(run_qcat("gallery", "list", "--json").out)
     assert [e["wav_path"] for e in listed] == [None, None]
+    speak = run_qcat("gallery", "speak", "--all")
+    assert speak.code == 3 and "espeak-ng, which renders it, is not installed" in speak.err
+    if shutil.which("espeak-ng", path=original_path) is None:
+        return
+    monkeypatch.setenv("PATH", original_path)
+    speak = run_qcat("gallery", "speak", "--all", "--json")
+    assert speak.code == 0, speak.err
+    assert json.loads(speak.out) == {"voiced": [1, 2], "already_spoken": []}
+    from phrases.clipbank import ClipBank
+
+    bank = ClipBank.load(qcat_home / "builds" / "verdicts.qcv")
+    for e in json.loads(run_qcat("gallery", "list", "--json").out):
+        assert (qcat_home / "gallery" / e["wav_path"]).read_bytes() == \
+            bank.verdict_wav(e["verdict_code"])
+    assert run_qcat("gallery", "verify", "--all").code == 0
+    again = run_qcat("gallery", "speak", "1")
+    assert again.code == 0 and "1 exhibit already had one" in again.out
 
 
 def test_count_zero_and_more_than_the_pool_holds_are_said_before_starting(

@@ -100,6 +100,8 @@ def test_what_the_read_commands_see_is_the_archive(populated_home: Path) -> None
     (("demo", "--no-speech"), "read-only, and `qcat demo` writes to it"),
     (("entropy", "draw", "--bytes", "16", "--purpose", "test"), "open read-only"),
     (("phrases", "build"), "cannot write"),
+    (("gallery", "repair", "--all"), "read-only, and `qcat gallery repair` writes to it"),
+    (("gallery", "speak", "--all"), "read-only, and `qcat gallery speak` writes to it"),
 ])
 def test_writing_commands_refuse_in_one_sentence(populated_home: Path, args, says) -> None:
     before = {p: p.stat().st_mtime_ns for p in populated_home.rglob("*")}

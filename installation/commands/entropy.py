@@ -19,7 +19,7 @@ import logging
 import sys
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command, group
 from installation.errors import CheckFailed, ConfigError
@@ -45,6 +45,9 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return value
 
+
+if TYPE_CHECKING:
+    from installation.cli import Context
 
 def register(sub: Any) -> None:
     _, cmds = group(sub, "entropy", "quantum entropy: ANU fetch, the byte pool, packs, audit",
@@ -89,11 +92,11 @@ def register(sub: Any) -> None:
     add_json(p)
 
 
-def _open(ctx: Any) -> Any:
+def _open(ctx: Context) -> Any:
     return ctx.workspace.open_pool()
 
 
-def _fetch(ctx: Any, args: argparse.Namespace) -> int:
+def _fetch(ctx: Context, args: argparse.Namespace) -> int:
     import requests
 
     from installation.progress import ProgressBar
@@ -179,7 +182,7 @@ def warning_box(paragraphs: list[str], width: int = BOX_WIDTH) -> list[str]:
     return [bar, *(f"!! {row}{' ' * (inner - display_width(row))} !!" for row in rows), bar]
 
 
-def _status(ctx: Any, args: argparse.Namespace) -> int:
+def _status(ctx: Context, args: argparse.Namespace) -> int:
     cfg = ctx.config
     with _open(ctx) as pool:
         st = pool.status()
@@ -214,14 +217,14 @@ def _status(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _draw(ctx: Any, args: argparse.Namespace) -> int:
+def _draw(ctx: Context, args: argparse.Namespace) -> int:
     cfg = ctx.config
     policy = args.when_empty or cfg["entropy.when_empty"]
     with _open(ctx) as pool:
         d = pool.draw(args.bytes, args.purpose, when_empty=policy,
                       wait_timeout_s=cfg["entropy.wait_timeout_s"])
     log.info("draw %d: %d bytes for %r from %s", d.id, len(d.data), d.purpose, d.source)
-    if d.source == "os-fallback":
+    if not d.quantum:
         print(f"qcat: warning: draw {d.id} is os-fallback (os.urandom), NOT quantum: the pool "
               "held too few bytes", file=sys.stderr)
     if args.json:
@@ -232,7 +235,7 @@ def _draw(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(ctx: Any, args: argparse.Namespace) -> int:
+def _export(ctx: Context, args: argparse.Namespace) -> int:
     with _open(ctx) as pool:
         res = pool.export_pack(args.bytes, Path(args.file))
         left = pool.available_bytes()
@@ -243,7 +246,7 @@ def _export(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _import(ctx: Any, args: argparse.Namespace) -> int:
+def _import(ctx: Context, args: argparse.Namespace) -> int:
     with _open(ctx) as pool:
         stored = pool.import_pack(Path(args.file))
         left = pool.available_bytes()
@@ -257,7 +260,7 @@ def _import(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _quarantine(ctx: Any, args: argparse.Namespace) -> int:
+def _quarantine(ctx: Context, args: argparse.Namespace) -> int:
     with _open(ctx) as pool:
         rows = pool.quarantined()
     if args.json:
@@ -274,7 +277,7 @@ def _quarantine(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit(ctx: Any, args: argparse.Namespace) -> int:
+def _audit(ctx: Context, args: argparse.Namespace) -> int:
     with _open(ctx) as pool:
         rep = pool.audit()
     if args.json:

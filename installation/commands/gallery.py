@@ -11,11 +11,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command, group
 from installation.errors import UsageError
 
+if TYPE_CHECKING:
+    from installation.cli import Context
 
 def register(sub: Any) -> None:
     _, cmds = group(sub, "gallery", "browse, verify, repair and export the archive of exhibits")
@@ -45,6 +47,12 @@ def register(sub: Any) -> None:
                 "inconsistent is reported as not repairable (exit 1). Audio needs the clip bank "
                 "(`qcat phrases build`).")
     _add_selection(p)
+    p = command(cmds, "speak", "give silent exhibits their spoken verdict (WAV)", speak,
+                description="Exhibits made while espeak-ng was missing have their verdict text "
+                "but no voice. Build the clip bank (needs espeak-ng) and write each silent "
+                "exhibit's WAV, recording it in the archive. Exhibits that already speak are "
+                "left alone.")
+    _add_selection(p)
     p = command(cmds, "export", "write a static HTML contact sheet of the gallery", export)
     p.add_argument("dir", help="output folder (its parent must exist): index.html, page-N.html "
                    "and style.css go there; images are linked, not copied")
@@ -65,12 +73,12 @@ def _selected_id(args: argparse.Namespace) -> int | None:
     return args.id
 
 
-def _open(ctx: Any) -> Any:
+def _open(ctx: Context) -> Any:
     return ctx.workspace.open_gallery()
 
 
 @contextmanager
-def _pool(ctx: Any) -> Iterator[Any]:
+def _pool(ctx: Context) -> Iterator[Any]:
     """The entropy pool when this home has one (verify compares against it), else None."""
     if not ctx.home.pool_db.exists():
         yield None
@@ -79,7 +87,7 @@ def _pool(ctx: Any) -> Iterator[Any]:
         yield pool
 
 
-def _find_model(ctx: Any, gallery: Any) -> Any:
+def _find_model(ctx: Context, gallery: Any) -> Any:
     from installation.exhibit import model_finder
 
     return model_finder(ctx.workspace.known_models([Path(p) for p in gallery.model_paths()]))
@@ -91,7 +99,7 @@ def _bar(label: str, args: argparse.Namespace) -> Any:
     return ProgressBar(label, enabled=not args.json and sys.stderr.isatty())
 
 
-def list_cmd(ctx: Any, args: argparse.Namespace) -> int:
+def list_cmd(ctx: Context, args: argparse.Namespace) -> int:
     from installation.curation import ListQuery, list_exhibits, parse_since
 
     query = ListQuery(limit=args.limit, mood=args.mood, source=args.source,
@@ -110,7 +118,7 @@ def list_cmd(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def show(ctx: Any, args: argparse.Namespace) -> int:
+def show(ctx: Context, args: argparse.Namespace) -> int:
     with _open(ctx) as gallery:
         e = gallery.get(args.id)
         if args.json:
@@ -146,7 +154,7 @@ def describe_segment(seg: Any) -> str:
     return line + ")"
 
 
-def verify(ctx: Any, args: argparse.Namespace) -> int:
+def verify(ctx: Context, args: argparse.Namespace) -> int:
     from installation.curation import verify as verify_gallery
 
     exhibit_id = _selected_id(args)
@@ -166,7 +174,7 @@ def verify(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def repair(ctx: Any, args: argparse.Namespace) -> int:
+def repair(ctx: Context, args: argparse.Namespace) -> int:
     from installation.curation import repair as repair_gallery
 
     ctx.workspace.require_writable("`qcat gallery repair`")
@@ -185,7 +193,20 @@ def repair(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def export(ctx: Any, args: argparse.Namespace) -> int:
+def speak(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.speech import give_voices
+
+    exhibit_id = _selected_id(args)
+    with _open(ctx) as gallery, _bar("giving voices", args) as bar:
+        report = give_voices(ctx.workspace, gallery, exhibit_id=exhibit_id, progress=bar)
+    if args.json:
+        ctx.emit_json(report.as_dict())
+    else:
+        ctx.out(report.summary())
+    return 0
+
+
+def export(ctx: Context, args: argparse.Namespace) -> int:
     from installation.curation import export_sheet
 
     with _open(ctx) as gallery:
