@@ -31,6 +31,7 @@ import numpy as np
 from installation.errors import InputError, ToolMissing
 from installation.progress import ProgressCallback
 from installation.reading import explain
+from installation.words import plural
 
 if TYPE_CHECKING:
     from models.reference import Mismatch
@@ -240,10 +241,10 @@ class CompareReport:
     def describe(self) -> str:
         """One sentence for either outcome (the CLI prints it, the dashboard shows it)."""
         if self.first is None:
-            return (f"identical: {self.latents} latents x {self.layers} layers of the "
+            return (f"identical: {plural(self.latents, 'latent')} x {self.layers} layers of the "
                     f"{self.model_size} model, byte for byte (C engine vs numpy reference)")
         return (f"C engine differs from the reference on {len(self.mismatches)} of "
-                f"{self.latents} latents; first: {self.first.describe()}")
+                f"{plural(self.latents, 'latent')}; first: {self.first.describe()}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"weights": str(self.weights), "model_size": self.model_size,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from installation.errors import ServiceError
 from installation.progress import ProgressCallback  # a ground module, like errors
+from installation.words import plural
 from quantum.client import AnuClient, AnuError
 from quantum.pool import BUDGET_API, EntropyPool
 
@@ -60,9 +61,10 @@ class FetchReport:
 
     def lines(self) -> list[str]:
         left = ("the key-less legacy API is not counted against the monthly budget"
-                if self.legacy else f"{self.budget_left} request(s) left this month")
-        out = [f"stored {self.stored_bytes:,} usable bytes in {self.stored_batches} batch(es) "
-               f"with {self.requests} request(s){self._unreached_note()}; {left}"]
+                if self.legacy else f"{plural(self.budget_left, 'request')} left this month")
+        out = [f"stored {plural(self.stored_bytes, 'usable byte')} in "
+               f"{plural(self.stored_batches, 'batch', 'batches')} with "
+               f"{plural(self.requests, 'request')}{self._unreached_note()}; {left}"]
         out += [f"quarantined a batch: {r}" for r in self.quarantined]
         out += [f"retried after: {f}" for f in self.failures]
         return out
@@ -101,7 +103,7 @@ def fill(pool: EntropyPool, client: AnuClient, want_bytes: int, *,
     def stop(why: str, hint: str | None = None) -> FetchIncomplete:
         note()
         return FetchIncomplete(f"{why}; stored {rep.stored_bytes:,} of {want_bytes:,} bytes "
-                               f"({rep.stored_batches} batch(es)) before stopping", rep, hint)
+                               f"({plural(rep.stored_batches, 'batch', 'batches')}) before stopping", rep, hint)
 
     note()
     while rep.stored_bytes < want_bytes:
@@ -127,7 +129,7 @@ def fill(pool: EntropyPool, client: AnuClient, want_bytes: int, *,
             if not exc.retryable:
                 raise stop(exc.message, exc.hint) from None
             if retries_in_a_row >= max_retries:
-                raise stop(f"{exc.message} (gave up after {max_retries} retries)",
+                raise stop(f"{exc.message} (gave up after {plural(max_retries, 'retry', 'retries')})",
                            exc.hint) from None
             retries_in_a_row += 1
             rep.retries += 1

@@ -33,7 +33,7 @@ def keyed(qcat_home, monkeypatch):
 def test_fetch_status_draw_round_trip(keyed, fake, run_qcat):
     r = run_qcat("entropy", "fetch", "--bytes", "20000", "--api-url", fake.url)
     assert r.code == 0, r.err
-    assert "stored 20,480 usable bytes in 1 batch(es) with 1 request(s)" in r.out
+    assert "stored 20,480 usable bytes in 1 batch with 1 request" in r.out
     assert fake.seen[0].headers["x-api-key"] == KEY
     r = run_qcat("entropy", "draw", "--bytes", "16", "--purpose", "script")
     assert r.code == 0 and len(r.out.strip()) == 32 and int(r.out, 16) >= 0
@@ -226,7 +226,7 @@ def test_status_warning_box_lines_up(keyed, run_qcat):
     said = " ".join(line[3:-3].strip() for line in box[1:-1])
     warning = json.loads(run_qcat("entropy", "status", "--json").out)["os_fallback_warning"]
     assert f"WARNING: {warning}." in said  # wrapped, nothing lost
-    assert "3 draw(s), 37,035 bytes" in said and "import bytes to stop this." in said
+    assert "3 draws, 37,035 bytes" in said and "import bytes to stop this." in said
 
 
 @pytest.mark.parametrize("paragraphs", [

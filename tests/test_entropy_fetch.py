@@ -193,7 +193,7 @@ def test_offline_attempts_do_not_spend_the_budget(fake, pool):
         assert sleeps == [2.0, 4.0]  # still backs off: the network may come back
         assert info.value.report.unreached == 3
         assert "3 never reached the service and do not count" in info.value.report.lines()[0]
-        assert "99 request(s) left this month" in info.value.report.lines()[0]
+        assert "99 requests left this month" in info.value.report.lines()[0]
     assert pool.requests_this_month() == 1  # 15 refused connections later
     assert pool.status()["requests_this_month"] == 1
     assert pool.last_request_epoch("keyed") == last  # pacing ignores them too

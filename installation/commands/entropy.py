@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command, group
 from installation.errors import CheckFailed, ConfigError
+from installation.words import plural
 
 log = logging.getLogger("qcat.entropy")
 
@@ -136,7 +137,7 @@ def _fetch(ctx: Context, args: argparse.Namespace) -> int:
 def _fallback_warning(st: dict[str, Any]) -> str | None:
     if not st["os_fallback_draws"]:
         return None
-    return (f"{st['os_fallback_draws']} draw(s), {st['os_fallback_bytes']:,} bytes, used the "
+    return (f"{plural(st['os_fallback_draws'], 'draw')}, {plural(st['os_fallback_bytes'], 'byte')}, used the "
             f"operating system's randomness (os.urandom), NOT quantum entropy; they are labelled "
             f"os-fallback; the last was at {st['last_os_fallback']}")
 
@@ -197,8 +198,8 @@ def _status(ctx: Context, args: argparse.Namespace) -> int:
     ctx.out(f"entropy pool {st['path']}")
     ctx.out(f"  available   {st['available_bytes']:>12,} bytes  = {st['exhibits_left']:,} "
             f"exhibits of 203 bytes   next from: {st['source']}")
-    ctx.out(f"  served      {st['served_bytes']:>12,} bytes in {st['draws']:,} draw(s)")
-    ctx.out(f"  exported    {st['exported_bytes']:>12,} bytes in {st['exports']} pack(s)")
+    ctx.out(f"  served      {st['served_bytes']:>12,} bytes in {plural(st['draws'], 'draw')}")
+    ctx.out(f"  exported    {st['exported_bytes']:>12,} bytes in {plural(st['exports'], 'pack')}")
     ctx.out(f"  imported    {st['imported_bytes']:>12,} bytes")
     q = st["quarantined_batches"]
     ctx.out(f"  batches     {st['batches']:>12,} stored, {q} quarantined"
@@ -240,7 +241,7 @@ def _export(ctx: Context, args: argparse.Namespace) -> int:
         res = pool.export_pack(args.bytes, Path(args.file))
         left = pool.available_bytes()
     log.info("exported %d bytes as pack %s to %s", res.size, res.pack_id, res.path)
-    ctx.out(f"moved {res.size:,} bytes into {res.path} (pack {res.pack_id}, "
+    ctx.out(f"moved {plural(res.size, 'byte')} into {res.path} (pack {res.pack_id}, "
             f"sha256 {res.file_sha256[:16]}...)")
     ctx.out(f"they will never be served from this pool; {left:,} usable bytes remain here")
     return 0
@@ -288,6 +289,6 @@ def _audit(ctx: Context, args: argparse.Namespace) -> int:
         counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in rep.counts.items())
         ctx.out(("audit passed: " if rep.ok else "audit FAILED: ") + counts)
     if not rep.ok:
-        raise CheckFailed(f"the entropy pool audit found {len(rep.violations)} violation(s)",
+        raise CheckFailed(f"the entropy pool audit found {plural(len(rep.violations), 'violation')}",
                           hint=f"first: {rep.violations[0]}")
     return 0

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from installation.commands import add_json, command, group
 from installation.errors import UsageError
 from installation.progress import ProgressBar
+from installation.words import plural
 
 if TYPE_CHECKING:
     from installation.cli import Context
@@ -207,7 +208,7 @@ def _quality(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         ctx.emit_json(report)
     else:
-        ctx.out(f"int8 vs float over {report['latents']} latents: PSNR mean "
+        ctx.out(f"int8 vs float over {plural(report['latents'], 'latent')}: PSNR mean "
                 f"{report['psnr_db_mean']:.2f} dB (min {report['psnr_db_min']:.2f}), "
                 f"SSIM mean {report['ssim_mean']:.4f}; goal {args.goal} dB: "
                 f"{'met' if report['ok'] else 'NOT met'}")
