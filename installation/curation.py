@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,9 +42,9 @@ from installation import contact_sheet
 from installation.errors import CheckFailed, InputError, QcatError
 from installation.exhibit import (
     BIG_SCALE,
-    PURPOSE_PREFIX,
     FindModel,
     Rendered,
+    pending_draw_ids,
     png_bytes,
     read_png_rgb,
     render,
@@ -54,6 +54,10 @@ from installation.gallery import MOODS, Exhibit, Gallery
 from installation.progress import ProgressCallback
 from installation.words import plural
 from quantum.source import EntropySource
+
+if TYPE_CHECKING:
+    from phrases.clipbank import ClipBank
+    from quantum.pool import EntropyPool
 
 log = logging.getLogger("qcat.curation")
 
@@ -157,13 +161,6 @@ def _pending_sentence(ids: list[int] | None) -> str | None:
             "failure; `qcat generate` completes them with their own bytes")
 
 
-def pending_draw_ids(gallery: Gallery, pool: Any) -> list[int]:
-    """Exhibit draws that have no archive row yet (a crash came between the two), oldest first.
-    Reads only the draws' ids and purposes, never their bytes."""
-    done = gallery.archived_draw_ids()
-    return [i for i, _ in pool.draw_purposes(PURPOSE_PREFIX) if i not in done]
-
-
 def big_pixels(rgb: np.ndarray) -> np.ndarray:
     """The 512-px copy's pixels: (64, 64, 3) -> (512, 512, 3), nearest neighbour (as written)."""
     return np.repeat(np.repeat(rgb, BIG_SCALE, axis=0), BIG_SCALE, axis=1)
@@ -176,7 +173,7 @@ class _Inspection:
     big_png_sha256: str | None = None  # the 512-px file's hash when its pixels are proven
 
 
-def _inspect(ex: Exhibit, gallery: Gallery, find_model: FindModel, pool: Any) -> _Inspection:
+def _inspect(ex: Exhibit, gallery: Gallery, find_model: FindModel, pool: EntropyPool | None) -> _Inspection:
     """Every check of one exhibit (see the module docstring)."""
     from models.weightimage import sha256_of
 
@@ -261,7 +258,7 @@ def _selected(gallery: Gallery, exhibit_id: int | None) -> tuple[Iterable[Exhibi
 
 
 def verify(gallery: Gallery, find_model: FindModel, *, exhibit_id: int | None = None,
-           pool: Any = None, progress: ProgressCallback | None = None) -> VerifyReport:
+           pool: EntropyPool | None = None, progress: ProgressCallback | None = None) -> VerifyReport:
     """Re-render one exhibit (`exhibit_id`) or all of them and check everything they own.
 
     `pool`: the entropy pool (quantum.pool.EntropyPool) or None; with it, the archived bytes are
@@ -355,7 +352,7 @@ class _ClipBankOnce:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._bank: Any = None
+        self._bank: ClipBank | None = None
         self.reason: str | None = None
         self._tried = False
 
@@ -378,7 +375,7 @@ class _ClipBankOnce:
 
 
 def repair(gallery: Gallery, find_model: FindModel, *, exhibit_id: int | None = None,
-           pool: Any = None, clip_bank: Path | None = None,
+           pool: EntropyPool | None = None, clip_bank: Path | None = None,
            progress: ProgressCallback | None = None) -> RepairReport:
     """Re-create the missing or damaged files of one exhibit or all, then re-verify them.
 
@@ -400,7 +397,7 @@ def repair(gallery: Gallery, find_model: FindModel, *, exhibit_id: int | None = 
     return report
 
 
-def _repair_one(ex: Exhibit, gallery: Gallery, find_model: FindModel, pool: Any,
+def _repair_one(ex: Exhibit, gallery: Gallery, find_model: FindModel, pool: EntropyPool | None,
                 bank: _ClipBankOnce) -> ExhibitRepair:
     first = _inspect(ex, gallery, find_model, pool)
     result = ExhibitRepair(ex.id, Outcome.INTACT)

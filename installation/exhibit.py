@@ -165,6 +165,13 @@ def read_png_rgb(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+def pending_draw_ids(gallery: Gallery, pool: EntropyPool) -> list[int]:
+    """Exhibit draws that have no archive row yet (a crash came between the two), oldest first.
+    Reads only the draws' ids and purposes, never their bytes."""
+    done = gallery.archived_draw_ids()
+    return [i for i, _ in pool.draw_purposes(PURPOSE_PREFIX) if i not in done]
+
+
 @dataclass(frozen=True)
 class EntropyPlan:
     """Before a run: how many of `count` new exhibits the pool's quantum bytes cover, and what
@@ -229,9 +236,7 @@ class Generator:
 
     def pending(self) -> list[Draw]:
         """Exhibit draws that have no archive row yet (a crash came between the two)."""
-        done = self.gallery.archived_draw_ids()
-        return [self.pool.get_draw(i) for i, _ in self.pool.draw_purposes(PURPOSE_PREFIX)
-                if i not in done]
+        return [self.pool.get_draw(i) for i in pending_draw_ids(self.gallery, self.pool)]
 
     def complete_pending(self, progress: ProgressCallback | None = None) -> list[Exhibit]:
         pending = self.pending()
