@@ -97,29 +97,11 @@ class NewExhibit:
 
 
 @dataclass(frozen=True)
-class Exhibit:
-    """One archived exhibit. Paths are relative to the gallery folder."""
+class Exhibit(NewExhibit):
+    """One archived exhibit: the record as archived, and the number the archive gave it.
+    (`big_png_sha256` is NULL for rows archived before schema 2: checked by pixels.)"""
 
     id: int
-    draw_id: int
-    created: str
-    entropy_hex: str
-    source: str
-    provenance: dict[str, Any]
-    model_sha256: str
-    model_path: str
-    model_size: str
-    engine: str
-    image_sha256: str
-    png_path: str
-    png_sha256: str
-    big_png_path: str
-    big_png_sha256: str | None  # NULL for rows archived before schema 2 (checked by pixels)
-    wav_path: str | None
-    wav_sha256: str | None
-    verdict_code: int
-    mood: str
-    verdict_text: str
 
     @property
     def entropy(self) -> bytes:
@@ -131,7 +113,9 @@ class Exhibit:
         return self.source != EntropySource.OS_FALLBACK
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, `id` first (as `--json` has always printed it)."""
+        fields_ = asdict(self)
+        return {"id": fields_.pop("id"), **fields_}
 
 
 _COLUMNS = tuple(f.name for f in fields(NewExhibit))

@@ -18,22 +18,12 @@ import pytest
 
 from installation.exhibit import read_png_rgb
 from quantum import latent
+from tests.gallery_support import generate, synthetic_weights
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    from models import weightimage
-
-    path = tmp_path_factory.mktemp("model") / "synthetic-demo.qcw"
-    path.write_bytes(weightimage.encode(weightimage.synthetic("demo", seed=7)))
-    return path
-
-
-def generate(run_qcat, weights: Path, count: int, *extra: str) -> list[dict]:
-    r = run_qcat("generate", "--count", count, "--engine", "numpy", "--weights", weights,
-                 "--json", *extra)
-    assert r.code == 0, r.err
-    return json.loads(r.out)["generated"]
+    return synthetic_weights(tmp_path_factory.mktemp("model"))
 
 
 def test_generate_list_show_verify(run_qcat, qcat_home, weights):

@@ -18,6 +18,7 @@ from installation.errors import UsageError
 
 if TYPE_CHECKING:
     from installation.cli import Context
+    from installation.curation import RepairReport, VerifyReport
 
 def register(sub: Any) -> None:
     _, cmds = group(sub, "gallery", "browse, verify, repair and export the archive of exhibits")
@@ -161,17 +162,7 @@ def verify(ctx: Context, args: argparse.Namespace) -> int:
     with _open(ctx) as gallery, _pool(ctx) as pool, _bar("verifying", args) as bar:
         report = verify_gallery(gallery, _find_model(ctx, gallery), exhibit_id=exhibit_id,
                                 pool=pool, progress=bar)
-    if args.json:
-        ctx.emit_json(report.as_dict())
-    else:
-        for line in report.lines():
-            ctx.out(line)
-        ctx.out(report.summary())
-        if (pending := report.pending_summary()) is not None:
-            ctx.out(pending)
-    if (failure := report.failure()) is not None:
-        raise failure
-    return 0
+    return _print_report(ctx, args, report, report.pending_summary())
 
 
 def repair(ctx: Context, args: argparse.Namespace) -> int:
@@ -182,12 +173,20 @@ def repair(ctx: Context, args: argparse.Namespace) -> int:
     with _open(ctx) as gallery, _pool(ctx) as pool, _bar("repairing", args) as bar:
         report = repair_gallery(gallery, _find_model(ctx, gallery), exhibit_id=exhibit_id,
                                 pool=pool, clip_bank=ctx.workspace.clip_bank_path, progress=bar)
+    return _print_report(ctx, args, report)
+
+
+def _print_report(ctx: Context, args: argparse.Namespace, report: VerifyReport | RepairReport,
+                  footnote: str | None = None) -> int:
+    """A verify or repair report: JSON, or a line per finding and a summary; exit 1 on failure."""
     if args.json:
         ctx.emit_json(report.as_dict())
     else:
         for line in report.lines():
             ctx.out(line)
         ctx.out(report.summary())
+        if footnote is not None:
+            ctx.out(footnote)
     if (failure := report.failure()) is not None:
         raise failure
     return 0
