@@ -112,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  hint: {logs.scrub(exc.hint)}", file=sys.stderr)
         log.warning("exit %d: %s", exc.exit_code, exc.message)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`qcat gallery list | head`): not an error of ours. Point stdout
+        # at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.errno not in READ_ONLY_ERRNOS:
             raise  # a bug or a broken machine: the traceback is the useful thing
@@ -122,11 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qcat: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader went away (`qcat gallery list | head`): not an error of ours. Point stdout
-        # at devnull so the interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def _setup_logging(ctx: Context) -> None:

@@ -11,6 +11,9 @@ import logging.handlers
 from pathlib import Path
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Before `setup` runs (or when it never does: a home that is a file), records go nowhere rather
+# than to Python's last-resort stderr handler, which would repeat a sentence already printed.
+logging.getLogger("qcat").addHandler(logging.NullHandler())
 _SECRETS: set[str] = set()
 
 

@@ -283,3 +283,17 @@ def test_readme_tells_the_full_model_from_the_shipped_demo():
     assert f"about {full_mb:.1f} MB" in readme
     assert f"{weightimage.SHIPPED_DEMO.stat().st_size / 1e6:.1f} MB" in readme
     assert "procedural cartoon cats" in readme
+
+
+def test_a_reader_that_goes_away_ends_qcat_quietly(tmp_path):
+    """`qcat demo | head -3`: the pipe closes while qcat still prints; no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QCAT_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(f"{sys.executable} -m installation.cli demo --count 0 --no-speech "
+                          "| head -1", shell=True, capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.stdout.startswith("qcat demo")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

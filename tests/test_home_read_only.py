@@ -113,15 +113,14 @@ def test_writing_commands_refuse_in_one_sentence(populated_home: Path, args, say
     assert {p: p.stat().st_mtime_ns for p in populated_home.rglob("*")} == before
 
 
-def test_a_home_that_is_a_file_is_one_sentence(tmp_path: Path, capsys) -> None:
+def test_a_home_that_is_a_file_is_one_sentence(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "home.txt"
     not_a_folder.write_text("oops")
-    os.environ["QCAT_HOME"] = str(not_a_folder)
-    try:
-        code = main(["gallery", "list"])
-    finally:
-        del os.environ["QCAT_HOME"]
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith(f"qcat: error: the qcat home {not_a_folder} is a file, not a folder")
+    proc = subprocess.run([sys.executable, "-m", "installation.cli", "gallery", "list"],
+                          capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "QCAT_HOME": str(not_a_folder)})
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"qcat: error: the qcat home {not_a_folder} is a file, not a folder",
+        "  hint: point --home (or QCAT_HOME) at a folder; qcat creates it when it does not exist"]
     assert not_a_folder.read_text() == "oops"
