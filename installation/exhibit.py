@@ -194,18 +194,24 @@ class EntropyPlan:
     def sentence(self) -> str:
         if self.count == 0:
             return "no new exhibits asked for (--count 0): nothing is drawn from the pool"
-        covered = (f"the pool holds {plural(self.available_bytes, 'quantum byte')}: enough for "
-                   f"{self.quantum} of these {plural(self.count, 'exhibit')}")
+        these = "this exhibit" if self.count == 1 else f"these {plural(self.count, 'exhibit')}"
         if self.short == 0:
-            return (f"the pool holds {plural(self.available_bytes, 'quantum byte')}: every one "
-                    f"of these {plural(self.count, 'exhibit')} uses ANU vacuum noise")
+            every = "it" if self.count == 1 else "every one of them"
+            return (f"the pool holds {plural(self.available_bytes, 'quantum byte')}: {every} "
+                    "uses ANU vacuum noise")
+        if self.quantum == 0:
+            covered = f"the pool has no quantum bytes for {these}"
+            rest = "it" if self.count == 1 else "they"
+        else:
+            covered = (f"the pool's {plural(self.available_bytes, 'quantum byte')} cover "
+                       f"{self.quantum} of {these}")
+            rest = f"the other {self.short}"
         if self.policy == "os":
-            return (f"{covered}; the other {self.short} will use the operating system's "
-                    "randomness (entropy.when_empty = \"os\") and are labelled os-fallback, "
-                    "never quantum")
+            return (f"{covered}; {rest} will use the operating system's randomness "
+                    "(entropy.when_empty = \"os\"), labelled os-fallback, never quantum")
         if self.policy == "wait":
-            return (f"{covered}; the other {self.short} each wait up to "
-                    f"{self.wait_timeout_s:g} s for bytes to arrive (entropy.when_empty = \"wait\")")
+            return (f"{covered}; {rest} will wait up to {self.wait_timeout_s:g} s each for "
+                    "bytes to arrive (entropy.when_empty = \"wait\")")
         return (f"{covered}; entropy.when_empty = \"fail\", so the run stops with an error "
                 f"after {plural(self.quantum, 'exhibit')}")
 

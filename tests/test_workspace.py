@@ -107,3 +107,18 @@ def test_a_read_only_workspace_refuses_to_make_exhibits_before_touching_anything
     with pytest.raises(InputError, match="is read-only, and making exhibits writes to it"):
         ws.open_generator()
     assert sorted(os.listdir(ws.home.root)) == before
+
+
+def test_the_entropy_plan_says_what_the_pool_covers_under_each_policy():
+    from installation.exhibit import EntropyPlan
+
+    assert EntropyPlan(4, 203 * 4, "os").sentence() == (
+        "the pool holds 812 quantum bytes: every one of them uses ANU vacuum noise")
+    partial = EntropyPlan(5, 203 * 2 + 100, "os")
+    assert (partial.quantum, partial.short) == (2, 3)
+    assert partial.sentence().startswith("the pool's 506 quantum bytes cover 2 of these 5 "
+                                         "exhibits; the other 3 will use the operating system's")
+    assert "stops with an error after 2 exhibits" in EntropyPlan(5, 406, "fail").sentence()
+    assert "wait up to 30 s each" in EntropyPlan(5, 0, "wait", 30).sentence()
+    assert EntropyPlan(1, 0, "os").sentence().startswith(
+        "the pool has no quantum bytes for this exhibit; it will use the operating system's")

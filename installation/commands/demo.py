@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from installation.commands import command
@@ -54,9 +55,11 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         gen.clip_bank_path = None
     ctx.out(f"model: {gen.model.path.name} ({gen.model.size}, sha256 {gen.model.sha256[:16]}…)")
     ctx.out(f"engine: {gen.engine}")
+    columns = shutil.get_terminal_size((132, 40)).columns
     try:
         plan = gen.plan(args.count)
-        ctx.out(f"entropy: {plan.sentence()}")
+        ctx.out(textwrap.fill(f"entropy: {plan.sentence()}", width=min(columns, 100),
+                              subsequent_indent=" " * 9))
         if plan.short:
             ctx.out("         Fetch real quantum bytes while online: qcat entropy fetch --bytes 20480")
         ctx.out("")
@@ -68,7 +71,6 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             ctx.out("no exhibits made; `qcat demo` alone makes four")
             return 0
         ctx.out("")
-        columns = shutil.get_terminal_size((132, 40)).columns
         per_row = max(1, columns // (CAT_COLUMNS + 2))
         if ctx.stdout.isatty():  # colour half blocks only where a terminal shows them
             pictures = [halfblocks(read_png_rgb(gen.gallery.path(e.png_path))) for e in exhibits]
