@@ -14,7 +14,7 @@ phrases) may raise these without depending on the appliance layer.
     │   ├── ConfigError           2            the config file (names key, value and fix)
     │   └── FormatError           2            one of our binary formats: magic, version, CRC, size
     ├── CheckFailed               1          a verification ran and found a difference
-    ├── NotBuiltYet               2          a command whose feature is not part of this release
+    ├── NotBuiltYet               2          a command whose feature is not built yet
     └── ExternalError             3          something outside our code failed
         ├── ServiceError          3            the ANU service: network, TLS, HTTP, quota
         ├── DeviceError           3            a unit, serial port, audio device or card
@@ -67,7 +67,7 @@ class CheckFailed(QcatError):
 
 
 class NotBuiltYet(QcatError):
-    """A command whose feature is not part of this release; says so instead of pretending."""
+    """A command whose feature is not built yet in this version; says so instead of pretending."""
 
 
 class ExternalError(QcatError):
