@@ -1,0 +1,1 @@
+"""The units in the room: how qcat reaches them (see the modules)."""
