@@ -83,8 +83,8 @@ enum qp_msg {
 #define QP_ERROR_SENTENCE 8u                 /* utf8(rest): the error's sentence, UTF-8 (may be empty: the code's own sentence) */
 #define QP_ERROR_MIN_SIZE 8u                 /* the least payload: the rest follows */
 
-/* RESET (0x05, controller->unit; cat, die): abandon any job and go idle; the controller then handshakes again.
- * Reply: ACK, then HELLO. */
+/* RESET (0x05, controller->unit; cat, die): abandon any job, forget half-received frames and go idle; the controller handshakes again after the ACK.
+ * Reply: ACK. */
 #define QP_RESET_SIZE 0u                     /* payload bytes */
 
 /* GENERATE (0x10, controller->unit; cat): draw one exhibit: run the engine on this latent.
