@@ -183,6 +183,18 @@ def test_errors_are_one_device_sentence_with_the_tables_hint() -> None:
         assert all(word not in f"{r.sentence} {r.hint}".lower() for r in rows.values())
 
 
+def test_an_error_a_unit_sent_becomes_one_sentence() -> None:
+    engine = protocol.message("ERROR", code=ErrorCode["ENGINE"], about_seq=7, detail=9,
+                              sentence="slice CRC mismatch in layer 2")
+    exc = protocol.unit_error(engine, where="/dev/ttyACM0")
+    assert exc.code == ErrorCode["ENGINE"] and exc.exit_code == EXIT_EXTERNAL
+    assert exc.message == ("/dev/ttyACM0: the unit's cat engine failed (ERROR.detail is its CAT_E "
+                           "code) (detail 9; the unit says: slice CRC mismatch in layer 2)")
+    assert "qcat sd weights build" in (exc.hint or "")
+    with pytest.raises(ValueError, match="not ACK"):
+        protocol.unit_error(protocol.message("ACK", acked_seq=1, state=0))
+
+
 def test_a_unit_error_with_broken_utf8_is_still_read() -> None:
     payload = (13).to_bytes(2, "little") + (7).to_bytes(2, "little") + (5).to_bytes(4, "little")
     [frame] = FrameDecoder().feed(protocol.encode_frame(0x04, 1, payload + b"bad \xff text"))

@@ -248,7 +248,7 @@ static inline const char *qp_error_sentence(int code)
     case QP_E_UNEXPECTED: return "a message came that the receiver does not take from this sender or in this state";
     case QP_E_BUSY: return "the unit is busy with another job";
     case QP_E_BAD_LATENT: return "the latent does not fit the unit's model";
-    case QP_E_ENGINE: return "the unit's cat engine failed (its CAT_E code is in the detail)";
+    case QP_E_ENGINE: return "the unit's cat engine failed (ERROR.detail is its CAT_E code)";
     case QP_E_NO_JOB: return "the message names an exhibit that is not the unit's job";
     case QP_E_SPEECH: return "the unit could not speak the verdict (its clip bank is missing or damaged)";
     case QP_E_NO_ENTROPY: return "the die unit has no entropy bytes left";

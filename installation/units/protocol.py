@@ -19,9 +19,10 @@ header and payload (`binascii.crc_hqx(data, 0xFFFF)`), little-endian. The decode
 the C decoder (firmware/common/frame.c); a fuzz test holds the two equal on the same bytes.
 
 Errors: a bad frame from the line is a *value* (FrameError), not an exception, because a noisy
-line is normal and the link decides what to do (count it, answer ERROR, carry on); FrameError
-.error(where) and decode_message raise ProtocolError, a DeviceError (exit 3) whose sentence and
-hint come from the table's error rows. Building a message with a wrong value is a bug in the
+line is normal and the link decides what to do (count it, answer ERROR, carry on). When it
+ends the conversation, FrameError.error(where) makes the ProtocolError to raise: a DeviceError
+(exit 3) whose sentence and hint come from the table's error rows. decode_message raises one for a
+payload that is wrong for its type, and unit_error(msg) makes one from an ERROR a unit sent. Building a message with a wrong value is a bug in the
 caller: ValueError.
 
 Never opens a port, sleeps, reads the config or prints.
@@ -355,6 +356,19 @@ def message(name: str, **fields: Any) -> Message:
     except KeyError:
         raise ValueError(f"no message {name!r} in the protocol table") from None
     return cls(**fields)
+
+
+def unit_error(msg: Message, where: str | None = None) -> ProtocolError:
+    """The exception for an ERROR message a unit sent: its code's sentence and hint from the
+    table, with the unit's detail (an engine's CAT_E code, a version, a value) and its own words
+    when they differ from the table's."""
+    if msg.SPEC.name != "ERROR":
+        raise ValueError(f"unit_error takes an ERROR message, not {msg.SPEC.name}")
+    row = _ERROR_ROWS.get(msg.code)
+    parts = [f"detail {msg.detail}"]
+    if msg.sentence and (row is None or msg.sentence != row.sentence):
+        parts.append(f"the unit says: {msg.sentence}")
+    return ProtocolError(msg.code, "; ".join(parts), where)
 
 
 def encode_message(msg: Message, seq: int) -> bytes:
