@@ -34,6 +34,7 @@ from installation.progress import ProgressCallback
 
 FIRMWARE_DIR = Path(__file__).resolve().parent
 CAT_SOURCES = FIRMWARE_DIR / "cat"
+COMMON_SOURCES = FIRMWARE_DIR / "common"  # the framing: `make host` builds libqcatproto.so too
 MAKEFILE = FIRMWARE_DIR / "Makefile"
 DEFAULT_BUILD_DIR = FIRMWARE_DIR / "build"
 LIBRARY_NAME = "libcatengine.so"
@@ -79,7 +80,7 @@ class EngineError(FormatError):
 
 
 def sources() -> list[Path]:
-    return sorted(CAT_SOURCES.glob("*.[ch]")) + [MAKEFILE]
+    return sorted(CAT_SOURCES.glob("*.[ch]")) + sorted(COMMON_SOURCES.glob("*.[ch]")) + [MAKEFILE]
 
 
 def build_dir() -> Path:
@@ -113,10 +114,11 @@ def find_compiler() -> str | None:
     return None
 
 
-def build(force: bool = False) -> Path:
-    """Build the host library if missing or stale; returns its path."""
+def build(force: bool = False, library: str = LIBRARY_NAME) -> Path:
+    """Build the host libraries (`make host`) if `library` is missing or stale; returns its path.
+    `library` may name the framing's libqcatproto.so (firmware/protocol_host.py)."""
     out = build_dir()
-    lib = out / LIBRARY_NAME
+    lib = out / library
     if not force and not is_stale(lib):
         return lib
     cc = find_compiler()

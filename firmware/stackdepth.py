@@ -3,7 +3,9 @@
 Run by `make rv32` (python3 stackdepth.py BUILD_DIR). Each function's own frame comes from the
 callgraph node labels ("N bytes (static)"); the depth of a function is its frame plus the deepest
 of its callees. Indirect calls (the engine's block-reader and progress callbacks) are charged with
-the deepest address-taken function that nothing calls directly. Library helpers (memcpy, the
+the deepest address-taken function that nothing calls directly: a static function (its title is
+"file.c:name") that nothing calls, since an extern one nothing calls (framing API the image does
+not use, such as qp_cobs_encode) is merely unused. Library helpers (memcpy, the
 64-bit shift helpers) have no callgraph entry and count as 0: picolibc's are leaf functions with a
 few words of frame at most. A recursive cycle is reported instead of silently ignored.
 
@@ -42,7 +44,7 @@ def parse(folder: Path) -> tuple[dict[str, int], dict[str, set[str]], set[str]]:
 
 def worst(frames: dict[str, int], edges: dict[str, set[str]]) -> tuple[int, list[str]]:
     called = {d for targets in edges.values() for d in targets}
-    callbacks = [f for f in frames if f not in called and f != ROOT]
+    callbacks = [f for f in frames if f not in called and f != ROOT and ":" in f]
     memo: dict[str, tuple[int, list[str]]] = {}
     active: set[str] = set()
 

@@ -8,10 +8,13 @@ differs.
 
     python3 -m firmware.tables errors   # firmware/cat/errors.toml -> firmware/cat/cat_errors.h
     python3 -m firmware.tables crc32    # zlib's CRC-32 tables     -> firmware/cat/crc32_table.h
-    python3 -m firmware.tables all      # both; add --check to compare instead of write
+    python3 -m firmware.tables protocol # firmware/common/protocol.toml -> firmware/common/
+                                        #   qcat_protocol.h and the tables of docs/protocol.md
+    python3 -m firmware.tables all      # all of them; add --check to compare instead of write
 
 `c_code_table()` is deliberately general (rows of code, C name, sentence -> a C enum and lookup
-functions) so the protocol's message table can be generated the same way.
+functions): the cat engine's errors and the protocol's kinds, states and errors use it alike. The
+protocol table's reader and renderers live in firmware/protocol_table.py.
 
 Standard library only (plus the leaf helpers `installation.errors`/`installation.files`): the
 Makefile may run it with a bare python3, and the runtime binding imports `read_error_table`.
@@ -26,6 +29,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FIRMWARE_DIR = Path(__file__).resolve().parent
 REPO_DIR = FIRMWARE_DIR.parent
@@ -66,13 +70,22 @@ def read_error_table(path: Path = ERRORS_TOML) -> list[CodeRow]:
     """The rows of an error table (TOML, `[[error]]` entries), checked: distinct codes and names,
     C identifiers, non-empty single-line sentences. A malformed table is a bug in qcat, so it
     raises TableError (a ValueError), not a user-facing error."""
+    return code_rows(load_toml(path), "error", path)
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """A parsed TOML table; TableError naming the file when it is not valid TOML."""
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise TableError(f"{path}: not valid TOML ({exc})") from None
+
+
+def code_rows(doc: dict[str, Any], key: str, path: Path) -> list[CodeRow]:
+    """The `[[key]]` entries of a parsed table as checked CodeRows (see read_error_table)."""
     rows: list[CodeRow] = []
-    for n, entry in enumerate(doc.get("error", []), start=1):
-        where = f"{path}, [[error]] number {n}"
+    for n, entry in enumerate(doc.get(key, []), start=1):
+        where = f"{path}, [[{key}]] number {n}"
         unknown = set(entry) - {"code", "name", "sentence", "hint", "bug"}
         if unknown:
             raise TableError(f"{where}: unknown keys {sorted(unknown)}")
@@ -87,12 +100,12 @@ def read_error_table(path: Path = ERRORS_TOML) -> list[CodeRow]:
             raise TableError(f"{where}: the sentence must be one non-empty line")
         rows.append(row)
     if not rows:
-        raise TableError(f"{path}: no [[error]] entries")
+        raise TableError(f"{path}: no [[{key}]] entries")
     for attr in ("code", "name"):
         values = [getattr(r, attr) for r in rows]
         dup = {v for v in values if values.count(v) > 1}
         if dup:
-            raise TableError(f"{path}: duplicate {attr}s {sorted(dup)}")
+            raise TableError(f"{path}: duplicate {attr}s {sorted(dup)} in [[{key}]]")
     return rows
 
 
@@ -198,10 +211,25 @@ def crc32_check(tables: Sequence[Sequence[int]], data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-# The headers this module makes: mode -> (path, function producing its text).
-GENERATED: dict[str, tuple[Path, Callable[[], str]]] = {
-    "errors": (ERRORS_HEADER, lambda: errors_header(read_error_table())),
-    "crc32": (CRC32_HEADER, crc32_header),
+def _protocol_header() -> str:
+    from firmware.protocol_table import protocol_header  # it imports this module
+
+    return protocol_header()
+
+
+def _protocol_doc() -> str:
+    from firmware.protocol_table import protocol_doc
+
+    return protocol_doc()
+
+
+# The files this module makes: mode -> [(path, function producing its text)]. The protocol's
+# doc keeps its hand-written parts: only the part between its GENERATED markers is rewritten.
+GENERATED: dict[str, list[tuple[Path, Callable[[], str]]]] = {
+    "errors": [(ERRORS_HEADER, lambda: errors_header(read_error_table()))],
+    "crc32": [(CRC32_HEADER, crc32_header)],
+    "protocol": [(FIRMWARE_DIR / "common" / "qcat_protocol.h", _protocol_header),
+                 (REPO_DIR / "docs" / "protocol.md", _protocol_doc)],
 }
 
 
@@ -213,20 +241,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = []
     for mode in GENERATED if args.mode == "all" else [args.mode]:
-        path, make = GENERATED[mode]
-        text = make().encode("ascii")
-        rel = path.relative_to(REPO_DIR)
-        if args.check:
-            if not path.exists() or path.read_bytes() != text:
-                stale.append(str(rel))
-            continue
-        if path.exists() and path.read_bytes() == text:
-            print(f"{rel} is up to date")  # untouched: its mtime must not force a rebuild
-            continue
-        from installation.files import write_atomic
+        for path, make in GENERATED[mode]:
+            text = make().encode("utf-8")
+            rel = path.relative_to(REPO_DIR)
+            if args.check:
+                if not path.exists() or path.read_bytes() != text:
+                    stale.append(str(rel))
+                continue
+            if path.exists() and path.read_bytes() == text:
+                print(f"{rel} is up to date")  # untouched: its mtime must not force a rebuild
+                continue
+            from installation.files import write_atomic
 
-        write_atomic(path, text)
-        print(f"wrote {rel}")
+            write_atomic(path, text)
+            print(f"wrote {rel}")
     if stale:
         print(f"out of date: {', '.join(stale)}; run `{COMMAND} {args.mode}`", file=sys.stderr)
         return 1

@@ -2,11 +2,14 @@
  * picolibc). It owns the one static engine and arena of the unit and reads the weight image from
  * the SD card through the board's block driver. The real board support (SD, LCD, DAC, serial
  * protocol) plugs in through the weak functions below; this file exists so the rv32 build links a
- * complete image and `size` / -fstack-usage measure what the unit will really carry. */
+ * complete image and `size` / -fstack-usage measure what the unit will really carry. Until the
+ * unit's protocol state machine lands, a job arrives as a GENERATE frame through the shared
+ * framing (common/frame.c) and nothing is answered. */
 #include <stdint.h>
 #include <string.h>
 
 #include "cat_engine.h"
+#include "frame.h"
 
 /* The weight image starts at this SD block (the card layout of `qcat sd`). */
 #define UNIT_WEIGHTS_LBA 2048u
@@ -14,6 +17,7 @@
 
 /* Board support the real unit provides (weak defaults below keep the image linkable). */
 int board_sd_read_blocks(uint32_t lba, uint8_t *dst, uint32_t count);
+int board_serial_read(uint8_t *byte);
 int board_receive_latent(int8_t *latent, uint32_t n);
 void board_progress(uint32_t done, uint32_t total);
 void board_show(const uint8_t *rgb, int status);
@@ -22,6 +26,7 @@ static cat_engine_t engine;
 static uint8_t arena[CAT_ARENA_BUDGET] __attribute__((aligned(CAT_ARENA_ALIGN)));
 static uint8_t frame[UNIT_IMAGE_BYTES];
 static uint8_t sector[QCW_SECTOR];
+static uint8_t rx[QP_MAX_RAW];
 
 /* Board support: multi-block SD read of `count` 512-byte blocks. Weak so the board overrides it. */
 __attribute__((weak)) int board_sd_read_blocks(uint32_t lba, uint8_t *dst, uint32_t count)
@@ -32,12 +37,34 @@ __attribute__((weak)) int board_sd_read_blocks(uint32_t lba, uint8_t *dst, uint3
     return -1;
 }
 
-/* Board support: the latent arrives from the controller over serial; show progress and the image. */
+/* Board support: one byte from the controller's serial line (blocking); non-zero when the line
+ * is gone. Weak so the board overrides it. */
+__attribute__((weak)) int board_serial_read(uint8_t *byte)
+{
+    (void)byte;
+    return -1;
+}
+
+/* The latent of the next GENERATE frame from the controller; frames of other types and damaged
+ * frames are skipped (the state machine will answer them). Weak so a board may replace it. */
 __attribute__((weak)) int board_receive_latent(int8_t *latent, uint32_t n)
 {
-    memset(latent, 0, n);
-    return 0;
+    qp_decoder_t dec;
+    qp_frame_t got;
+    uint8_t byte;
+    if (n != QP_GENERATE_LATENT_LEN) return -1;
+    qp_decoder_init(&dec, rx, sizeof rx);
+    while (board_serial_read(&byte) == 0) {
+        if (qp_decoder_feed(&dec, byte, &got) != QP_OK) continue;
+        if (got.type != QP_MSG_GENERATE ||
+            qp_payload_check(got.type, got.length) != QP_OK)
+            continue;
+        memcpy(latent, got.payload + QP_GENERATE_LATENT, n);
+        return 0;
+    }
+    return -1;
 }
+/* Board support: show progress and the image. */
 __attribute__((weak)) void board_progress(uint32_t done, uint32_t total) { (void)done; (void)total; }
 __attribute__((weak)) void board_show(const uint8_t *rgb, int status) { (void)rgb; (void)status; }
 
