@@ -5,11 +5,9 @@ The room, from the bytes up (each layer uses only the ones above it):
     protocol    the codec, pure: bytes in, frames and typed messages out; no port, no clock
                 (esptool's slip_reader). Everything it knows comes from the one message table,
                 firmware/common/protocol.toml, which the C firmware is generated from too.
-    link        (next) one transport seam: a real port by path or pyserial URL (socket://,
-                rfc2217://, loop://), or an object handed in; sequence numbers, replies with
-                timeouts, an optional hex trace of every frame.
-    discovery   (next) ports from the config and from serial.tools.list_ports (WCH, VID
-                0x1A86), each asked for its HELLO.
+    link        one transport seam: a real port by path or pyserial URL (socket://,
+                rfc2217://, loop://); an optional hex trace of every byte (`--trace`); and
+                discovery: ports from the config, then serial.tools.list_ports (WCH, VID 0x1A86).
     supervisor  (next) handshake with version and hash checks, heartbeats (lost after
                 `missed_heartbeats`), reconnects, and the exhibit jobs: entropy drawn first, the
                 job re-sent with the same bytes after a reconnect, every image compared with the
