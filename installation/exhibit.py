@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from installation import faults
-from installation.errors import CheckFailed, InputError, QcatError
+from installation.errors import CheckFailed, DeviceError, InputError, QcatError
 from installation.files import write_atomic
 from installation.gallery import Exhibit, Gallery, NewExhibit
 from installation.progress import ProgressCallback
@@ -173,6 +173,34 @@ def pending_draw_ids(gallery: Gallery, pool: EntropyPool) -> list[int]:
 
 
 @dataclass(frozen=True)
+class UnitJob:
+    """One pending exhibit as a cat unit's job; `draw.id` is the exhibit id on the wire."""
+
+    draw: Draw
+    model: Model
+    latent: np.ndarray  # (nz,) int8
+    verdict_code: int
+
+
+class WrongImage(DeviceError):
+    """A unit returned an image that differs from the golden render: a unit fault (exit 3)."""
+
+    def __init__(self, unit: str, exhibit_id: int, got: np.ndarray, want: np.ndarray) -> None:
+        if got.shape != want.shape:
+            detail = f"shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+        else:
+            diff = np.argwhere(got != want)
+            y, x, ch = (int(v) for v in diff[0])
+            detail = (f"first at pixel ({y}, {x}) channel {ch}: unit {got[y, x, ch]}, "
+                      f"reference {want[y, x, ch]}; {len(diff):,} of {got.size:,} values differ")
+        super().__init__(f"{unit} returned a wrong image for exhibit {exhibit_id} ({detail}); "
+                         "it was not archived",
+                         hint="the job stays pending; check the unit's weight image and SD card")
+        self.unit = unit
+        self.exhibit_id = exhibit_id
+
+
+@dataclass(frozen=True)
 class EntropyPlan:
     """Before a run: how many of `count` new exhibits the pool's quantum bytes cover, and what
     the empty-pool policy does with the rest (said before starting, never discovered after)."""
@@ -277,8 +305,28 @@ class Generator:
             "which is not available any more",
             hint="set models.weights in the config to that weight image and run `qcat generate` again")
 
+    def unit_job(self, draw: Draw) -> UnitJob:
+        """What a cat unit is sent for this pending exhibit: the draw id as the exhibit id, the
+        int8 latent (the unit needs no logarithms) and the verdict code."""
+        from models import reference
+
+        model = self._model_for(draw.purpose[len(PURPOSE_PREFIX):], draw.id)
+        z, code = latent_mod.split_exhibit(draw.data)
+        return UnitJob(draw, model, reference.quantize_latent(z, model.image), code.code)
+
+    def finish_from_unit(self, job: UnitJob, rgb: np.ndarray, unit: str) -> Exhibit:
+        """Archive the image a unit returned, after comparing it byte for byte with the
+        controller's own golden render (F1); a difference is the unit's fault, never archived."""
+        rendered = render(job.draw.data, job.model, self.engine)
+        if rgb.shape != rendered.rgb.shape or not np.array_equal(rgb, rendered.rgb):
+            raise WrongImage(unit, job.draw.id, rgb, rendered.rgb)
+        return self._archive(job.draw, job.model, rendered, engine=unit)
+
     def _finish(self, draw: Draw, model: Model) -> Exhibit:
-        rendered = render(draw.data, model, self.engine)
+        return self._archive(draw, model, render(draw.data, model, self.engine), self.engine)
+
+    def _archive(self, draw: Draw, model: Model, rendered: Rendered, engine: str) -> Exhibit:
+        """Files first (atomically), then the row: the one way an exhibit enters the archive."""
         stem = f"cat-{draw.id:06d}"
         png = f"{stem}.png"
         big = f"{stem}-512.png"
@@ -299,7 +347,7 @@ class Generator:
             model_sha256=model.sha256,
             model_path=str(model.path.absolute()),
             model_size=model.size,
-            engine=self.engine,
+            engine=engine,
             image_sha256=hashlib.sha256(rendered.rgb.tobytes()).hexdigest(),
             png_path=png,
             png_sha256=png_sha,
