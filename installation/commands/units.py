@@ -1,15 +1,179 @@
-"""`qcat units`: supervise the cat and die units over serial (not built yet; the command says so plainly)."""
+"""`qcat units list|ping|generate|run`: find the cat units, talk to one, keep them all busy.
+
+Thin: discovery and the transport are `installation.units.link`, one conversation is
+`installation.units.session`, the exhibit jobs are `installation.units.supervisor`. `--trace`
+prints a hex dump of every byte both ways on stderr (made only when asked).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING, Any
 
-from installation.commands import command, not_built
+from installation.commands import add_json, command, group
+from installation.errors import UsageError
+from installation.words import plural
+
+if TYPE_CHECKING:
+    from installation.cli import Context
+    from installation.units.supervisor import UnitEvent
 
 
 def register(sub: Any) -> None:
-    command(sub, "units", "supervise the cat and die units over serial",
-            not_built("supervise units", "meanwhile `qcat generate` renders exhibits on this "
-                      "machine with the same C engine the cat unit runs"),
-            description="supervise the cat and die units over serial. Not built yet in this "
-            "version of qcat: the command says so and exits 2.")
+    _, cmds = group(sub, "units", "find the cat units, talk to one, keep them all busy")
+    p = command(cmds, "list", "configured and discovered ports, each asked for its HELLO",
+                list_cmd, description="List the ports in the config (units.ports) and the WCH "
+                "USB serial devices found (VID 0x1A86), and ask each for its HELLO: kind, serial, "
+                "firmware, protocol, and whether its weights and clip bank are the controller's.")
+    add_json(p)
+    _trace(p)
+    p = command(cmds, "ping", "handshake with one unit and show its HELLO and the round trip",
+                ping)
+    p.add_argument("port", help="a device path (/dev/ttyACM0) or pyserial URL (socket://...)")
+    add_json(p)
+    _trace(p)
+    p = command(cmds, "generate", "make exhibits on one unit", generate,
+                description="Draw each exhibit's entropy first (the pending record), send the "
+                "job to the unit, check the returned image against the controller's golden render "
+                "byte for byte, archive it as made by the unit, and have the unit speak it. A unit "
+                "that is lost is reconnected and gets the same job again.")
+    p.add_argument("port", help="a device path or pyserial URL")
+    p.add_argument("--count", "-n", type=int, default=1, metavar="N", help="exhibits (default 1)")
+    add_json(p)
+    _trace(p)
+    p = command(cmds, "run", "keep every unit busy (the loop the kiosk runs)", run,
+                description="One worker per port (--port, else units.ports in the config, else "
+                "the units discovered on USB), each making exhibits until --count each, or until "
+                "interrupted (Ctrl-C).")
+    p.add_argument("--port", action="append", default=[], metavar="P",
+                   help="a unit's port (repeat for several)")
+    p.add_argument("--count", "-n", type=int, default=None, metavar="N",
+                   help="exhibits per unit (default: until interrupted)")
+    add_json(p)
+    _trace(p)
+
+
+def _trace(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace", action="store_true",
+                   help="hex dump of every byte sent and received, on stderr")
+
+
+def _tracer(args: argparse.Namespace) -> Any:
+    return (lambda line: print(line, file=sys.stderr)) if args.trace else None
+
+
+def _expected(ctx: Context) -> tuple[bytes, bytes]:
+    """The SHA-256 of the controller's weight image and clip bank (zeros: no clip bank)."""
+    from models.weightimage import sha256_of
+
+    ws = ctx.workspace
+    clips = ws.clip_bank_path
+    return (bytes.fromhex(sha256_of(ws.weights_path())),
+            bytes.fromhex(sha256_of(clips)) if clips.is_file() else bytes(32))
+
+
+def _hello(port: str, expected: tuple[bytes, bytes], trace: Any) -> dict[str, Any]:
+    from installation.units.link import Link
+    from installation.units.session import UnitSession
+
+    with Link.open(port, trace=trace) as link:
+        session = UnitSession(link)
+        start = time.monotonic()
+        unit = session.handshake(*expected)
+        rtt_ms = (time.monotonic() - start) * 1000
+    info = unit.as_dict()
+    info["round_trip_ms"] = round(rtt_ms, 2)
+    info["weights_match"] = unit.weights_sha256 == expected[0]
+    info["clips_match"] = expected[1] == bytes(32) or unit.clips_sha256 == expected[1]
+    return info
+
+
+def list_cmd(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.errors import DeviceError
+    from installation.units.link import discover
+
+    expected = _expected(ctx)
+    rows = []
+    for found in discover(ctx.config["units.ports"]):
+        row: dict[str, Any] = found.as_dict()
+        try:
+            row.update(_hello(found.port, expected, _tracer(args)), state="ready")
+            if not (row["weights_match"] and row["clips_match"]):
+                row["state"] = "refused: other weights or clip bank"
+        except DeviceError as exc:
+            row.update(state="unreachable", error=exc.message)
+        rows.append(row)
+    if args.json:
+        ctx.emit_json(rows)
+        return 0
+    if not rows:
+        ctx.out("no units: none configured (units.ports) and no WCH USB serial device found")
+    for row in rows:
+        unit = row.get("name", "-")
+        ctx.out(f"{row['port']:<28} {row['source']:<6} {unit:<24} {row['state']}"
+                + (f" ({row['error']})" if "error" in row else ""))
+    return 0
+
+
+def ping(ctx: Context, args: argparse.Namespace) -> int:
+    info = _hello(args.port, _expected(ctx), _tracer(args))
+    if args.json:
+        ctx.emit_json(info)
+        return 0
+    ctx.out(f"{info['name']} on {info['port']}: firmware {info['firmware']}, protocol "
+            f"{info['protocol']}, round trip {info['round_trip_ms']:.1f} ms")
+    ctx.out(f"  weights  {info['weights_sha256'][:16]}…  "
+            f"{'the controller’s' if info['weights_match'] else 'NOT the controller’s'}")
+    ctx.out(f"  clips    {info['clips_sha256'][:16]}…  "
+            f"{'the controller’s' if info['clips_match'] else 'NOT the controller’s'}")
+    return 0
+
+
+def _supervise(ctx: Context, args: argparse.Namespace, ports: list[str],
+               count: int | None) -> int:
+    from installation.errors import DeviceError
+    from installation.units.supervisor import Supervisor
+
+    def show(event: UnitEvent) -> None:
+        if args.json or event.kind == "progress":
+            return
+        ctx.out(f"{event.port}: {event.text}")
+
+    sup = Supervisor(ctx.workspace, ports, count=count, on_event=show, trace=_tracer(args))
+    try:
+        made = sup.run()
+    except KeyboardInterrupt:
+        made = sup.made
+    if args.json:
+        ctx.emit_json({"archived": [e.to_json() for e in made], "failures": sup.failures})
+    else:
+        ctx.out(f"{plural(len(made), 'exhibit')} archived from "
+                f"{plural(len(ports), 'unit')}")
+    if sup.failures and (count is None or len(made) < count * len(ports)):
+        raise DeviceError(sup.failures[0] if len(sup.failures) == 1 else
+                          f"{plural(len(sup.failures), 'unit')} stopped: "
+                          + "; ".join(sup.failures),
+                          hint="jobs that did not finish stay pending and complete later "
+                               "with the same bytes")
+    return 0
+
+
+def generate(ctx: Context, args: argparse.Namespace) -> int:
+    if args.count < 1:
+        raise UsageError(f"--count must be at least 1, not {args.count}")
+    return _supervise(ctx, args, [args.port], args.count)
+
+
+def run(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.units.link import discover
+
+    if args.count is not None and args.count < 1:
+        raise UsageError(f"--count must be at least 1, not {args.count}")
+    ports = args.port or [p.port for p in discover(ctx.config["units.ports"])]
+    if not ports:
+        raise UsageError("no units to run: none given with --port, none in units.ports, and no "
+                         "WCH USB serial device found",
+                         hint="`qcat sim cat` starts a simulated unit and prints its port")
+    return _supervise(ctx, args, ports, args.count)

@@ -28,6 +28,7 @@ import numpy as np
 from installation.errors import DeviceError
 from installation.units import protocol as qp
 from installation.units.link import Link
+from installation.words import plural
 
 CONTROLLER_SERIAL = socket.gethostname().encode("ascii", "replace")[:16].ljust(16, b"\0")
 ZERO_SHA = bytes(32)
@@ -85,7 +86,7 @@ class UnitSession:
     _decoder: qp.FrameDecoder = field(default_factory=qp.FrameDecoder)
     _seq: int = 0
     _inbox: list[qp.Message] = field(default_factory=list)
-    _heard_anything: bool = False
+    _heard_bytes: int = 0
 
     @property
     def port(self) -> str:
@@ -121,7 +122,7 @@ class UnitSession:
                 from None
         if not data:
             return
-        self._heard_anything = True
+        self._heard_bytes += len(data)
         for item in self._decoder.feed(data):
             if isinstance(item, qp.FrameError):
                 self.faults.append(item.error(self.port).message)
@@ -168,8 +169,9 @@ class UnitSession:
                 return self._identity(msg)
             if msg.SPEC.name == "ERROR":
                 raise qp.unit_error(msg, self.port)
-        if self._heard_anything:
-            seen = self.faults[-1] if self.faults else "frames that were not a HELLO"
+        if self._heard_bytes:
+            seen = (self.faults[-1] if self.faults else
+                    f"it sent {plural(self._heard_bytes, 'byte')}, none of them a HELLO frame")
             raise DeviceError(f"{self.port} answered, but not as a qcat unit ({seen})",
                               hint="is this port another device? `qcat units list` shows the "
                                    "ports where units were found")
