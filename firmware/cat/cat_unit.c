@@ -39,6 +39,13 @@ static void send_error(cat_unit_t *u, int code, uint16_t about_seq, uint32_t det
     send(u, QP_MSG_ERROR, (uint16_t)(QP_ERROR_SENTENCE + len));
 }
 
+/* A frame refused for what it is (damaged, malformed, not for a cat unit), not for the unit's state. */
+static void refuse(cat_unit_t *u, int code, uint16_t about_seq, uint32_t detail)
+{
+    u->stats.frames_bad++;
+    send_error(u, code, about_seq, detail, 0);
+}
+
 static void send_ack(cat_unit_t *u, uint16_t seq)
 {
     qp_put_u16(u->payload + QP_ACK_ACKED_SEQ, seq);
@@ -97,7 +104,7 @@ static void on_generate(cat_unit_t *u, uint16_t seq, const uint8_t *p)
     uint32_t verdict = qp_get_u32(p + QP_GENERATE_VERDICT);
     const uint8_t *latent = p + QP_GENERATE_LATENT;
     if (verdict > QP_GENERATE_VERDICT_MAX) {
-        send_error(u, QP_E_BAD_FIELD, seq, verdict, 0);
+        refuse(u, QP_E_BAD_FIELD, seq, verdict);
         return;
     }
     if (u->engine_rc != CAT_OK) {
@@ -139,7 +146,7 @@ static void on_speak(cat_unit_t *u, uint16_t seq, const uint8_t *p)
     uint32_t exhibit = qp_get_u32(p + QP_SPEAK_EXHIBIT);
     uint32_t verdict = qp_get_u32(p + QP_SPEAK_VERDICT);
     if (verdict > QP_SPEAK_VERDICT_MAX) {
-        send_error(u, QP_E_BAD_FIELD, seq, verdict, 0);
+        refuse(u, QP_E_BAD_FIELD, seq, verdict);
         return;
     }
     if (busy(u)) {
@@ -173,16 +180,15 @@ static void on_reset(cat_unit_t *u, uint16_t seq)
 static void on_frame(cat_unit_t *u, const qp_frame_t *f)
 {
     int check = qp_payload_check(f->type, f->length);
+    u->stats.frames_in++;
     if (check != QP_OK) {
-        u->stats.frames_bad++;
-        send_error(u, check, f->seq, check == QP_E_UNKNOWN_TYPE ? f->type : f->length, 0);
+        refuse(u, check, f->seq, check == QP_E_UNKNOWN_TYPE ? f->type : f->length);
         return;
     }
-    u->stats.frames_in++;
     switch (f->type) {
     case QP_MSG_HELLO:
         if (f->payload[QP_HELLO_KIND] > QP_KIND_DIE) {
-            send_error(u, QP_E_BAD_FIELD, f->seq, f->payload[QP_HELLO_KIND], 0);
+            refuse(u, QP_E_BAD_FIELD, f->seq, f->payload[QP_HELLO_KIND]);
             return;
         }
         send_hello(u);
@@ -195,7 +201,7 @@ static void on_frame(cat_unit_t *u, const qp_frame_t *f)
     case QP_MSG_ERROR:      /* never answer an ERROR with an ERROR: two sides could ping-pong */
         return;
     default:                /* a unit's message, or a die unit's: not for a cat unit to take */
-        send_error(u, QP_E_UNEXPECTED, f->seq, f->type, 0);
+        refuse(u, QP_E_UNEXPECTED, f->seq, f->type);
         return;
     }
 }
@@ -211,12 +217,13 @@ void cat_unit_rx(cat_unit_t *u, const uint8_t *bytes, uint32_t n)
             continue;
         }
         /* A damaged frame: the header is only known when the CRC held (version, length). */
-        u->stats.frames_bad++;
         int known = rc == QP_E_BAD_VERSION || rc == QP_E_BAD_LENGTH;
         uint32_t detail = rc == QP_E_BAD_VERSION ? f.version : rc == QP_E_BAD_LENGTH ? f.length : 0;
-        send_error(u, rc, known ? f.seq : (uint16_t)QP_NO_SEQ, detail, 0);
+        refuse(u, rc, known ? f.seq : (uint16_t)QP_NO_SEQ, detail);
     }
 }
+
+void cat_unit_line_reset(cat_unit_t *u) { qp_decoder_reset(&u->dec); }
 
 /* --------------------------------------------------------------------------------------------
  * The job */

@@ -69,8 +69,9 @@ typedef struct {
 
 /* Counters for tests, the simulator's log and a board's diagnostics screen. */
 typedef struct {
-    uint32_t frames_in;      /* good frames received */
-    uint32_t frames_bad;     /* frames the decoder or the message checks refused */
+    uint32_t frames_in;      /* frames that passed the decoder (CRC, version, length) */
+    uint32_t frames_bad;     /* frames refused for what they are: damaged, malformed (type, size,
+                              * a field out of range) or not a cat unit's to take */
     uint32_t frames_out;     /* frames sent */
     uint32_t jobs_run;       /* images the engine computed */
     uint32_t jobs_resent;    /* GENERATE of the finished job again: the image re-sent, not re-run */
@@ -113,6 +114,9 @@ int cat_unit_init(cat_unit_t *u, const cat_board_t *board, const cat_identity_t 
                   uint8_t *arena, uint32_t arena_bytes);
 /* Received bytes, any number, as they came; every frame they complete is answered at once. */
 void cat_unit_rx(cat_unit_t *u, const uint8_t *bytes, uint32_t n);
+/* The line was opened again (the USB cable re-plugged, the host re-opened the port): forget a
+ * half-received frame, so that the first frame of the new connection is not lost with it. */
+void cat_unit_line_reset(cat_unit_t *u);
 /* Due work (see the top of this file). Returns the milliseconds until it next has something to
  * do (0: call again at once), at most QP_HEARTBEAT_MS. */
 uint32_t cat_unit_poll(cat_unit_t *u);

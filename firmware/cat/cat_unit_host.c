@@ -3,6 +3,7 @@
  * cannot silently shift a field), the counters, and the model's layers for the time model of
  * `qcat sim cat --timing realistic`. Never built for the unit. */
 #include "cat_unit.h"
+#include "sha256.h"
 
 uint32_t cat_unit_host_sizeof(uint32_t which);
 uint32_t cat_unit_host_state(const cat_unit_t *u);
@@ -10,7 +11,7 @@ void cat_unit_host_stats(const cat_unit_t *u, uint32_t out[5]);
 uint32_t cat_unit_host_n_layers(const cat_unit_t *u);
 void cat_unit_host_layer(const cat_unit_t *u, uint32_t i, uint32_t out[7]);
 
-/* 0: cat_unit_t, 1: cat_board_t, 2: cat_identity_t, 3: CAT_ARENA_BUDGET. */
+/* 0: cat_unit_t, 1: cat_board_t, 2: cat_identity_t, 3: CAT_ARENA_BUDGET, 4: sha256_t. */
 uint32_t cat_unit_host_sizeof(uint32_t which)
 {
     switch (which) {
@@ -18,6 +19,7 @@ uint32_t cat_unit_host_sizeof(uint32_t which)
     case 1: return (uint32_t)sizeof(cat_board_t);
     case 2: return (uint32_t)sizeof(cat_identity_t);
     case 3: return CAT_ARENA_BUDGET;
+    case 4: return (uint32_t)sizeof(sha256_t);
     default: return 0;
     }
 }
