@@ -298,8 +298,8 @@ class CatSimulator:
             while not stop():
                 if self._port is None and self._clock() >= self._replug_at:
                     assert self._next_port is not None
-                    port, self._next_port = self._next_port, None
-                    self._plug(port)
+                    self._plug(self._next_port)
+                    self._next_port = None
                 port = self._port
                 readers = [port.master] if port else []
                 writers = [port.master] if port and port.pending else []

@@ -81,7 +81,8 @@ def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
 
 @contextmanager
 def cat_sim(home: Path, *flags: str, timing: str = "fast") -> Iterator[SimUnit]:
-    """`qcat sim cat --timing TIMING FLAGS...` on a pty for the duration of the block."""
+    """`qcat sim cat --timing TIMING FLAGS...` on a pty for the duration of the block; leaving
+    it normally stops the simulator with SIGTERM and checks it exited 0 without a traceback."""
     home.mkdir(parents=True, exist_ok=True)
     err = home / f"sim-{time.monotonic_ns()}.stderr"
     env = {**os.environ, "QCAT_HOME": str(home)}
@@ -95,7 +96,12 @@ def cat_sim(home: Path, *flags: str, timing: str = "fast") -> Iterator[SimUnit]:
             path = _read_line(proc, START_TIMEOUT_S)
         except (TimeoutError, EOFError) as exc:
             raise AssertionError(f"{exc}; stderr: {err.read_text()}") from None
-        yield SimUnit(proc, path, err)
+        unit = SimUnit(proc, path, err)
+        yield unit
+        # Leaving the block stops it as a service manager would: SIGTERM, exit 0, no traceback.
+        code = unit.stop()
+        assert code == 0, f"the simulator exited {code}; stderr: {unit.stderr}"
+        assert "Traceback" not in unit.stderr, unit.stderr
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -190,7 +190,7 @@ def test_progress_is_rate_limited_and_heartbeats_go_on_during_a_long_job(job) ->
     assert beats and all(progress[0][1] < t < progress[-1][1] for t in beats)
     # Within a layer, at most one PROGRESS per CAT_UNIT_PROGRESS_MS; a new layer and the last
     # slice are reported at once.
-    for (a, ta), (b, tb) in zip(progress, progress[1:]):
+    for (a, ta), (b, tb) in zip(progress, progress[1:], strict=False):
         if a.layer == b.layer and b.slice != b.slices:
             assert tb - ta >= 250, (a, b, ta, tb)
     assert {m.layer for m, _ in progress} == {1, 2, 3, 4, 5}
@@ -399,7 +399,7 @@ def test_the_image_hook_sees_the_image_before_it_is_hashed(job) -> None:
     generate(rig, job)
     msgs = rig.run()
     image = image_of(msgs, 7)
-    assert image != job.golden and sum(a != b for a, b in zip(image, job.golden)) == 1
+    assert image != job.golden and sum(a != b for a, b in zip(image, job.golden, strict=True)) == 1
     assert no_heartbeats(msgs)[-1].sha256 == hashlib.sha256(image).digest()
 
 

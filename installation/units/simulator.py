@@ -84,8 +84,9 @@ def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callabl
         raise InputError(f"--timing must be one of {', '.join(TIMINGS)}, not {options.timing!r}")
     serial = check_serial(options.serial) if options.serial is not None else default_serial()
     weights = workspace.weights_path(options.weights)
+    clips: Path | None
     if options.clips is not None:
-        clips: Path | None = Path(options.clips).expanduser()
+        clips = Path(options.clips).expanduser()
         if not clips.is_file():
             raise InputError(f"clip bank {clips} (from --clips) does not exist or is not a file",
                              hint="build one with `qcat phrases build`")
