@@ -81,7 +81,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the faults (default 0)")
 
     command(cmds, "die", "serve as a simulated die unit on a pseudo-terminal",
-            not_built("simulate a die unit", "`qcat sim cat` simulates a cat unit"))
+            not_built("simulate a die unit", "meanwhile `qcat sim cat` simulates a cat unit"))
 
 
 def _cat(ctx: Context, args: argparse.Namespace) -> int:
