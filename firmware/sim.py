@@ -235,8 +235,8 @@ class CatSimulator:
         self._port_frames += 1
         drop = self._rng["drop"].random() < self.faults.drop_rate
         corrupt = self._rng["corrupt"].random() < self.faults.corrupt_rate
-        if self.stats.hung or self._port is None:
-            return
+        if self.stats.hung or self._port is None or self._stop():
+            return  # a hung unit, a pulled cable, a unit being switched off: nothing goes out
         if drop:
             self.stats.dropped += 1
         else:
