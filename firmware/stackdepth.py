@@ -5,7 +5,10 @@ callgraph node labels ("N bytes (static)"); the depth of a function is its frame
 of its callees. Indirect calls (the engine's block-reader and progress callbacks) are charged with
 the deepest address-taken function that nothing calls directly: a static function (its title is
 "file.c:name") that nothing calls, since an extern one nothing calls (framing API the image does
-not use, such as qp_cobs_encode) is merely unused. Library helpers (memcpy, the
+not use, such as qp_cobs_encode) is merely unused; and never one defined in the file that makes
+the call (a callback is handed to another module: the unit core's progress callback to the engine,
+the board's serial and clock functions to the unit core; charging a file's own callbacks would
+read the core's progress callback, which sends frames, as recursion). Library helpers (memcpy, the
 64-bit shift helpers) have no callgraph entry and count as 0: picolibc's are leaf functions with a
 few words of frame at most. A recursive cycle is reported instead of silently ignored.
 
@@ -19,13 +22,22 @@ import sys
 from pathlib import Path
 
 NODE = re.compile(r'node: \{ title: "([^"]+)" label: "([^"]*)"')
-EDGE = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"')
+EDGE = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)" label: "([^"]*)"')
 FRAME = re.compile(r"\\n(\d+) bytes \((static|dynamic|dynamic,bounded)\)")
 INDIRECT = "__indirect_call"
 ROOT = "main"
 
 
+def source_file(where: str) -> str:
+    """The file of a node title ("dir/f.c:name") or an edge label ("dir/f.c:12:5"); "" for a
+    title without one (an extern function)."""
+    head = where.split(":", 1)[0]
+    return head if head.endswith(".c") else ""
+
+
 def parse(folder: Path) -> tuple[dict[str, int], dict[str, set[str]], set[str]]:
+    """Frames, call edges and dynamic frames. An indirect call's edge target is written
+    `__indirect_call@file.c`, the file of the call site."""
     frames: dict[str, int] = {}
     edges: dict[str, set[str]] = {}
     dynamic: set[str] = set()
@@ -37,7 +49,9 @@ def parse(folder: Path) -> tuple[dict[str, int], dict[str, set[str]], set[str]]:
                 frames[title] = int(m.group(1))
                 if m.group(2) != "static":
                     dynamic.add(title)
-        for src, dst in EDGE.findall(text):
+        for src, dst, label in EDGE.findall(text):
+            if dst == INDIRECT:
+                dst = f"{INDIRECT}@{source_file(label)}"
             edges.setdefault(src, set()).add(dst)
     return frames, edges, dynamic
 
@@ -55,9 +69,10 @@ def worst(frames: dict[str, int], edges: dict[str, set[str]]) -> tuple[int, list
             raise SystemExit(f"stackdepth: recursion through {fn}: no static bound")
         active.add(fn)
         targets = set(edges.get(fn, ()))
-        if INDIRECT in targets:
-            targets.discard(INDIRECT)
-            targets.update(callbacks)
+        for site in [t for t in targets if t.startswith(INDIRECT)]:
+            targets.discard(site)
+            caller_file = site.split("@", 1)[1]
+            targets.update(c for c in callbacks if source_file(c) != caller_file)
         best: tuple[int, list[str]] = (0, [])
         for t in targets:
             d = depth(t)

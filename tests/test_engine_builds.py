@@ -62,7 +62,8 @@ def test_rv32_build_compiles_and_reports_sizes(tmp_path: Path) -> None:
     stack = re.search(r"worst stack depth: (\d+) bytes \((.+)\)", proc.stdout)
     assert stack, proc.stdout
     assert 0 < int(stack.group(1)) <= MAX_STACK_BYTES
-    assert stack.group(2).startswith("main -> cat_generate")
+    # The deepest path runs through the engine (under the unit core's poll since it links).
+    assert stack.group(2).startswith("main -> ") and "cat_generate" in stack.group(2).split(" -> ")
     # It really is a 32-bit RISC-V hard-float executable.
     elf = (tmp_path / "rv32" / "cat_unit.elf").read_bytes()
     assert elf[:4] == b"\x7fELF" and elf[4] == 1  # ELFCLASS32

@@ -1,34 +1,34 @@
-/* unit_main.c: the cat unit's side of the engine, as linked for the RISC-V build (rv32imafc,
- * picolibc). It owns the one static engine and arena of the unit and reads the weight image from
- * the SD card through the board's block driver. The real board support (SD, LCD, DAC, serial
- * protocol) plugs in through the weak functions below; this file exists so the rv32 build links a
- * complete image and `size` / -fstack-usage measure what the unit will really carry. Until the
- * unit's protocol state machine lands, a job arrives as a GENERATE frame through the shared
- * framing (common/frame.c) and nothing is answered. */
+/* unit_main.c: the cat unit's entry point, as linked for the RISC-V build (rv32imafc, picolibc).
+ * It owns the one static unit and arena and wires the firmware core (cat_unit.c) to the board:
+ * the weight image from the SD card through the board's block driver, the USB serial line, the
+ * millisecond tick and the DAC. The real board support plugs in through the weak functions below;
+ * they keep the image linkable so that `size` and -fstack-usage measure what the unit will really
+ * carry. The protocol itself is entirely cat_unit.c's (the simulator runs the same file). */
 #include <stdint.h>
 #include <string.h>
 
-#include "cat_engine.h"
-#include "frame.h"
+#include "cat_unit.h"
 
 /* The weight image starts at this SD block (the card layout of `qcat sd`). */
 #define UNIT_WEIGHTS_LBA 2048u
-#define UNIT_IMAGE_BYTES (64u * 64u * 3u)
+/* Bytes taken from the serial line per turn of the main loop. */
+#define UNIT_RX_CHUNK 64u
 
 /* Board support the real unit provides (weak defaults below keep the image linkable). */
 int board_sd_read_blocks(uint32_t lba, uint8_t *dst, uint32_t count);
-int board_serial_read(uint8_t *byte);
-int board_receive_latent(int8_t *latent, uint32_t n);
-void board_progress(uint32_t done, uint32_t total);
-void board_show(const uint8_t *rgb, int status);
+uint32_t board_serial_read(uint8_t *dst, uint32_t cap);
+void board_serial_write(const uint8_t *bytes, uint32_t len);
+uint32_t board_millis(void);
+int board_dac_speak(uint32_t verdict);
+int board_dac_busy(void);
+void board_identity(cat_identity_t *id);
+void board_wait(uint32_t ms);
 
-static cat_engine_t engine;
+static cat_unit_t unit;
 static uint8_t arena[CAT_ARENA_BUDGET] __attribute__((aligned(CAT_ARENA_ALIGN)));
-static uint8_t frame[UNIT_IMAGE_BYTES];
 static uint8_t sector[QCW_SECTOR];
-static uint8_t rx[QP_MAX_RAW];
 
-/* Board support: multi-block SD read of `count` 512-byte blocks. Weak so the board overrides it. */
+/* Multi-block SD read of `count` 512-byte blocks; non-zero on failure. */
 __attribute__((weak)) int board_sd_read_blocks(uint32_t lba, uint8_t *dst, uint32_t count)
 {
     (void)lba;
@@ -36,37 +36,32 @@ __attribute__((weak)) int board_sd_read_blocks(uint32_t lba, uint8_t *dst, uint3
     (void)count;
     return -1;
 }
-
-/* Board support: one byte from the controller's serial line (blocking); non-zero when the line
- * is gone. Weak so the board overrides it. */
-__attribute__((weak)) int board_serial_read(uint8_t *byte)
+/* The bytes the USB CDC endpoint received since the last call (never blocks). */
+__attribute__((weak)) uint32_t board_serial_read(uint8_t *dst, uint32_t cap)
 {
-    (void)byte;
+    (void)dst;
+    (void)cap;
+    return 0;
+}
+/* Queue bytes for the controller. */
+__attribute__((weak)) void board_serial_write(const uint8_t *bytes, uint32_t len)
+{
+    (void)bytes;
+    (void)len;
+}
+/* The SysTick millisecond counter. */
+__attribute__((weak)) uint32_t board_millis(void) { return 0; }
+/* Start playing the verdict's four clips from the card's clip bank; non-zero when there is none. */
+__attribute__((weak)) int board_dac_speak(uint32_t verdict)
+{
+    (void)verdict;
     return -1;
 }
-
-/* The latent of the next GENERATE frame from the controller; frames of other types and damaged
- * frames are skipped (the state machine will answer them). Weak so a board may replace it. */
-__attribute__((weak)) int board_receive_latent(int8_t *latent, uint32_t n)
-{
-    qp_decoder_t dec;
-    qp_frame_t got;
-    uint8_t byte;
-    if (n != QP_GENERATE_LATENT_LEN) return -1;
-    qp_decoder_init(&dec, rx, sizeof rx);
-    while (board_serial_read(&byte) == 0) {
-        if (qp_decoder_feed(&dec, byte, &got) != QP_OK) continue;
-        if (got.type != QP_MSG_GENERATE ||
-            qp_payload_check(got.type, got.length) != QP_OK)
-            continue;
-        memcpy(latent, got.payload + QP_GENERATE_LATENT, n);
-        return 0;
-    }
-    return -1;
-}
-/* Board support: show progress and the image. */
-__attribute__((weak)) void board_progress(uint32_t done, uint32_t total) { (void)done; (void)total; }
-__attribute__((weak)) void board_show(const uint8_t *rgb, int status) { (void)rgb; (void)status; }
+__attribute__((weak)) int board_dac_busy(void) { return 0; }
+/* Serial number and the card manifest's hashes. */
+__attribute__((weak)) void board_identity(cat_identity_t *id) { memset(id, 0, sizeof *id); }
+/* Sleep until an interrupt or `ms` milliseconds (WFI with a timer). */
+__attribute__((weak)) void board_wait(uint32_t ms) { (void)ms; }
 
 /* Byte-addressed reads on top of whole blocks: slices and the header are sector-aligned, so only
  * the odd unaligned tail goes through the bounce sector. */
@@ -95,31 +90,39 @@ static int sd_read(void *ctx, uint64_t offset, uint8_t *dst, uint32_t len)
     return 0;
 }
 
-static void on_progress(void *user, uint32_t done, uint32_t total, uint32_t layer)
+static void serial_write(void *ctx, const uint8_t *frame, uint32_t len)
 {
-    (void)user;
-    (void)layer;
-    board_progress(done, total);
+    (void)ctx;
+    board_serial_write(frame, len);
+}
+static uint32_t millis(void *ctx)
+{
+    (void)ctx;
+    return board_millis();
+}
+static int speak_start(void *ctx, uint32_t verdict)
+{
+    (void)ctx;
+    return board_dac_speak(verdict);
+}
+static int speak_busy(void *ctx)
+{
+    (void)ctx;
+    return board_dac_busy();
 }
 
 int main(void)
 {
-    cat_io_t io = {sd_read, 0, 0, 0};
-    int rc = cat_open(&engine, &io, arena, sizeof arena);
-    if (rc != CAT_OK) {
-        board_show(0, rc);
-        return rc;
-    }
-    int8_t latent[128];
-    if (engine.model.nz > sizeof latent ||
-        (uint32_t)engine.model.image_size * engine.model.image_size * engine.model.image_channels >
-            sizeof frame)
-        return CAT_E_UNSUPPORTED;
+    cat_board_t board = {serial_write, millis, speak_start, speak_busy, 0, 0, {sd_read, 0, 0, 0}};
+    cat_identity_t id;
+    board_identity(&id);
+    /* A card the engine refuses leaves the unit in QP_STATE_FAULT: it still talks, and says why. */
+    (void)cat_unit_init(&unit, &board, &id, arena, sizeof arena);
     for (;;) {
-        if (board_receive_latent(latent, engine.model.nz) != 0) break;
-        cat_hooks_t hooks = {on_progress, 0, 0};
-        rc = cat_generate(&engine, latent, frame, &hooks);
-        board_show(rc == CAT_OK ? frame : 0, rc);
+        uint8_t rx[UNIT_RX_CHUNK];
+        uint32_t n = board_serial_read(rx, sizeof rx);
+        if (n) cat_unit_rx(&unit, rx, n);
+        uint32_t wait = cat_unit_poll(&unit);
+        if (n == 0 && wait) board_wait(wait);
     }
-    return 0;
 }

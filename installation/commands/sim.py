@@ -1,15 +1,111 @@
-"""`qcat sim`: run simulated cat and die units on a pseudo-terminal (not built yet; the command says so plainly)."""
+"""`qcat sim`: simulated units on a pseudo-terminal, running the units' own C code.
+
+    qcat sim cat [--weights FILE] [--clips FILE] [--serial S] [--timing fast|realistic]
+                 [--drop-rate P] [--corrupt-rate P] [--hang-after N] [--unplug-after N]
+                 [--wrong-image-rate P] [--seed S]
+    qcat sim die        (not built in this version)
+
+`sim cat` prints the port's path (/dev/pts/N) alone on the first line of standard output and
+serves as a cat unit until SIGINT or SIGTERM, then exits 0 without a word. With --unplug-after,
+each re-plug prints the new port's path on a line of its own. Thin layer: parsing and printing;
+the work is in `installation.units.simulator.serve_cat` (and firmware/sim.py below it).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
 
-from installation.commands import command, not_built
+from installation.commands import command, group, not_built
+
+if TYPE_CHECKING:
+    from installation.cli import Context
+
+CAT_DESCRIPTION = """\
+serve as a simulated cat unit on a pseudo-terminal: the unit's own C firmware core (protocol,
+engine, SHA-256) behind /dev/pts/N, which `qcat units` and any serial program open like a USB
+unit. The port's path is printed alone on the first line; a re-plug (--unplug-after) prints the
+new path on a new line. Stop it with Ctrl-C or SIGTERM (exit 0).
+
+faults act on the frames the unit sends, seeded by --seed:
+  --drop-rate P         drop a frame              --corrupt-rate P   flip one bit of a frame
+  --hang-after N        silent and deaf after N frames (the port stays open)
+  --unplug-after N      close the port after N frames, re-plug as a new /dev/pts node 1 s later
+  --wrong-image-rate P  flip one bit of an image before it is hashed and sent (only a golden
+                        compare catches it)
+"""
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability between 0 and 1")
+    return value
+
+
+def _frames(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of frames") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} frames: give at least 1")
+    return value
 
 
 def register(sub: Any) -> None:
-    command(sub, "sim", "run simulated cat and die units on a pseudo-terminal",
-            not_built("simulate units", "meanwhile `qcat engine run` runs the cat unit's C "
-                      "engine on this machine"),
-            description="run simulated cat and die units on a pseudo-terminal. Not built yet in "
-            "this version of qcat: the command says so and exits 2.")
+    _, cmds = group(sub, "sim", "run simulated cat and die units on a pseudo-terminal")
+
+    p = command(cmds, "cat", "serve as a simulated cat unit on a pseudo-terminal", _cat,
+                description=CAT_DESCRIPTION)
+    p.add_argument("--weights", metavar="FILE",
+                   help="the unit's weight image (.qcw); default: config models.weights, else "
+                        "the shipped demo model")
+    p.add_argument("--clips", metavar="FILE",
+                   help="the unit's clip bank (.qcv); default: HOME/builds/verdicts.qcv if built")
+    p.add_argument("--serial", metavar="S", help="the serial number in HELLO (default simcat-PID)")
+    p.add_argument("--timing", choices=["fast", "realistic"], default="fast",
+                   help="fast: no delays; realistic: the unit's modelled SD-bound generation "
+                        "time and each verdict's spoken length (default fast)")
+    p.add_argument("--drop-rate", type=_probability, default=0.0, metavar="P")
+    p.add_argument("--corrupt-rate", type=_probability, default=0.0, metavar="P")
+    p.add_argument("--hang-after", type=_frames, metavar="N")
+    p.add_argument("--unplug-after", type=_frames, metavar="N")
+    p.add_argument("--wrong-image-rate", type=_probability, default=0.0, metavar="P")
+    p.add_argument("--seed", type=int, default=0, help="seed of the faults (default 0)")
+
+    command(cmds, "die", "serve as a simulated die unit on a pseudo-terminal",
+            not_built("simulate a die unit", "meanwhile `qcat sim cat` simulates a cat unit"))
+
+
+def _cat(ctx: Context, args: argparse.Namespace) -> int:
+    from firmware.sim import Faults
+    from installation.units.simulator import CatSimOptions, serve_cat
+
+    options = CatSimOptions(
+        weights=args.weights, clips=args.clips, serial=args.serial, timing=args.timing,
+        faults=Faults(drop_rate=args.drop_rate, corrupt_rate=args.corrupt_rate,
+                      hang_after=args.hang_after, unplug_after=args.unplug_after,
+                      wrong_image_rate=args.wrong_image_rate, seed=args.seed))
+    stopping = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def announce(path: str) -> None:
+        print(path, file=ctx.stdout, flush=True)
+
+    def note(sentence: str) -> None:
+        print(f"qcat sim cat: {sentence}", file=sys.stderr, flush=True)
+
+    try:
+        serve_cat(ctx.workspace, options, announce=announce, note=note, stop=stopping.is_set)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

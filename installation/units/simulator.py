@@ -1,0 +1,106 @@
+"""A simulated cat unit for this home: what `qcat sim cat` serves, set up from the Workspace.
+
+The simulator itself (firmware/sim.py) runs the unit's own C core behind a pseudo-terminal and
+knows nothing of homes or configs; this service resolves what a unit would have on its card:
+the weight image (--weights, models.weights, else the shipped demo), the clip bank (--clips, else
+HOME/builds/verdicts.qcv, else none: zeros in HELLO), the identity hashes of both files, and how
+long a verdict takes to speak (the clip bank's clip lengths; without one, an estimate from the
+verdict's words at the configured speaking rate).
+
+Never prints: the caller hands in `announce(path)` (the port, one line per plug-in) and
+`note(sentence)` (what the operator should know, for stderr).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from installation.errors import InputError
+
+if TYPE_CHECKING:
+    from firmware.sim import Faults, SimStats
+    from installation.workspace import Workspace
+
+TIMINGS = ("fast", "realistic")
+SERIAL_PREFIX = "simcat-"  # the default serial: simcat-<pid>, distinct per simulator process
+SECONDS_PER_MINUTE = 60.0
+GAPS_PER_VERDICT = 3  # four clips joined with a gap between each
+
+
+@dataclass(frozen=True)
+class CatSimOptions:
+    """The command line of `qcat sim cat`, as the service takes it."""
+
+    weights: str | None = None
+    clips: str | None = None
+    serial: str | None = None
+    timing: str = "fast"
+    faults: Faults | None = None
+
+
+def default_serial() -> str:
+    return f"{SERIAL_PREFIX}{os.getpid()}"
+
+
+def check_serial(serial: str) -> str:
+    """A serial HELLO can carry: 1 to 16 printable ASCII characters, or one sentence."""
+    if not serial or len(serial) > 16 or not serial.isascii() or not serial.isprintable():
+        raise InputError(f"--serial {serial!r} cannot be a unit's serial number",
+                         hint="give 1 to 16 printable ASCII characters, e.g. --serial cat-07")
+    return serial
+
+
+def speak_ms_function(workspace: Workspace, clips: Path | None,
+                      note: Callable[[str], None]) -> Callable[[int], int]:
+    """verdict code -> milliseconds the unit's DAC speaks it."""
+    if clips is not None:
+        from phrases.clipbank import ClipBank
+
+        bank = ClipBank.load(clips)
+        return lambda code: round(bank.verdict_seconds(code) * 1000)
+    from phrases.bank import default_bank
+
+    words = default_bank()
+    speech = workspace.speech
+    per_word_s = SECONDS_PER_MINUTE / speech.words_per_minute
+    gaps_s = GAPS_PER_VERDICT * speech.gap_ms / 1000
+    note(f"speaking times are estimated at {speech.words_per_minute} words per minute "
+         "(no clip bank)")
+    return lambda code: round((len(words.verdict(code).text.split()) * per_word_s + gaps_s)
+                              * 1000)
+
+
+def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callable[[str], None],
+              note: Callable[[str], None], stop: Callable[[], bool]) -> SimStats:
+    """Serve one simulated cat unit until `stop()`; returns what its board did."""
+    from firmware.cat_unit import Identity
+    from firmware.sim import CatSimulator, Timing, file_sha256
+
+    if options.timing not in TIMINGS:
+        raise InputError(f"--timing must be one of {', '.join(TIMINGS)}, not {options.timing!r}")
+    serial = check_serial(options.serial) if options.serial is not None else default_serial()
+    weights = workspace.weights_path(options.weights)
+    clips: Path | None
+    if options.clips is not None:
+        clips = Path(options.clips).expanduser()
+        if not clips.is_file():
+            raise InputError(f"clip bank {clips} (from --clips) does not exist or is not a file",
+                             hint="build one with `qcat phrases build`")
+    else:
+        clips = workspace.clip_bank_path if workspace.clip_bank_path.is_file() else None
+        if clips is None:
+            note(f"no clip bank at {workspace.clip_bank_path}: the unit reports none "
+                 "(zeros for its SHA-256); `qcat phrases build` makes one")
+    identity = Identity(serial, weights_sha256=file_sha256(weights),
+                        clips_sha256=file_sha256(clips) if clips else bytes(32))
+    realistic = options.timing == "realistic"
+    timing = Timing(realistic=realistic,
+                    speak_ms=speak_ms_function(workspace, clips, note) if realistic
+                    else (lambda code: 0))
+    sim = CatSimulator(weights, identity, timing=timing, faults=options.faults,
+                       announce=announce, note=note)
+    return sim.serve(stop)
