@@ -79,6 +79,9 @@ def register(sub: Any) -> None:
     p.add_argument("--unplug-after", type=_frames, metavar="N")
     p.add_argument("--wrong-image-rate", type=_probability, default=0.0, metavar="P")
     p.add_argument("--seed", type=int, default=0, help="seed of the faults (default 0)")
+    p.add_argument("--link", metavar="PATH",
+                   help="keep a symbolic link at PATH pointing at the current pty (a stable name "
+                        "across --unplug-after re-plugs, as /dev/serial/by-id/ links are)")
 
     command(cmds, "die", "serve as a simulated die unit on a pseudo-terminal",
             not_built("simulate a die unit", "meanwhile `qcat sim cat` simulates a cat unit"))
@@ -86,7 +89,7 @@ def register(sub: Any) -> None:
 
 def _cat(ctx: Context, args: argparse.Namespace) -> int:
     from firmware.sim import Faults
-    from installation.units.simulator import CatSimOptions, serve_cat
+    from installation.units.simulator import CatSimOptions, StableLink, serve_cat
 
     options = CatSimOptions(
         weights=args.weights, clips=args.clips, serial=args.serial, timing=args.timing,
@@ -97,7 +100,11 @@ def _cat(ctx: Context, args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, lambda *_: stopping.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
 
+    link = StableLink(args.link) if args.link else None
+
     def announce(path: str) -> None:
+        if link is not None:
+            link.point_at(path)
         print(path, file=ctx.stdout, flush=True)
 
     def note(sentence: str) -> None:
@@ -108,4 +115,6 @@ def _cat(ctx: Context, args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if link is not None:
+            link.remove()
     return 0

@@ -139,7 +139,8 @@ def _supervise(ctx: Context, args: argparse.Namespace, ports: list[str],
     def show(event: UnitEvent) -> None:
         if args.json or event.kind == "progress":
             return
-        ctx.out(f"{event.port}: {event.text}")
+        # sentences from errors name the port themselves
+        ctx.out(event.text if event.port in event.text else f"{event.port}: {event.text}")
 
     sup = Supervisor(ctx.workspace, ports, count=count, on_event=show, trace=_tracer(args))
     try:

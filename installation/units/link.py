@@ -150,6 +150,9 @@ def _reason(exc: BaseException) -> str:
         return "permission denied"
     if "Connection refused" in text:
         return "connection refused"
+    if "Input/output error" in text or "device reports readiness to read but returned no data" \
+            in text:
+        return "the device is gone (unplugged?)"
     return text.split(": [Errno")[0] if ": [Errno" in text else text
 
 

@@ -117,7 +117,7 @@ class UnitSession:
         try:
             data = self.link.read(4096, timeout_s)
         except DeviceError as exc:
-            raise UnitLost(f"{self.port}: the unit went away ({exc.message})",
+            raise UnitLost(exc.message,  # names the port and what happened to it
                            hint="the job stays pending and is sent again after a reconnect") \
                 from None
         if not data:

@@ -74,6 +74,30 @@ def speak_ms_function(workspace: Workspace, clips: Path | None,
                               * 1000)
 
 
+class StableLink:
+    """A symbolic link that always points at the simulator's current pty, as udev's
+    /dev/serial/by-id/... links follow a real unit across re-plugs: the controller is configured
+    with the link and finds the unit again after an unplug. Replaced atomically; removed at exit."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).absolute()
+        if self.path.exists() and not self.path.is_symlink():
+            raise InputError(f"--link {self.path} exists and is not a symbolic link",
+                             hint="name a new path; qcat replaces only its own links")
+        if not self.path.parent.is_dir():
+            raise InputError(f"--link {self.path}: the folder {self.path.parent} does not exist")
+
+    def point_at(self, target: str) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.link")
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        if self.path.is_symlink():
+            self.path.unlink()
+
+
 def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callable[[str], None],
               note: Callable[[str], None], stop: Callable[[], bool]) -> SimStats:
     """Serve one simulated cat unit until `stop()`; returns what its board did."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from installation.errors import DeviceError, QcatError
-from installation.exhibit import UnitJob, WrongImage, purpose_for
+from installation.exhibit import UnitJob, purpose_for
 from installation.units.link import Link, TraceFn
 from installation.units.session import UnitIdentity, UnitLost, UnitSession
 from quantum import latent as latent_mod
@@ -42,7 +42,8 @@ log = logging.getLogger("qcat.units")
 # After a unit is lost: how often to try its port again, and for how long before giving up.
 RECONNECT_EVERY_S = 0.5
 RECONNECT_FOR_S = 60.0
-# A unit that keeps failing jobs (wrong images, engine errors) is taken out of service.
+# A unit that keeps failing jobs (wrong images, engine errors, losing the line before a job can
+# finish) is taken out of service; its job stays pending for another unit.
 MAX_FAULTS_IN_A_ROW = 5
 
 
@@ -104,6 +105,7 @@ class Supervisor:
     failures: list[str] = field(default_factory=list)
 
     def stop(self) -> None:
+        """Take no new jobs; each worker finishes the one it has, then ends."""
         self._stop.set()
 
     def run(self) -> list[Exhibit]:
@@ -151,37 +153,62 @@ class Supervisor:
         faults_in_a_row = 0
         session, unit = self._connect(port, weights_sha, clips_sha, first=True)
         job: UnitJob | None = None
-        while not self._stop.is_set() and (self.count is None or made < self.count):
-            if job is None:
-                job = self._board.claim(gen)
-            try:
-                exhibit = self._do_job(session, unit, gen, job)
-            except UnitLost as exc:
-                self._emit(port, "lost", exc.message, unit=unit.name)
-                session.link.close()
-                session, unit = self._connect(port, weights_sha, clips_sha, first=False)
-                continue  # the same job, the same bytes
-            except (WrongImage, DeviceError) as exc:
-                faults_in_a_row += 1
-                self._emit(port, "fault", exc.message, unit=unit.name,
-                           data={"exhibit_id": job.draw.id})
-                if faults_in_a_row >= MAX_FAULTS_IN_A_ROW:
-                    self._board.release(job)
-                    raise DeviceError(f"{unit.name} on {port} failed {faults_in_a_row} jobs in "
-                                      "a row and was taken out of service",
-                                      hint="its jobs stay pending for the other units") from None
-                continue  # the same job again
-            faults_in_a_row = 0
-            self._board.release(job)
-            job = None
-            made += 1
-            self.made.append(exhibit)
-        session.link.close()
-        if job is not None:
-            self._board.release(job)
+        try:
+            while job is not None or (not self._stop.is_set()
+                                      and (self.count is None or made < self.count)):
+                # a claimed job is finished even after stop(): its bytes are drawn, so it
+                # completes here or, if this unit is taken out of service, stays pending
+                if job is None:
+                    job = self._board.claim(gen)
+                try:
+                    exhibit = self._make(session, unit, gen, job)
+                except UnitLost as exc:
+                    faults_in_a_row += 1
+                    self._emit(port, "lost", exc.message, unit=unit.name)
+                    session.link.close()
+                    if faults_in_a_row >= MAX_FAULTS_IN_A_ROW:
+                        raise DeviceError(f"{unit.name} on {port} was lost {faults_in_a_row} "
+                                          "times in a row before a job could finish and was "
+                                          "taken out of service",
+                                          hint="its job stays pending for the other units; "
+                                               "check the cable") from None
+                    session, unit = self._connect(port, weights_sha, clips_sha, first=False)
+                    continue  # the same job, the same bytes
+                except DeviceError as exc:  # the unit's ERROR, a lost chunk, a wrong image
+                    faults_in_a_row += 1
+                    self._emit(port, "fault", exc.message, unit=unit.name,
+                               data={"exhibit_id": job.draw.id})
+                    if faults_in_a_row >= MAX_FAULTS_IN_A_ROW:
+                        raise DeviceError(f"{unit.name} on {port} failed {faults_in_a_row} jobs "
+                                          "in a row and was taken out of service",
+                                          hint="its job stays pending for the other units") \
+                            from None
+                    continue  # the same job again
+                # archived: the job is done, whatever happens to its speech
+                faults_in_a_row = 0
+                self._board.release(job)
+                job = None
+                made += 1
+                self.made.append(exhibit)
+                try:
+                    ms = session.speak(exhibit.draw_id, exhibit.verdict_code)
+                    self._emit(port, "spoken", f"exhibit {exhibit.id} spoken in "
+                               f"{ms / 1000:.1f} s", unit=unit.name, exhibit=exhibit)
+                except UnitLost as exc:
+                    self._emit(port, "lost", exc.message, unit=unit.name)
+                    session.link.close()
+                    session, unit = self._connect(port, weights_sha, clips_sha, first=False)
+                except DeviceError as exc:
+                    self._emit(port, "fault", f"exhibit {exhibit.id} was not spoken: "
+                               f"{exc.message}", unit=unit.name)
+        finally:
+            if job is not None:
+                self._board.release(job)  # pending, for another unit or a later run
+            session.link.close()
 
-    def _do_job(self, session: UnitSession, unit: UnitIdentity, gen: Generator,
-                job: UnitJob) -> Exhibit:
+    def _make(self, session: UnitSession, unit: UnitIdentity, gen: Generator,
+              job: UnitJob) -> Exhibit:
+        """One exhibit on the unit: its image, checked and archived (not yet spoken)."""
         port = session.port
 
         def progress(layer: int, done: int, total: int) -> None:
@@ -194,9 +221,6 @@ class Supervisor:
         exhibit = gen.finish_from_unit(job, rgb, unit.name)
         self._emit(port, "exhibit", f"exhibit {exhibit.id} archived (draw {job.draw.id}, "
                    f"{exhibit.mood})", unit=unit.name, exhibit=exhibit)
-        ms = session.speak(job.draw.id, job.verdict_code)
-        self._emit(port, "spoken", f"exhibit {exhibit.id} spoken in {ms / 1000:.1f} s",
-                   unit=unit.name, exhibit=exhibit)
         return exhibit
 
     def _connect(self, port: str, weights_sha: bytes, clips_sha: bytes,
@@ -235,6 +259,7 @@ class Supervisor:
                                    "unit's card (`qcat sd ...`), or point models.weights at the "
                                    "unit's")
         self._emit(port, "connected" if first else "reconnected",
-                   f"{unit.name} (firmware {unit.firmware_version}, protocol {unit.protocol})",
+                   f"{'' if first else 'reconnected: '}{unit.name} (firmware "
+                   f"{unit.firmware_version}, protocol {unit.protocol})",
                    unit=unit.name, data=unit.as_dict())
         return session, unit
