@@ -16,6 +16,7 @@ device whose vendor is WCH (VID 0x1A86: the CH32 parts' own USB and the CH340/CH
 from __future__ import annotations
 
 import contextlib
+import termios
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ class Link:
         try:
             self._serial.write(data)
             self._serial.flush()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
             raise DeviceError(f"the port {self.port} failed while writing: {_reason(exc)}",
                               hint="the unit may have been unplugged") from None
 
@@ -118,7 +119,7 @@ class Link:
                 data = self._serial.read(min(max_bytes, max(1, waiting)))
                 if data or time.monotonic() >= deadline:
                     break
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
             raise DeviceError(f"the port {self.port} failed while reading: {_reason(exc)}",
                               hint="the unit may have been unplugged") from None
         if data and self._trace:
@@ -128,7 +129,7 @@ class Link:
 
     def close(self) -> None:
         # closing a port whose device vanished: nothing left to do
-        with contextlib.suppress(serial.SerialException, OSError):
+        with contextlib.suppress(serial.SerialException, OSError, termios.error):
             self._serial.close()
 
     def __enter__(self) -> Link:
@@ -150,7 +151,7 @@ def _reason(exc: BaseException) -> str:
         return "permission denied"
     if "Connection refused" in text:
         return "connection refused"
-    if "Input/output error" in text or "device reports readiness to read but returned no data" \
+    if "Input/output error" in text or "(5, " in text or "device reports readiness to read but returned no data" \
             in text:
         return "the device is gone (unplugged?)"
     return text.split(": [Errno")[0] if ": [Errno" in text else text

@@ -41,6 +41,11 @@ IMAGE_SHAPE = (64, 64, 3)
 ProgressFn = Callable[[int, int, int], None]  # (layer, slice, slices)
 
 
+class LineFault(DeviceError):
+    """Frames were lost or damaged on the way (a chunk missing, a hash over damaged bytes): the
+    line's fault, not the unit's; the same job is simply asked for again."""
+
+
 class UnitLost(DeviceError):
     """The unit fell silent (no frame for `MISSED_HEARTBEATS` heartbeat intervals) or its port
     went away; the job it had stays pending."""
@@ -99,7 +104,12 @@ class UnitSession:
         self._seq = (self._seq + 1) % qp.SEQ_MODULO
         if self._seq == qp.NO_SEQ:
             self._seq = 0
-        self.link.write(qp.encode_message(qp.message(name, **fields), self._seq))
+        try:
+            self.link.write(qp.encode_message(qp.message(name, **fields), self._seq))
+        except DeviceError as exc:
+            raise UnitLost(exc.message,  # names the port and what happened to it
+                           hint="the job stays pending and is sent again after a reconnect") \
+                from None
         return self._seq
 
     def receive(self, timeout_s: float) -> qp.Message | None:
@@ -199,13 +209,30 @@ class UnitSession:
                         verdict=verdict)
         image = bytearray(qp.IMAGE_BYTES)
         received = 0
+        started = False  # the unit has shown it took the job (ACK, PROGRESS or IMAGE)
+        busy_waits = 0
         for msg in self.messages(time.monotonic() + timeout_s):
             name = msg.SPEC.name
+            if name == "ERROR" and msg.code == qp.ErrorCode["BUSY"] and busy_waits < 3:
+                # still speaking or finishing an earlier job: wait for it, then ask again
+                self._wait_idle(timeout_s)
+                busy_waits += 1
+                seq = self.send("GENERATE", exhibit=exhibit,
+                                latent=tuple(int(v) for v in latent), verdict=verdict)
+                continue
             if name == "ERROR" and (msg.about_seq in (seq, qp.NO_SEQ)
                                     or msg.code == qp.ErrorCode["ENGINE"]):
                 raise qp.unit_error(msg, self.port)  # refused, damaged on the way, or failed
+            if name == "HEARTBEAT":
+                if started and msg.state == qp.UnitState["IDLE"]:
+                    # the unit finished, but what it sent did not all arrive
+                    raise LineFault(f"{self.port}: exhibit {exhibit}'s image did not all "
+                                    f"arrive ({received:,} of {qp.IMAGE_BYTES:,} bytes)",
+                                    hint="the job is asked for again")
+                continue
             if getattr(msg, "exhibit", exhibit) != exhibit:
                 continue  # a stale frame of an earlier job
+            started = started or name in ("ACK", "PROGRESS", "IMAGE")
             if name == "PROGRESS" and progress:
                 progress(msg.layer, msg.slice, msg.slices)
             elif name == "IMAGE":
@@ -217,26 +244,40 @@ class UnitSession:
                 received += len(msg.data)
             elif name == "IMAGE_DONE":
                 if msg.length != qp.IMAGE_BYTES or received != qp.IMAGE_BYTES:
-                    raise DeviceError(f"{self.port}: exhibit {exhibit}'s image arrived incomplete "
+                    raise LineFault(f"{self.port}: exhibit {exhibit}'s image arrived incomplete "
                                       f"({received:,} of {qp.IMAGE_BYTES:,} bytes; a damaged "
                                       "frame lost a chunk)", hint="the job is sent again")
                 if hashlib.sha256(image).digest() != msg.sha256:
-                    raise DeviceError(f"{self.port}: exhibit {exhibit}'s image does not match the "
+                    raise LineFault(f"{self.port}: exhibit {exhibit}'s image does not match the "
                                       "SHA-256 the unit sent with it", hint="the job is sent again")
                 return np.frombuffer(bytes(image), dtype=np.uint8).reshape(IMAGE_SHAPE).copy()
         raise UnitLost(f"{self.port}: exhibit {exhibit} did not finish within {timeout_s:g} s",
                        hint="the job stays pending and is sent again")
 
     def speak(self, exhibit: int, verdict: int, timeout_s: float = SPEAK_TIMEOUT_S) -> int:
-        """The unit speaks the verdict; returns the milliseconds it says it took."""
+        """The unit speaks the verdict; returns the milliseconds it says it took (0 when its
+        SPOKEN was lost on the line but its heartbeat shows it idle again)."""
         seq = self.send("SPEAK", exhibit=exhibit, verdict=verdict)
+        acked = False
         for msg in self.messages(time.monotonic() + timeout_s):
-            if msg.SPEC.name == "ERROR" and msg.about_seq in (seq, qp.NO_SEQ):
+            name = msg.SPEC.name
+            if name == "ERROR" and msg.about_seq in (seq, qp.NO_SEQ):
                 raise qp.unit_error(msg, self.port)
-            if msg.SPEC.name == "SPOKEN" and msg.exhibit == exhibit:
+            if name == "SPOKEN" and msg.exhibit == exhibit:
                 return int(msg.ms)
+            if name == "ACK" and msg.acked_seq == seq:
+                acked = True
+            elif name == "HEARTBEAT" and msg.state == qp.UnitState["IDLE"]:
+                if acked:
+                    return 0  # spoken; the SPOKEN frame did not arrive
+                seq = self.send("SPEAK", exhibit=exhibit, verdict=verdict)  # ours was lost
         raise UnitLost(f"{self.port}: the verdict of exhibit {exhibit} was not spoken within "
                        f"{timeout_s:g} s")
+
+    def _wait_idle(self, timeout_s: float) -> None:
+        for msg in self.messages(time.monotonic() + timeout_s):
+            if msg.SPEC.name == "HEARTBEAT" and msg.state == qp.UnitState["IDLE"]:
+                return
 
     def reset(self, timeout_s: float = 2.0) -> None:
         seq = self.send("RESET")

@@ -19,6 +19,7 @@ units never work on the same exhibit. Everything a worker sees is reported throu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -27,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from installation.errors import DeviceError, QcatError
-from installation.exhibit import UnitJob, purpose_for
+from installation.exhibit import UnitJob, WrongImage, purpose_for
 from installation.units.link import Link, TraceFn
-from installation.units.session import UnitIdentity, UnitLost, UnitSession
+from installation.units.session import LineFault, UnitIdentity, UnitLost, UnitSession
 from quantum import latent as latent_mod
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ RECONNECT_FOR_S = 60.0
 # A unit that keeps failing jobs (wrong images, engine errors, losing the line before a job can
 # finish) is taken out of service; its job stays pending for another unit.
 MAX_FAULTS_IN_A_ROW = 5
+# Frames lost or damaged on the line are not the unit's fault: a job is asked for again this
+# many times before the line itself is given up on.
+MAX_LINE_RETRIES = 20
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ class Supervisor:
         clips = self.workspace.clip_bank_path
         clips_sha = bytes.fromhex(sha256_of(clips)) if clips.is_file() else bytes(32)
         made = 0
-        faults_in_a_row = 0
+        faults_in_a_row = line_retries = 0
         session, unit = self._connect(port, weights_sha, clips_sha, first=True)
         job: UnitJob | None = None
         try:
@@ -174,10 +178,25 @@ class Supervisor:
                                                "check the cable") from None
                     session, unit = self._connect(port, weights_sha, clips_sha, first=False)
                     continue  # the same job, the same bytes
-                except DeviceError as exc:  # the unit's ERROR, a lost chunk, a wrong image
+                except LineFault as exc:
+                    line_retries += 1
+                    self._emit(port, "fault", exc.message, unit=unit.name,
+                               data={"exhibit_id": job.draw.id, "line": True})
+                    if line_retries >= MAX_LINE_RETRIES:
+                        raise DeviceError(f"the line to {unit.name} on {port} lost frames "
+                                          f"{line_retries} times in a row and was given up",
+                                          hint="its job stays pending; check the cable") \
+                            from None
+                    continue  # the unit holds the image: asking again costs a re-send
+                except DeviceError as exc:  # the unit's ERROR, a wrong image
                     faults_in_a_row += 1
                     self._emit(port, "fault", exc.message, unit=unit.name,
                                data={"exhibit_id": job.draw.id})
+                    if isinstance(exc, WrongImage):
+                        # the unit holds that image and would send it again: make it forget
+                        # and compute afresh
+                        with contextlib.suppress(DeviceError):
+                            session.reset()
                     if faults_in_a_row >= MAX_FAULTS_IN_A_ROW:
                         raise DeviceError(f"{unit.name} on {port} failed {faults_in_a_row} jobs "
                                           "in a row and was taken out of service",
@@ -185,7 +204,7 @@ class Supervisor:
                             from None
                     continue  # the same job again
                 # archived: the job is done, whatever happens to its speech
-                faults_in_a_row = 0
+                faults_in_a_row = line_retries = 0
                 self._board.release(job)
                 job = None
                 made += 1
