@@ -257,7 +257,7 @@ class Supervisor:
                     raise
                 break
             except DeviceError:
-                if first or time.monotonic() > deadline or self._stop.is_set():
+                if first or time.monotonic() > deadline:  # (after stop() too: a claimed job)
                     raise
                 time.sleep(RECONNECT_EVERY_S)
         problems = []
