@@ -65,6 +65,11 @@ def test_bench_report(run_qcat) -> None:
         assert len(row["unit"][0]["layers"]) == 5
     if "error" not in doc["rv32"]:
         assert doc["rv32"]["text"] > 0 and doc["rv32"]["warnings"] == 0
-    res = run_qcat("bench", "--quick", "--no-torch", "--no-entropy")
+    units = doc["units"]["result"]  # through a simulated unit on a real pty, in a scratch home
+    assert units["jobs"] == 30 and units["frames_per_s"] > 0
+    assert units["unit_ms_per_exhibit"] > 0 and units["local_ms_per_exhibit"] > 0
+    assert units["overhead_ms_per_exhibit"] == pytest.approx(
+        units["unit_ms_per_exhibit"] - units["local_ms_per_exhibit"], abs=0.02)
+    res = run_qcat("bench", "--quick", "--no-torch", "--no-entropy", "--no-units")
     assert res.code == 0
     assert "c/numpy" in res.out and "26 s" in res.out and "layer 2:" in res.out

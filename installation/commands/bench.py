@@ -39,6 +39,8 @@ def register(sub: Any) -> None:
                    help=f"{QUICK_REPEATS} timed runs per engine (a smoke test, not a measurement)")
     p.add_argument("--no-torch", action="store_true", help="skip the float torch model")
     p.add_argument("--no-entropy", action="store_true", help="skip the entropy benchmark")
+    p.add_argument("--no-units", action="store_true",
+                   help="skip the units benchmark (a simulated unit on a pty)")
     add_json(p)
 
 
@@ -146,8 +148,16 @@ def _bench(ctx: Context, args: argparse.Namespace) -> int:
     else:
         with ProgressBar("entropy bench", enabled=not args.json) as bar:
             entropy = entropy_section(progress=bar)
+    if args.no_units:
+        units: dict[str, Any] = {"lines": ["units benchmark skipped (--no-units)"]}
+    else:
+        from installation.units import bench as ubench
+
+        with ProgressBar("units bench", enabled=not args.json) as bar:
+            result = ubench.run(ctx.workspace.weights_path(), progress=bar)
+        units = {"result": result, "lines": ubench.lines(result)}
     report = {"engines": engines, "rv32": rv32, "unit_assumptions": fb.assumptions(),
-              "entropy": entropy}
+              "entropy": entropy, "units": units}
     if args.json:
         ctx.emit_json(report)
         return 0
@@ -198,4 +208,5 @@ def format_report(report: dict[str, Any]) -> list[str]:
                                  f"compute {lay['compute_s']:5.2f} s -> {lay['time_s']:6.2f} s "
                                  f"({lay['bound']}-bound)")
     lines += ["entropy:"] + [f"  {line}" for line in report["entropy"]["lines"]]
+    lines += report["units"]["lines"]
     return lines

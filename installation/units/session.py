@@ -92,6 +92,7 @@ class UnitSession:
     _seq: int = 0
     _inbox: list[qp.Message] = field(default_factory=list)
     _heard_bytes: int = 0
+    frames_in: int = 0  # whole frames received (the benchmark counts them)
 
     @property
     def port(self) -> str:
@@ -143,6 +144,7 @@ class UnitSession:
                 self.faults.append(exc.message)
                 continue
             self.last_heard = time.monotonic()
+            self.frames_in += 1
             if msg.SPEC.name in ("HEARTBEAT", "ACK"):
                 self.state = int(msg.state)
             self._inbox.append(msg)
