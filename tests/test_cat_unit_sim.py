@@ -221,7 +221,10 @@ def test_unplug_mid_job_and_the_job_completes_on_the_new_port(home: Path, job) -
             with pytest.raises(DeviceError, match=sim.path):  # the device is gone
                 while (item := c.receive(2.0)) is not None:
                     first.append(item)
-            assert "ACK" in names(first) and "IMAGE_DONE" not in names(first)
+            # (on a loaded machine, early heartbeats can use up the port's frames before the
+            # job is even taken: then the new port computes it; otherwise it re-sends it)
+            assert "IMAGE_DONE" not in names(first)
+            took_job = "ACK" in names(first)
         new_path = sim.next_path()
         assert new_path.startswith("/dev/pts/") and new_path != sim.path
         with Controller(new_path) as c:
@@ -229,7 +232,8 @@ def test_unplug_mid_job_and_the_job_completes_on_the_new_port(home: Path, job) -
             generate(c, job, exhibit=31)  # the same job, the same bytes
             got = c.until("IMAGE_DONE")
             # The unit finished computing while unplugged and kept the image: it is re-sent.
-            assert got[0].SPEC.name == "ACK" and got[0].state == S["SENDING"]
+            assert got[0].SPEC.name == "ACK"
+            assert got[0].state == S["SENDING" if took_job else "GENERATING"]
             assert image_of(got, 31) == job.golden
             assert got[-1].sha256 == job.golden_sha256
 
