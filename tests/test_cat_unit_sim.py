@@ -99,8 +99,15 @@ def test_bad_frames_get_errors_and_the_unit_keeps_working(home: Path, job) -> No
         seq = c.send("SPEAK", exhibit=5, verdict=1)
         err = c.expect("ERROR")
         assert (err.code, err.about_seq, err.detail) == (E["NO_JOB"], seq, 5)
-        generate(c, job, exhibit=2)
-        busy = generate(c, job, exhibit=3)
+        # two jobs in one write, so the second arrives while the first is surely queued (sent
+        # apart, a fast unit may have finished the first before the second arrives)
+        first = c.seq
+        busy = (first + 1) % P.SEQ_MODULO
+        c.send_raw(b"\0" + P.encode_message(P.message("GENERATE", exhibit=2, latent=job.latent,
+                                                        verdict=job.verdict), first)
+                   + P.encode_message(P.message("GENERATE", exhibit=3, latent=job.latent,
+                                                verdict=job.verdict), busy))
+        c.seq = (busy + 1) % P.SEQ_MODULO
         got = c.until("IMAGE_DONE")
         refusal = next(m for m in got if m.SPEC.name == "ERROR")
         assert (refusal.code, refusal.about_seq, refusal.detail) == (E["BUSY"], busy, 2)
