@@ -23,8 +23,10 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -150,36 +152,48 @@ def build(force: bool = False, library: str = LIBRARY_NAME) -> Path:
     return lib
 
 
-_lib: ctypes.CDLL | None = None
-_lib_lock = threading.Lock()
+# A signature: (function name, restype, argtypes).
+Signature = tuple[str, Any, list[Any]]
+_libraries: dict[str, ctypes.CDLL] = {}
+_libraries_lock = threading.Lock()
 _PROGRESS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32,
                                 ctypes.c_uint32)
 
 
-def load_library() -> ctypes.CDLL:
-    """The host library, built first when needed; loaded once per process."""
-    global _lib
-    with _lib_lock:
-        if _lib is None:
-            lib = ctypes.CDLL(str(build()))
-            u32, vp = ctypes.c_uint32, ctypes.c_void_p
-            for name, res, args in (
-                ("cat_host_sizeof", u32, []),
-                ("cat_host_arena_budget", u32, []),
-                ("cat_host_open", ctypes.c_int, [vp, ctypes.c_char_p, vp, u32, ctypes.c_int]),
-                ("cat_host_arena_bytes", u32, [vp]),
-                ("cat_host_n_layers", u32, [vp]),
-                ("cat_host_nz", u32, [vp]),
-                ("cat_host_layer_dim", u32, [vp, u32, u32]),
-                ("cat_host_run", ctypes.c_int, [vp, vp, vp, vp, _PROGRESS_FN, vp]),
-                ("cat_host_close", None, [vp]),
-                ("cat_strerror", ctypes.c_char_p, [ctypes.c_int]),
-            ):
+def open_library(library: str, signatures: Iterable[Signature],
+                 check: Callable[[ctypes.CDLL], None] | None = None) -> ctypes.CDLL:
+    """One of the firmware's host libraries, built first when needed, its functions declared
+    and (`check`) its struct sizes compared with their ctypes mirrors; loaded once per process.
+    The engine, the cat unit core and the protocol framing all open theirs here."""
+    with _libraries_lock:
+        lib = _libraries.get(library)
+        if lib is None:
+            lib = ctypes.CDLL(str(build(library=library)))
+            for name, res, args in signatures:
                 fn = getattr(lib, name)
                 fn.restype = res
                 fn.argtypes = args
-            _lib = lib
-        return _lib
+            if check is not None:
+                check(lib)
+            _libraries[library] = lib
+        return lib
+
+
+def load_library() -> ctypes.CDLL:
+    """The engine's host library."""
+    u32, vp = ctypes.c_uint32, ctypes.c_void_p
+    return open_library(LIBRARY_NAME, (
+        ("cat_host_sizeof", u32, []),
+        ("cat_host_arena_budget", u32, []),
+        ("cat_host_open", ctypes.c_int, [vp, ctypes.c_char_p, vp, u32, ctypes.c_int]),
+        ("cat_host_arena_bytes", u32, [vp]),
+        ("cat_host_n_layers", u32, [vp]),
+        ("cat_host_nz", u32, [vp]),
+        ("cat_host_layer_dim", u32, [vp, u32, u32]),
+        ("cat_host_run", ctypes.c_int, [vp, vp, vp, vp, _PROGRESS_FN, vp]),
+        ("cat_host_close", None, [vp]),
+        ("cat_strerror", ctypes.c_char_p, [ctypes.c_int]),
+    ))
 
 
 def arena_budget() -> int:

@@ -18,7 +18,6 @@ firmware package only; never imports torch, numpy or the appliance layer.
 from __future__ import annotations
 
 import ctypes
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -66,42 +65,32 @@ class _Identity(ctypes.Structure):
 # cat_unit_host_sizeof(which): the C sizes each mirror above must match.
 _SIZEOF_UNIT, _SIZEOF_BOARD, _SIZEOF_IDENTITY, _ARENA_BUDGET, _SIZEOF_SHA256 = range(5)
 
-_lib: ctypes.CDLL | None = None
-_lock = threading.Lock()
-
-
 def load_library() -> ctypes.CDLL:
     """libcatunit.so, built first when needed; loaded once per process."""
-    global _lib
-    with _lock:
-        if _lib is None:
-            lib = ctypes.CDLL(str(cat_engine.build(library=LIBRARY_NAME)))
-            vp, u32, sz = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_size_t
-            u32p = ctypes.POINTER(u32)
-            for name, res, args in (
-                ("cat_unit_init", ctypes.c_int,
-                 [vp, ctypes.POINTER(_Board), ctypes.POINTER(_Identity), vp, u32]),
-                ("cat_unit_rx", None, [vp, ctypes.c_char_p, u32]),
-                ("cat_unit_poll", u32, [vp]),
-                ("cat_unit_line_reset", None, [vp]),
-                ("cat_unit_host_sizeof", u32, [u32]),
-                ("cat_unit_host_state", u32, [vp]),
-                ("cat_unit_host_stats", None, [vp, u32p]),
-                ("cat_unit_host_n_layers", u32, [vp]),
-                ("cat_unit_host_layer", None, [vp, u32, u32p]),
-                ("sha256", None, [ctypes.c_char_p, sz, vp]),
-                ("sha256_init", None, [vp]),
-                ("sha256_update", None, [vp, ctypes.c_char_p, sz]),
-                ("sha256_final", None, [vp, vp]),
-            ):
-                fn = getattr(lib, name)
-                fn.restype = res
-                fn.argtypes = args
-            for which, mirror in ((_SIZEOF_BOARD, _Board), (_SIZEOF_IDENTITY, _Identity)):
-                if lib.cat_unit_host_sizeof(which) != ctypes.sizeof(mirror):
-                    raise RuntimeError(f"{mirror.__doc__} and its ctypes mirror differ in size")
-            _lib = lib
-        return _lib
+    vp, u32, sz = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_size_t
+    u32p = ctypes.POINTER(u32)
+    return cat_engine.open_library(LIBRARY_NAME, (
+        ("cat_unit_init", ctypes.c_int,
+         [vp, ctypes.POINTER(_Board), ctypes.POINTER(_Identity), vp, u32]),
+        ("cat_unit_rx", None, [vp, ctypes.c_char_p, u32]),
+        ("cat_unit_poll", u32, [vp]),
+        ("cat_unit_line_reset", None, [vp]),
+        ("cat_unit_host_sizeof", u32, [u32]),
+        ("cat_unit_host_state", u32, [vp]),
+        ("cat_unit_host_stats", None, [vp, u32p]),
+        ("cat_unit_host_n_layers", u32, [vp]),
+        ("cat_unit_host_layer", None, [vp, u32, u32p]),
+        ("sha256", None, [ctypes.c_char_p, sz, vp]),
+        ("sha256_init", None, [vp]),
+        ("sha256_update", None, [vp, ctypes.c_char_p, sz]),
+        ("sha256_final", None, [vp, vp]),
+    ), check=_check_sizes)
+
+
+def _check_sizes(lib: ctypes.CDLL) -> None:
+    for which, mirror in ((_SIZEOF_BOARD, _Board), (_SIZEOF_IDENTITY, _Identity)):
+        if lib.cat_unit_host_sizeof(which) != ctypes.sizeof(mirror):
+            raise RuntimeError(f"{mirror.__doc__} and its ctypes mirror differ in size")
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ or the appliance layer.
 from __future__ import annotations
 
 import ctypes
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,35 +47,25 @@ class ScanResult:
     check: int  # a frame: qp_payload_check(type, length), QP_OK or the error it names
 
 
-_lib: ctypes.CDLL | None = None
-_lock = threading.Lock()
-
-
 def load_library() -> ctypes.CDLL:
     """libqcatproto.so, built first when needed; loaded once per process."""
-    global _lib
-    with _lock:
-        if _lib is None:
-            lib = ctypes.CDLL(str(cat_engine.build(library=LIBRARY_NAME)))
-            u8p, u16, u32, sz = (ctypes.POINTER(ctypes.c_uint8), ctypes.c_uint16,
-                                 ctypes.c_uint32, ctypes.c_size_t)
-            for name, res, args in (
-                ("qp_crc16", u16, [u16, ctypes.c_char_p, sz]),
-                ("qp_cobs_encode", sz, [ctypes.c_char_p, sz, u8p, sz]),
-                ("qp_cobs_decode", ctypes.c_long, [ctypes.c_char_p, sz, u8p, sz]),
-                ("qp_frame_encode", sz, [ctypes.c_uint8, u16, ctypes.c_char_p, u16, u8p, sz]),
-                ("qp_host_result_size", u32, []),
-                ("qp_host_scan", ctypes.c_long,
-                 [ctypes.c_char_p, ctypes.POINTER(u32), u32, ctypes.c_int, u16,
-                  ctypes.POINTER(_Result), u32, u8p, u32]),
-            ):
-                fn = getattr(lib, name)
-                fn.restype = res
-                fn.argtypes = args
-            if lib.qp_host_result_size() != ctypes.sizeof(_Result):
-                raise RuntimeError("qp_host_result_t and its ctypes mirror differ in size")
-            _lib = lib
-        return _lib
+    u8p, u16, u32, sz = (ctypes.POINTER(ctypes.c_uint8), ctypes.c_uint16,
+                         ctypes.c_uint32, ctypes.c_size_t)
+    return cat_engine.open_library(LIBRARY_NAME, (
+        ("qp_crc16", u16, [u16, ctypes.c_char_p, sz]),
+        ("qp_cobs_encode", sz, [ctypes.c_char_p, sz, u8p, sz]),
+        ("qp_cobs_decode", ctypes.c_long, [ctypes.c_char_p, sz, u8p, sz]),
+        ("qp_frame_encode", sz, [ctypes.c_uint8, u16, ctypes.c_char_p, u16, u8p, sz]),
+        ("qp_host_result_size", u32, []),
+        ("qp_host_scan", ctypes.c_long,
+         [ctypes.c_char_p, ctypes.POINTER(u32), u32, ctypes.c_int, u16,
+          ctypes.POINTER(_Result), u32, u8p, u32]),
+    ), check=_check_sizes)
+
+
+def _check_sizes(lib: ctypes.CDLL) -> None:
+    if lib.qp_host_result_size() != ctypes.sizeof(_Result):
+        raise RuntimeError("qp_host_result_t and its ctypes mirror differ in size")
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
