@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from installation import database
-from installation.errors import InputError
+from installation.errors import CheckFailed, InputError
 from quantum.source import EntropySource
 
 SCHEMA_VERSION = 2
@@ -211,14 +211,38 @@ class Gallery:
         self.close()
 
     def add(self, record: NewExhibit) -> Exhibit:
-        """Archive a finished exhibit (its files already written). Returns it with its id."""
+        """Archive a finished exhibit (its files already written). Returns it with its id.
+
+        Two processes may finish the same pending draw (a unit and `qcat generate`, both
+        completing what a crash left): the first row stays and is returned to the second, whose
+        files were the same bytes (F1: one draw, one image). A different image for an archived
+        draw is refused, never recorded."""
         row = asdict(record)
         row["provenance"] = json.dumps(row["provenance"], sort_keys=True)
         names = ", ".join(_COLUMNS)
         marks = ", ".join("?" for _ in _COLUMNS)
-        cur = self._db.execute(f"INSERT INTO exhibits ({names}) VALUES ({marks})",
+        cur = self._db.execute(f"INSERT INTO exhibits ({names}) VALUES ({marks}) "
+                               "ON CONFLICT (draw_id) DO NOTHING",
                                tuple(row[c] for c in _COLUMNS))
-        return self.get(int(cur.lastrowid or 0))
+        if cur.rowcount == 1:
+            return self.get(int(cur.lastrowid or 0))
+        first = self.by_draw(record.draw_id)
+        if first.image_sha256 != record.image_sha256:
+            raise CheckFailed(f"entropy draw {record.draw_id} is archived as exhibit "
+                                 f"{first.id} with image {first.image_sha256[:16]}…, and an "
+                                 f"image {record.image_sha256[:16]}… was offered for it again",
+                                 hint="one draw makes one image: run `qcat gallery verify "
+                                      f"{first.id}`")
+        return first
+
+    def by_draw(self, draw_id: int) -> Exhibit:
+        """The exhibit made from an entropy draw."""
+        row = self._db.execute("SELECT * FROM exhibits WHERE draw_id = ?",
+                               (draw_id,)).fetchone()
+        if row is None:
+            raise InputError(f"no exhibit in the archive was made from entropy draw {draw_id}",
+                             hint="`qcat entropy audit` lists draws still pending")
+        return _exhibit(row)
 
     def record_big_png_hash(self, exhibit_id: int, sha256: str) -> bool:
         """Fill a NULL `big_png_sha256` (rows from schema 1) once the file's pixels are proven.

@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from installation.errors import InputError
+from installation.errors import CheckFailed, InputError
 from installation.gallery import SCHEMA_VERSION, Gallery, NewExhibit
 from tests.gallery_support import fill_gallery
 
@@ -49,8 +49,13 @@ def test_add_takes_a_typed_record_and_returns_it_with_its_id(tmp_path):
         assert (first.id, second.id) == (1, 2)
         assert first.provenance == {"segments": [{"batch": 1}]}
         assert first.big_png_sha256 == "02" * 32 and second.big_png_sha256 is None
-        with pytest.raises(sqlite3.IntegrityError):
-            gallery.add(record())  # a second exhibit for the same draw
+        # the same draw finished twice (two processes completing one pending exhibit): the
+        # first row stays and is what the second gets; another image for it is refused
+        again = gallery.add(record(engine="unit:cat:SIM-1"))
+        assert (again.id, again.engine) == (1, "c")
+        with pytest.raises(CheckFailed, match="entropy draw 1 is archived as exhibit 1"):
+            gallery.add(record(image_sha256="ee" * 32))
+        assert len(list(gallery.all())) == 2
         # the NULL hash of an old row is filled once, a recorded one never overwritten
         assert gallery.record_big_png_hash(2, "03" * 32) is True
         assert gallery.record_big_png_hash(2, "04" * 32) is False

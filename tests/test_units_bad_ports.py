@@ -92,3 +92,43 @@ def test_trace_dumps_the_hello_both_ways(run_qcat, far_end) -> None:
     assert any(line.startswith("-> 0000  ") for line in r.err.splitlines())
     assert any(line.startswith("<- 0000  67") for line in r.err.splitlines()), r.err
     assert "it sent 7 bytes, none of them a HELLO frame" in r.err
+
+
+def test_units_list_asks_every_port_at_once(qcat_home) -> None:
+    """A silent port costs its handshake timeout; `units list` asks all ports together, so a
+    room with dead ports lists in one timeout, not one per port. Each silent pty's far end notes
+    when the HELLO reached it: asked one after another, they would be a timeout apart."""
+    from installation import config as config_mod
+    from installation.paths import Home
+    from installation.units.link import PortInfo
+    from installation.units.probe import CardHashes, survey
+    from installation.workspace import Workspace
+    from tests.cat_sim_support import cat_sim
+
+    ptys = [os.openpty() for _ in range(3)]
+    heard: dict[int, float] = {}
+
+    def listen(i: int, master: int) -> None:
+        if os.read(master, 64):
+            heard[i] = time.monotonic()
+
+    threads = [threading.Thread(target=listen, args=(i, m), daemon=True)
+               for i, (m, _) in enumerate(ptys)]
+    for t in threads:
+        t.start()
+    ws = Workspace.open(Home(qcat_home), config_mod.defaults())
+    try:
+        with cat_sim(qcat_home, "--serial", "LISTED") as sim:
+            places = [PortInfo(os.ttyname(s), "config") for _, s in ptys[:2]]
+            places += [PortInfo(sim.path, "config"), PortInfo(os.ttyname(ptys[2][1]), "config")]
+            rows = survey(places, CardHashes.of(ws))
+    finally:
+        for m, s in ptys:
+            os.close(m)
+            os.close(s)
+    assert [r["port"] for r in rows] == [p.port for p in places]  # in the order given
+    assert [r["state"] for r in rows] == ["unreachable", "unreachable", "ready", "unreachable"]
+    assert rows[2]["name"] == "unit:cat:LISTED" and rows[2]["weights_match"] is True
+    assert "did not answer a HELLO" in rows[0]["error"]
+    assert len(heard) == 3
+    assert max(heard.values()) - min(heard.values()) < 3.0  # HANDSHAKE timeout: all asked at once

@@ -71,3 +71,17 @@ def test_a_wrong_unit_image_is_refused_and_the_job_stays_pending(generator) -> N
     good = engine_render("numpy", job.model.path, job.latent).rgb
     assert generator.finish_from_unit(job, good, "unit:cat:C0FFEE").draw_id == job.draw.id
     assert len(generator.pool.draws()) == 1
+
+
+def test_a_draw_finished_by_another_process_first_is_not_archived_twice(generator) -> None:
+    """A unit and `qcat generate` may both complete one pending draw: the second to archive gets
+    the first's exhibit back (the same image), not an integrity error, and the archive holds one
+    row for the draw."""
+    job = _pending_job(generator)
+    [local] = generator.complete_pending()  # the other process won
+    rgb = engine_render("numpy", job.model.path, job.latent).rgb
+    late = generator.finish_from_unit(job, rgb.copy(), "unit:cat:C0FFEE")
+    assert (late.id, late.engine) == (local.id, local.engine) != (late.id, "unit:cat:C0FFEE")
+    assert generator.gallery.count() == 1
+    report = curation.verify(generator.gallery, lambda sha: job.model, pool=generator.pool)
+    assert report.ok, report.lines()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -86,7 +87,7 @@ def test_trace_is_a_hex_dump_of_both_directions_only_when_asked(pty_pair) -> Non
     assert hexdump("->", bytes(17))[1].startswith("-> 0010  00 ")
 
 
-def test_discovery_lists_configured_ports_then_wch_usb_devices() -> None:
+def test_discovery_lists_configured_ports_then_wch_usb_devices(tmp_path: Path) -> None:
     fake = [SimpleNamespace(device="/dev/ttyACM0", vid=WCH_VID, description="CH32H417 qcat",
                             serial_number="C0FFEE"),
             SimpleNamespace(device="/dev/ttyUSB0", vid=0x0403, description="FTDI", serial_number=""),
@@ -95,9 +96,40 @@ def test_discovery_lists_configured_ports_then_wch_usb_devices() -> None:
             SimpleNamespace(device="socket://10.0.0.9:7000", vid=WCH_VID, description="",
                             serial_number="")]
     found = discover(["socket://10.0.0.9:7000", "/dev/ttyS3", "/dev/ttyS3"],
-                     comports=lambda: fake)
+                     comports=lambda: fake, by_id_dir=tmp_path / "no-udev-here")
     assert [(p.port, p.source) for p in found] == [
         ("socket://10.0.0.9:7000", "config"), ("/dev/ttyS3", "config"),
         ("/dev/ttyACM0", "usb"), ("/dev/ttyACM1", "usb")]
     assert found[2].as_dict() == {"port": "/dev/ttyACM0", "source": "usb",
-                                  "description": "CH32H417 qcat", "serial_number": "C0FFEE"}
+                                  "description": "CH32H417 qcat", "serial_number": "C0FFEE",
+                                  "device": "/dev/ttyACM0"}
+
+
+def test_discovery_names_a_usb_unit_by_its_by_id_link_across_a_replug(tmp_path: Path) -> None:
+    """udev's by-id name carries the USB serial: a unit plugged back as another ttyACM is found
+    under the same port name (what a reconnecting worker opens), and a configured by-id path is
+    not listed twice."""
+    dev, by_id = tmp_path / "dev", tmp_path / "by-id"
+    dev.mkdir()
+    by_id.mkdir()
+    for name in ("ttyACM0", "ttyACM1", "ttyACM2"):
+        (dev / name).touch()
+    link = by_id / "usb-WCH_qcat_cat_C0FFEE-if00"
+    link.symlink_to(dev / "ttyACM0")
+
+    def usb(device: str) -> list[SimpleNamespace]:
+        return [SimpleNamespace(device=device, vid=WCH_VID, description="qcat cat",
+                                serial_number="C0FFEE")]
+
+    before = discover([], comports=lambda: usb(str(dev / "ttyACM0")), by_id_dir=by_id)
+    link.unlink()
+    link.symlink_to(dev / "ttyACM2")  # unplugged, plugged back, enumerated as ttyACM2
+    after = discover([], comports=lambda: usb(str(dev / "ttyACM2")), by_id_dir=by_id)
+    assert [p.port for p in before] == [p.port for p in after] == [str(link)]
+    assert (before[0].device, after[0].device) == (str(dev / "ttyACM0"), str(dev / "ttyACM2"))
+    # a configured port that is the same device (by its link or its kernel name) is listed once
+    assert [p.source for p in discover([str(link)], comports=lambda: usb(str(dev / "ttyACM2")),
+                                       by_id_dir=by_id)] == ["config"]
+    assert [p.source for p in discover([str(dev / "ttyACM2")],
+                                       comports=lambda: usb(str(dev / "ttyACM2")),
+                                       by_id_dir=by_id)] == ["config"]

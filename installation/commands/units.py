@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command, group
@@ -64,47 +63,12 @@ def _tracer(args: argparse.Namespace) -> Any:
     return (lambda line: print(line, file=sys.stderr)) if args.trace else None
 
 
-def _expected(ctx: Context) -> tuple[bytes, bytes]:
-    """The SHA-256 of the controller's weight image and clip bank (zeros: no clip bank)."""
-    from models.weightimage import sha256_of
-
-    ws = ctx.workspace
-    clips = ws.clip_bank_path
-    return (bytes.fromhex(sha256_of(ws.weights_path())),
-            bytes.fromhex(sha256_of(clips)) if clips.is_file() else bytes(32))
-
-
-def _hello(port: str, expected: tuple[bytes, bytes], trace: Any) -> dict[str, Any]:
-    from installation.units.link import Link
-    from installation.units.session import UnitSession
-
-    with Link.open(port, trace=trace) as link:
-        session = UnitSession(link)
-        start = time.monotonic()
-        unit = session.handshake(*expected)
-        rtt_ms = (time.monotonic() - start) * 1000
-    info = unit.as_dict()
-    info["round_trip_ms"] = round(rtt_ms, 2)
-    info["weights_match"] = unit.weights_sha256 == expected[0]
-    info["clips_match"] = expected[1] == bytes(32) or unit.clips_sha256 == expected[1]
-    return info
-
-
 def list_cmd(ctx: Context, args: argparse.Namespace) -> int:
-    from installation.errors import DeviceError
     from installation.units.link import discover
+    from installation.units.probe import CardHashes, survey
 
-    expected = _expected(ctx)
-    rows = []
-    for found in discover(ctx.config["units.ports"]):
-        row: dict[str, Any] = found.as_dict()
-        try:
-            row.update(_hello(found.port, expected, _tracer(args)), state="ready")
-            if not (row["weights_match"] and row["clips_match"]):
-                row["state"] = "refused: other weights or clip bank"
-        except DeviceError as exc:
-            row.update(state="unreachable", error=exc.message)
-        rows.append(row)
+    rows = survey(discover(ctx.config["units.ports"]), CardHashes.of(ctx.workspace),
+                  _tracer(args))
     if args.json:
         ctx.emit_json(rows)
         return 0
@@ -118,7 +82,9 @@ def list_cmd(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def ping(ctx: Context, args: argparse.Namespace) -> int:
-    info = _hello(args.port, _expected(ctx), _tracer(args))
+    from installation.units.probe import CardHashes, hello
+
+    info = hello(args.port, CardHashes.of(ctx.workspace), _tracer(args))
     if args.json:
         ctx.emit_json(info)
         return 0

@@ -10,16 +10,21 @@ beyond the read timeout the caller asks for.
 callback), never formatted otherwise.
 
 Discovery: the configured ports (config `units.ports`, paths or URLs) first, then every USB serial
-device whose vendor is WCH (VID 0x1A86: the CH32 parts' own USB and the CH340/CH343 bridges).
+device whose vendor is WCH (VID 0x1A86: the CH32 parts' own USB and the CH340/CH343 bridges),
+named by its `/dev/serial/by-id/` link where udev made one: that name carries the unit's USB serial
+number, so a unit unplugged and plugged back (perhaps as ttyACM1 instead of ttyACM0) is found again
+under the same port name, and a worker reconnecting to it finds it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import termios
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import serial
 import serial.tools.list_ports
@@ -32,6 +37,8 @@ BAUDRATE = 921_600
 # Longest single blocking read; callers loop with their own deadlines.
 READ_SLICE_S = 0.05
 TRACE_WIDTH = 16
+# udev's stable names for USB serial devices (absent where there is no udev, e.g. in containers).
+BY_ID_DIR = Path("/dev/serial/by-id")
 
 TraceFn = Callable[[str], None]
 
@@ -44,25 +51,43 @@ class PortInfo:
     source: str  # "config" or "usb"
     description: str = ""
     serial_number: str = ""
+    device: str = ""  # the kernel's name for it today (/dev/ttyACM0), when `port` is a by-id link
 
     def as_dict(self) -> dict[str, str]:
         return {"port": self.port, "source": self.source, "description": self.description,
-                "serial_number": self.serial_number}
+                "serial_number": self.serial_number, "device": self.device or self.port}
+
+
+def stable_names(by_id_dir: Path = BY_ID_DIR) -> dict[str, str]:
+    """Kernel device path -> its udev by-id link (empty where udev made none)."""
+    names: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for link in sorted(by_id_dir.iterdir()):
+            names.setdefault(os.path.realpath(link), str(link))
+    return names
 
 
 def discover(configured: Iterable[str] = (), *,
-             comports: Callable[[], Iterable[object]] | None = None) -> list[PortInfo]:
-    """Configured ports first (as given), then WCH USB serial devices not already listed.
-    `comports` is injectable for tests (default: pyserial's list_ports)."""
+             comports: Callable[[], Iterable[object]] | None = None,
+             by_id_dir: Path = BY_ID_DIR) -> list[PortInfo]:
+    """Configured ports first (as given), then WCH USB serial devices not already listed, each
+    by its by-id link when there is one. `comports` and `by_id_dir` are injectable for tests
+    (defaults: pyserial's list_ports and /dev/serial/by-id)."""
     found = [PortInfo(p, "config") for p in dict.fromkeys(configured)]
-    seen = {p.port for p in found}
+    seen = {p.port for p in found} | {os.path.realpath(p.port) for p in found
+                                       if p.port.startswith("/")}
+    stable = stable_names(by_id_dir)
     for info in (comports or serial.tools.list_ports.comports)():
         device = getattr(info, "device", "")
-        if getattr(info, "vid", None) != WCH_VID or not device or device in seen:
+        if getattr(info, "vid", None) != WCH_VID or not device:
             continue
-        seen.add(device)
-        found.append(PortInfo(device, "usb", getattr(info, "description", "") or "",
-                              getattr(info, "serial_number", "") or ""))
+        port = stable.get(os.path.realpath(device), device)
+        if seen & {device, port, os.path.realpath(device)}:
+            continue
+        seen.update((device, port))
+        found.append(PortInfo(port, "usb", getattr(info, "description", "") or "",
+                              getattr(info, "serial_number", "") or "",
+                              device if port != device else ""))
     return found
 
 

@@ -6,7 +6,10 @@ happens to the image: the supervisor decides that; this module only says, in typ
 `DeviceError` sentence naming the port, what the unit did.
 
 Liveness: every frame heard from the unit (a HEARTBEAT included) counts as a sign of life; a unit
-silent for `MISSED_HEARTBEATS` heartbeat intervals is `UnitLost`. Damaged frames cost only
+silent for `MISSED_HEARTBEATS` heartbeat intervals is `UnitLost`. Between jobs (`idle`) the
+controller sends its own HEARTBEAT every interval, so a unit knows it is supervised; during a job
+the requests are that sign, and nothing else is sent that a damaged line could turn into an ERROR
+the job would have to tell apart from its own. Damaged frames cost only
 themselves (the decoder resynchronises at the next zero byte); they are counted in `faults`, and
 a job whose image lost a chunk to one fails with a sentence, to be sent again with the same bytes.
 
@@ -93,6 +96,8 @@ class UnitSession:
     _inbox: list[qp.Message] = field(default_factory=list)
     _heard_bytes: int = 0
     frames_in: int = 0  # whole frames received (the benchmark counts them)
+    _started: float = field(default_factory=time.monotonic)
+    _pulse_sent: float = 0.0
 
     @property
     def port(self) -> str:
@@ -163,6 +168,30 @@ class UnitSession:
                 raise UnitLost(f"{self.port}: the unit stopped answering (no frame for "
                                f"{silence_limit:g} s, {qp.MISSED_HEARTBEATS} heartbeats)",
                                hint="the job stays pending and is sent again after a reconnect")
+
+    @property
+    def silent_s(self) -> float:
+        """Seconds since the unit was last heard."""
+        return time.monotonic() - self.last_heard
+
+    def idle(self, seconds: float) -> None:
+        """Watch a unit that has no job for `seconds`: its heartbeats are heard (UnitLost after
+        `MISSED_HEARTBEATS` silent intervals) and the controller's own go out when due. What
+        else arrives (a late frame of an earlier job, an ERROR about a damaged heartbeat of
+        ours) is noted in `faults` or dropped: there is no request for it to answer."""
+        deadline = time.monotonic() + seconds
+        while True:
+            now = time.monotonic()
+            if now - self._pulse_sent >= qp.HEARTBEAT_S:
+                self._pulse_sent = now
+                self.send("HEARTBEAT", uptime_ms=int((now - self._started) * 1000) % 2**32,
+                          state=qp.UnitState["IDLE"])
+            wait = min(deadline, self._pulse_sent + qp.HEARTBEAT_S)
+            for msg in self.messages(wait):
+                if msg.SPEC.name == "ERROR":
+                    self.faults.append(qp.unit_error(msg, self.port).message)
+            if time.monotonic() >= deadline:
+                return
 
     # -- the conversation ----------------------------------------------------------------------
 

@@ -14,7 +14,12 @@ F1 holds because nothing a unit returns is archived unless it equals the golden 
 
 Workers share the pool (its draws are transactions) and claim pending draws under one lock, so two
 units never work on the same exhibit. Everything a worker sees is reported through `on_event`
-(the CLI prints it, the dashboard will show it); nothing here prints.
+(the CLI prints it, the dashboard shows it) and kept in a `UnitStatus` per port (`units()`, the
+dashboard's table); nothing here prints.
+
+Between jobs a worker is not blind: paused (`pause()`), or waiting for entropy with the policy
+"wait", it watches its unit's heartbeats and sends the controller's own (`UnitSession.idle`), so a
+unit unplugged while nothing happens is noticed, reconnected and shown.
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from installation.errors import DeviceError, QcatError
+from installation.errors import DeviceError, EntropyExhausted, QcatError
 from installation.exhibit import UnitJob, WrongImage, purpose_for
 from installation.units.link import Link, TraceFn
+from installation.units.probe import CardHashes, identity_problems
 from installation.units.session import LineFault, UnitIdentity, UnitLost, UnitSession
 from quantum import latent as latent_mod
 
@@ -49,12 +55,17 @@ MAX_FAULTS_IN_A_ROW = 5
 # Frames lost or damaged on the line are not the unit's fault: a job is asked for again this
 # many times before the line itself is given up on.
 MAX_LINE_RETRIES = 20
+# A worker with no job (paused) watches its unit in steps this long, then looks again.
+IDLE_WATCH_S = 0.5
+# With entropy.when_empty = "wait": how often an idle worker asks the pool again.
+ENTROPY_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
 class UnitEvent:
     """Something a worker saw: `kind` is one of connected, refused, progress, exhibit, spoken,
-    fault, lost, reconnected, stopped; `text` is the sentence for people."""
+    fault, lost, reconnected, waiting, paused, resumed, resting, stopped; `text` is the sentence
+    for people."""
 
     port: str
     kind: str
@@ -67,6 +78,35 @@ class UnitEvent:
 EventFn = Callable[[UnitEvent], None]
 
 
+@dataclass
+class UnitStatus:
+    """One port as the dashboard shows it, a snapshot (`Supervisor.units()`).
+
+    `state`: connecting, idle, working, speaking, paused, waiting for entropy, lost, refused,
+    resting (out of service for a while after repeated faults), stopped."""
+
+    port: str
+    state: str = "connecting"
+    identity: dict[str, Any] | None = None
+    last_heard: float | None = None  # wall-clock time.time() of the unit's last frame
+    job: int | None = None  # the exhibit (= draw) id it works on
+    progress: tuple[int, int, int] | None = None  # (layer, slice, slices) of that job
+    made: int = 0
+    faults: int = 0
+    last_fault: str = ""
+    since: float = field(default_factory=time.time)  # when `state` last changed
+
+    @property
+    def unit(self) -> str:
+        return str(self.identity["name"]) if self.identity else ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"port": self.port, "state": self.state, "unit": self.unit,
+                "identity": self.identity, "last_heard": self.last_heard, "job": self.job,
+                "progress": list(self.progress) if self.progress else None, "made": self.made,
+                "faults": self.faults, "last_fault": self.last_fault, "since": self.since}
+
+
 class JobBoard:
     """Which pending draws are being worked on: a job is claimed by one worker at a time."""
 
@@ -75,15 +115,17 @@ class JobBoard:
         self._claimed: set[int] = set()
 
     def claim(self, gen: Generator) -> UnitJob:
-        """A pending exhibit of this model nobody works on, else a new draw (the pending record)."""
+        """A pending exhibit of this model nobody works on, else a new draw (the pending record).
+        With the policy "wait" the pool is asked once (EntropyExhausted when it is empty): the
+        worker waits, watching its unit, instead of blocking inside the pool."""
         with self._lock:
             purpose = purpose_for(gen.model)
             for draw in gen.pending():
                 if draw.purpose == purpose and draw.id not in self._claimed:
                     self._claimed.add(draw.id)
                     return gen.unit_job(draw)
-            draw = gen.pool.draw(latent_mod.EXHIBIT_BYTES, purpose, when_empty=gen.when_empty,
-                                 wait_timeout_s=gen.wait_timeout_s)
+            policy = "fail" if gen.when_empty == "wait" else gen.when_empty
+            draw = gen.pool.draw(latent_mod.EXHIBIT_BYTES, purpose, when_empty=policy)
             self._claimed.add(draw.id)
             return gen.unit_job(draw)
 
@@ -92,25 +134,73 @@ class JobBoard:
             self._claimed.discard(job.draw.id)
 
 
+class _Resting(Exception):
+    """A unit taken out of service for a while (`rest_after_faults_s`): the worker waits, then
+    connects to its port afresh."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 @dataclass
 class Supervisor:
-    """Runs one worker per port until each has archived `count` exhibits (None: until stopped)."""
+    """Runs one worker per port until each has archived `count` exhibits (None: until stopped).
+
+    `reconnect_for_s`: after a loss, how long to keep trying the port (None: until stopped, as
+    the kiosk does). `rest_after_faults_s`: a unit that failed `MAX_FAULTS_IN_A_ROW` jobs is
+    given up (None, `qcat units run`) or rested for this long and tried again (the kiosk)."""
 
     workspace: Workspace
     ports: list[str]
     count: int | None = None
     on_event: EventFn = field(default=lambda event: None)
     trace: TraceFn | None = None
-    reconnect_for_s: float = RECONNECT_FOR_S
+    reconnect_for_s: float | None = RECONNECT_FOR_S
+    rest_after_faults_s: float | None = None
     engine: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _running: threading.Event = field(default_factory=threading.Event)
     _board: JobBoard = field(default_factory=JobBoard)
+    _status: dict[str, UnitStatus] = field(default_factory=dict)
+    _sessions: dict[str, UnitSession] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     made: list[Exhibit] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._running.set()
+        self._status = {port: UnitStatus(port) for port in self.ports}
+
+    # -- what the faces call ---------------------------------------------------------------------
 
     def stop(self) -> None:
         """Take no new jobs; each worker finishes the one it has, then ends."""
         self._stop.set()
+        self._running.set()  # a paused worker wakes to end
+
+    def pause(self) -> None:
+        """Take no new jobs until `resume()`; jobs under way finish; units stay watched."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def units(self) -> list[UnitStatus]:
+        """A snapshot of every port's status, in the order of `ports`."""
+        with self._lock:
+            shots = []
+            for port, st in self._status.items():
+                shot = replace(st)
+                session = self._sessions.get(port)
+                if session is not None:
+                    shot.last_heard = time.time() - session.silent_s
+                shots.append(shot)
+            return shots
 
     def run(self) -> list[Exhibit]:
         """Run every worker to the end; returns the exhibits archived."""
@@ -132,64 +222,119 @@ class Supervisor:
 
     # -- one worker per port ---------------------------------------------------------------------
 
+    def _set(self, port: str, **changes: Any) -> None:
+        with self._lock:
+            st = self._status[port]
+            if "state" in changes and changes["state"] != st.state:
+                st.since = time.time()
+            for key, value in changes.items():
+                setattr(st, key, value)
+
     def _emit(self, port: str, kind: str, text: str, **extra: Any) -> None:
         log.info("%s: %s", port, text)
         self.on_event(UnitEvent(port, kind, text, **extra))
 
+    def _fault(self, port: str, text: str) -> None:
+        with self._lock:
+            self._status[port].faults += 1
+            self._status[port].last_fault = text
+
     def _worker(self, port: str) -> None:
         gen = self.workspace.open_generator(engine=self.engine)
         try:
-            self._serve(port, gen)
+            while True:
+                try:
+                    self._serve(port, gen)
+                    break
+                except _Resting as rest:
+                    assert self.rest_after_faults_s is not None
+                    self._set(port, state="resting", job=None, progress=None)
+                    self._emit(port, "resting", rest.message)
+                    if self._stop.wait(self.rest_after_faults_s):
+                        break
+            self._set(port, state="stopped", job=None, progress=None)
         except QcatError as exc:
             self.failures.append(exc.message)
+            state = "refused" if self._status[port].state == "refused" else "stopped"
+            self._set(port, state=state, job=None, progress=None, last_fault=exc.message)
             self._emit(port, "stopped", exc.message)
         finally:
+            with self._lock:
+                self._sessions.pop(port, None)
             gen.pool.close()
             gen.gallery.close()
 
-    def _serve(self, port: str, gen: Generator) -> None:
-        from models.weightimage import sha256_of
+    def _give_up(self, message: str, hint: str) -> Exception:
+        """A unit failing again and again: out of service for good, or rested (the kiosk)."""
+        if self.rest_after_faults_s is not None:
+            return _Resting(f"{message}; resting it for {self.rest_after_faults_s:g} s, then "
+                            "trying again (its job stays pending for the other units)")
+        return DeviceError(message, hint=hint)
 
-        weights_sha = bytes.fromhex(gen.model.sha256)
-        clips = self.workspace.clip_bank_path
-        clips_sha = bytes.fromhex(sha256_of(clips)) if clips.is_file() else bytes(32)
+    def _serve(self, port: str, gen: Generator) -> None:
+        expected = CardHashes.of(self.workspace)
         made = 0
         faults_in_a_row = line_retries = 0
-        session, unit = self._connect(port, weights_sha, clips_sha, first=True)
+        waiting_said = False
+        session, unit = self._connect(port, expected, first=True)
         job: UnitJob | None = None
         try:
             while job is not None or (not self._stop.is_set()
                                       and (self.count is None or made < self.count)):
                 # a claimed job is finished even after stop(): its bytes are drawn, so it
                 # completes here or, if this unit is taken out of service, stays pending
-                if job is None:
-                    job = self._board.claim(gen)
                 try:
+                    if job is None:
+                        if self.paused:
+                            self._set(port, state="paused")
+                            session.idle(IDLE_WATCH_S)
+                            continue
+                        try:
+                            job = self._board.claim(gen)
+                        except EntropyExhausted as exc:
+                            if gen.when_empty != "wait":
+                                raise
+                            if not waiting_said:
+                                self._emit(port, "waiting", f"{exc.message}; waiting for bytes "
+                                           "(entropy.when_empty = \"wait\")", unit=unit.name)
+                                waiting_said = True
+                            self._set(port, state="waiting for entropy")
+                            session.idle(ENTROPY_POLL_S)
+                            continue
+                        waiting_said = False
+                    self._set(port, state="working", job=job.draw.id, progress=None)
                     exhibit = self._make(session, unit, gen, job)
                 except UnitLost as exc:
-                    faults_in_a_row += 1
+                    if job is not None:
+                        faults_in_a_row += 1
+                    self._fault(port, exc.message)
                     self._emit(port, "lost", exc.message, unit=unit.name)
+                    self._set(port, state="lost")
                     session.link.close()
                     if faults_in_a_row >= MAX_FAULTS_IN_A_ROW:
-                        raise DeviceError(f"{unit.name} on {port} was lost {faults_in_a_row} "
-                                          "times in a row before a job could finish and was "
-                                          "taken out of service",
-                                          hint="its job stays pending for the other units; "
-                                               "check the cable") from None
-                    session, unit = self._connect(port, weights_sha, clips_sha, first=False)
+                        raise self._give_up(f"{unit.name} on {port} was lost {faults_in_a_row} "
+                                            "times in a row before a job could finish and was "
+                                            "taken out of service",
+                                            "its job stays pending for the other units; "
+                                            "check the cable") from None
+                    session, unit = self._connect(port, expected, first=False)
                     continue  # the same job, the same bytes
                 except LineFault as exc:
+                    assert job is not None
                     line_retries += 1
+                    self._fault(port, exc.message)
                     self._emit(port, "fault", exc.message, unit=unit.name,
                                data={"exhibit_id": job.draw.id, "line": True})
                     if line_retries >= MAX_LINE_RETRIES:
-                        raise DeviceError(f"the line to {unit.name} on {port} lost frames "
-                                          f"{line_retries} times in a row and was given up",
-                                          hint="its job stays pending; check the cable") \
-                            from None
+                        raise self._give_up(f"the line to {unit.name} on {port} lost frames "
+                                            f"{line_retries} times in a row and was given up",
+                                            "its job stays pending; check the cable") from None
                     continue  # the unit holds the image: asking again costs a re-send
                 except DeviceError as exc:  # the unit's ERROR, a wrong image
+                    if job is None:
+                        raise
                     faults_in_a_row += 1
+                    self._fault(port, exc.message)
                     self._emit(port, "fault", exc.message, unit=unit.name,
                                data={"exhibit_id": job.draw.id})
                     if isinstance(exc, WrongImage):
@@ -198,9 +343,9 @@ class Supervisor:
                         with contextlib.suppress(DeviceError):
                             session.reset()
                     if faults_in_a_row >= MAX_FAULTS_IN_A_ROW:
-                        raise DeviceError(f"{unit.name} on {port} failed {faults_in_a_row} jobs "
-                                          "in a row and was taken out of service",
-                                          hint="its job stays pending for the other units") \
+                        raise self._give_up(f"{unit.name} on {port} failed {faults_in_a_row} "
+                                            "jobs in a row and was taken out of service",
+                                            "its job stays pending for the other units") \
                             from None
                     continue  # the same job again
                 # archived: the job is done, whatever happens to its speech
@@ -208,18 +353,25 @@ class Supervisor:
                 self._board.release(job)
                 job = None
                 made += 1
-                self.made.append(exhibit)
+                with self._lock:
+                    self.made.append(exhibit)
+                    self._status[port].made += 1
+                self._set(port, state="speaking", job=exhibit.draw_id, progress=None)
                 try:
                     ms = session.speak(exhibit.draw_id, exhibit.verdict_code)
                     self._emit(port, "spoken", f"exhibit {exhibit.id} spoken in "
                                f"{ms / 1000:.1f} s", unit=unit.name, exhibit=exhibit)
                 except UnitLost as exc:
+                    self._fault(port, exc.message)
                     self._emit(port, "lost", exc.message, unit=unit.name)
+                    self._set(port, state="lost")
                     session.link.close()
-                    session, unit = self._connect(port, weights_sha, clips_sha, first=False)
+                    session, unit = self._connect(port, expected, first=False)
                 except DeviceError as exc:
+                    self._fault(port, exc.message)
                     self._emit(port, "fault", f"exhibit {exhibit.id} was not spoken: "
                                f"{exc.message}", unit=unit.name)
+                self._set(port, state="idle", job=None, progress=None)
         finally:
             if job is not None:
                 self._board.release(job)  # pending, for another unit or a later run
@@ -231,6 +383,7 @@ class Supervisor:
         port = session.port
 
         def progress(layer: int, done: int, total: int) -> None:
+            self._set(port, progress=(layer, done, total))
             self.on_event(UnitEvent(port, "progress", f"layer {layer}, {done}/{total}",
                                     unit=unit.name, data={"exhibit_id": job.draw.id,
                                                           "layer": layer, "slice": done,
@@ -238,45 +391,54 @@ class Supervisor:
 
         rgb = session.generate(job.draw.id, job.latent, job.verdict_code, progress)
         exhibit = gen.finish_from_unit(job, rgb, unit.name)
-        self._emit(port, "exhibit", f"exhibit {exhibit.id} archived (draw {job.draw.id}, "
-                   f"{exhibit.mood})", unit=unit.name, exhibit=exhibit)
+        if exhibit.engine != unit.name:  # another process finished this pending draw first
+            self._emit(port, "exhibit", f"exhibit {exhibit.id} (draw {job.draw.id}) was archived "
+                       f"meanwhile by {exhibit.engine}; {unit.name} made the same image",
+                       unit=unit.name, exhibit=exhibit)
+        else:
+            self._emit(port, "exhibit", f"exhibit {exhibit.id} archived (draw {job.draw.id}, "
+                       f"{exhibit.mood})", unit=unit.name, exhibit=exhibit)
         return exhibit
 
-    def _connect(self, port: str, weights_sha: bytes, clips_sha: bytes,
+    def _connect(self, port: str, expected: CardHashes,
                  first: bool) -> tuple[UnitSession, UnitIdentity]:
-        """Open the port and handshake; after a loss, keep trying for `reconnect_for_s`.
-        A unit with other weights or another clip bank is refused (DeviceError)."""
-        deadline = time.monotonic() + (0 if first else self.reconnect_for_s)
+        """Open the port and handshake; after a loss, keep trying for `reconnect_for_s` (None:
+        until stopped). A unit with other weights or another clip bank is refused."""
+        # the first connection fails at once (a wrong port is one sentence), unless the
+        # supervisor waits for its units forever (the kiosk: a unit may be plugged in later)
+        limit = 0.0 if first and self.reconnect_for_s is not None else self.reconnect_for_s
+        deadline = None if limit is None else time.monotonic() + limit
+        self._set(port, state="connecting" if first else "lost")
         while True:
             try:
                 session = UnitSession(Link.open(port, trace=self.trace))
                 try:
-                    unit = session.handshake(weights_sha, clips_sha)
+                    unit = session.handshake(expected.weights, expected.clips)
                 except BaseException:
                     session.link.close()
                     raise
                 break
-            except DeviceError:
-                if first or time.monotonic() > deadline:  # (after stop() too: a claimed job)
+            except DeviceError as exc:
+                self._set(port, last_fault=exc.message)
+                # (after stop() too: a claimed job may still be waiting for this unit)
+                if deadline is not None and time.monotonic() >= deadline:
                     raise
-                time.sleep(RECONNECT_EVERY_S)
-        problems = []
-        if unit.kind != "cat":
-            problems.append(f"it is a {unit.kind} unit")
-        if unit.weights_sha256 != weights_sha:
-            problems.append(f"its weight image is {unit.weights_sha256.hex()[:16]}…, the "
-                            f"controller's is {weights_sha.hex()[:16]}…")
-        if clips_sha != bytes(32) and unit.clips_sha256 != clips_sha:
-            problems.append(f"its clip bank is {unit.clips_sha256.hex()[:16]}…, the "
-                            f"controller's is {clips_sha.hex()[:16]}…")
+                if deadline is None and self._stop.wait(RECONNECT_EVERY_S):
+                    raise  # stopped while the unit was away
+                if deadline is not None:
+                    time.sleep(RECONNECT_EVERY_S)
+        problems = identity_problems(unit, expected)
         if problems:
             session.link.close()
-            self._emit(port, "refused", f"{unit.name} on {port} is not used: "
-                       + "; ".join(problems), unit=unit.name, data=unit.as_dict())
-            raise DeviceError(f"{unit.name} on {port} is not used: " + "; ".join(problems),
-                              hint="write the controller's weight image and clip bank to the "
-                                   "unit's card (`qcat sd ...`), or point models.weights at the "
-                                   "unit's")
+            text = f"{unit.name} on {port} is not used: " + "; ".join(problems)
+            self._set(port, state="refused", identity=unit.as_dict())
+            self._emit(port, "refused", text, unit=unit.name, data=unit.as_dict())
+            raise DeviceError(text, hint="write the controller's weight image and clip bank to "
+                                         "the unit's card (`qcat sd ...`), or point "
+                                         "models.weights at the unit's")
+        with self._lock:
+            self._sessions[port] = session
+        self._set(port, state="idle", identity=unit.as_dict())
         self._emit(port, "connected" if first else "reconnected",
                    f"{'' if first else 'reconnected: '}{unit.name} (firmware "
                    f"{unit.firmware_version}, protocol {unit.protocol})",
