@@ -107,7 +107,7 @@ class Link:
     def __init__(self, port: str, handle: serial.SerialBase, trace: TraceFn | None = None) -> None:
         self.port = port
         self._serial = handle
-        self._trace = trace
+        self.trace = trace  # may be switched on and off while the link is open
 
     @classmethod
     def open(cls, port: str, *, baudrate: int = BAUDRATE, trace: TraceFn | None = None) -> Link:
@@ -124,9 +124,10 @@ class Link:
         return cls(port, handle, trace)
 
     def write(self, data: bytes) -> None:
-        if self._trace:
+        trace = self.trace  # (read once: another thread may switch it off meanwhile)
+        if trace:
             for line in hexdump("->", data):
-                self._trace(line)
+                trace(line)
         try:
             self._serial.write(data)
             self._serial.flush()
@@ -147,9 +148,10 @@ class Link:
         except (serial.SerialException, OSError, termios.error) as exc:
             raise DeviceError(f"the port {self.port} failed while reading: {_reason(exc)}",
                               hint="the unit may have been unplugged") from None
-        if data and self._trace:
+        trace = self.trace
+        if data and trace:
             for line in hexdump("<-", data):
-                self._trace(line)
+                trace(line)
         return bytes(data)
 
     def close(self) -> None:

@@ -164,6 +164,8 @@ class Supervisor:
     _board: JobBoard = field(default_factory=JobBoard)
     _status: dict[str, UnitStatus] = field(default_factory=dict)
     _sessions: dict[str, UnitSession] = field(default_factory=dict)
+    _traces: dict[str, TraceFn | None] = field(default_factory=dict)
+    _once: set[str] = field(default_factory=set)  # paused ports allowed one job (generate_once)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     made: list[Exhibit] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -189,6 +191,24 @@ class Supervisor:
     @property
     def paused(self) -> bool:
         return not self._running.is_set()
+
+    def generate_once(self, port: str) -> bool:
+        """While paused, let this port's unit make one exhibit (the operator's "generate now").
+        False when the loop is running (every unit is busy anyway) or the port is unknown."""
+        if port not in self._status or not self.paused:
+            return False
+        with self._lock:
+            self._once.add(port)
+        return True
+
+    def set_trace(self, port: str, trace: TraceFn | None) -> None:
+        """Start (a callback) or stop (None) the hex dump of one port's frames, now and after
+        reconnects: the dump is made only while someone looks at it."""
+        with self._lock:
+            self._traces[port] = trace
+            session = self._sessions.get(port)
+        if session is not None:
+            session.link.trace = trace
 
     def units(self) -> list[UnitStatus]:
         """A snapshot of every port's status, in the order of `ports`."""
@@ -264,6 +284,13 @@ class Supervisor:
             gen.pool.close()
             gen.gallery.close()
 
+    def _take_once(self, port: str) -> bool:
+        with self._lock:
+            if port in self._once:
+                self._once.discard(port)
+                return True
+            return False
+
     def _give_up(self, message: str, hint: str) -> Exception:
         """A unit failing again and again: out of service for good, or rested (the kiosk)."""
         if self.rest_after_faults_s is not None:
@@ -285,7 +312,7 @@ class Supervisor:
                 # completes here or, if this unit is taken out of service, stays pending
                 try:
                     if job is None:
-                        if self.paused:
+                        if self.paused and not self._take_once(port):
                             self._set(port, state="paused")
                             session.idle(IDLE_WATCH_S)
                             continue
@@ -411,7 +438,9 @@ class Supervisor:
         self._set(port, state="connecting" if first else "lost")
         while True:
             try:
-                session = UnitSession(Link.open(port, trace=self.trace))
+                with self._lock:
+                    trace = self._traces.get(port, self.trace)
+                session = UnitSession(Link.open(port, trace=trace))
                 try:
                     unit = session.handshake(expected.weights, expected.clips)
                 except BaseException:
