@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from installation.commands import command, not_built
-from installation.paths import CONFIG_ENV, HOME_ENV
+from installation.paths import HOME_ENV
 
 if TYPE_CHECKING:
     from installation.cli import Context
@@ -64,7 +64,7 @@ def _install(ctx: Context, args: argparse.Namespace) -> int:
         ctx.home.root, user=args.user, dry_run=args.dry_run,
         target=Path(args.output).absolute() if args.output else None,
         home_named=bool(getattr(args, "home", None) or os.environ.get(HOME_ENV)),
-        config=ctx.config_path if ctx.config_explicit or os.environ.get(CONFIG_ENV) else None)
+        config=ctx.config_path if ctx.config_explicit else None)
     notes = sys.stderr if args.dry_run else ctx.stdout
     if args.dry_run:
         ctx.stdout.write(result.unit_text)
