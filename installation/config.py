@@ -69,6 +69,23 @@ SCHEMA: tuple[Key, ...] = (
         "'wait' waits for bytes, 'fail' stops with an error.", choices=("os", "wait", "fail")),
     Key("entropy.wait_timeout_s", float, 600.0,
         "With when_empty = 'wait': how long to wait for bytes before failing.", minimum=0),
+    # the low-water mark: the kiosk and the dashboard keep the pool above it while online
+    Key("entropy.low_water_days", float, 3.0,
+        "Refill the pool from the ANU service when it holds fewer days of exhibits than this, "
+        "at the recent rate; 0 turns the refill off.", minimum=0),
+    Key("entropy.refill_to_days", float, 7.0,
+        "How many days of exhibits a refill fetches up to (never less than low_water_days).",
+        minimum=0),
+    Key("entropy.rate_window_days", float, 7.0,
+        "The recent rate is the exhibits drawn over this many past days, per day.",
+        minimum=0.01),
+    Key("entropy.assumed_exhibits_per_day", float, 200.0,
+        "The rate planned for when the recent history shows fewer exhibits (a new "
+        "installation, a quiet week): the pool errs towards too many bytes, never too few.",
+        minimum=0),
+    Key("entropy.refill_retry_minutes", float, 10.0,
+        "After a refill could not reach the service (or it failed), wait this long before "
+        "trying again.", minimum=0),
     # models and engines
     Key("models.weights", str, "",
         "Cat weight image (.qcw) to use; empty means the demo model shipped with qcat."),

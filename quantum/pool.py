@@ -36,7 +36,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -226,12 +226,17 @@ class _Span:
 
 class EntropyPool:
     """`EntropyPool(path)`: open (or create) the pool; safe to share between threads and
-    processes (each process opens its own)."""
+    processes (each process opens its own).
+
+    `clock` gives the time draws are stamped with (UTC); tests hand in one that stands still
+    or jumps, so the recent exhibit rate (`draws_since`) can be checked against known times.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = BUSY_TIMEOUT_S,
-                 read_only: bool = False):
+                 read_only: bool = False, clock: Callable[[], datetime] = utc_now):
         self.path = Path(path)
         self.read_only = read_only
+        self._clock = clock
         self._lock = threading.RLock()
         self._busy_timeout_s = busy_timeout_s
         try:
@@ -517,7 +522,7 @@ class EntropyPool:
             raise RuntimeError(f"pool read {len(data)} bytes for a draw of {n}")  # a bug
         prov = {"segments": self._segments(spans), "pool_id": self.pool_id}
         source = EntropySource(spans[0].source)
-        created = _iso()
+        created = _iso(self._clock())
         cur = db.execute("INSERT INTO draws (purpose, source, size, data, provenance, created) "
                          "VALUES (?, ?, ?, ?, ?, ?)",
                          (purpose, source, n, data, json.dumps(prov, sort_keys=True), created))
@@ -530,7 +535,7 @@ class EntropyPool:
         data = os.urandom(n)
         prov = {"source": OS_FALLBACK, "policy": "os", "pool_id": self.pool_id,
                 "reason": f"the pool held {available} usable bytes, {n} were needed"}
-        created = _iso()
+        created = _iso(self._clock())
         cur = db.execute("INSERT INTO draws (purpose, source, size, data, provenance, created) "
                          "VALUES (?, ?, ?, ?, ?, ?)",
                          (purpose, OS_FALLBACK, n, data, json.dumps(prov, sort_keys=True),
@@ -574,6 +579,18 @@ class EntropyPool:
                 "SELECT id, purpose FROM draws WHERE substr(purpose, 1, ?) = ? ORDER BY id",
                 (len(prefix), prefix)).fetchall()
         return [(int(i), str(p)) for i, p in rows]
+
+    def draws_since(self, moment: datetime, purpose_prefix: str = "") -> int:
+        """How many draws (os-fallback ones too: they met a demand) whose purpose starts with
+        `purpose_prefix` were made at or after `moment`: the recent exhibit rate.
+
+        `created` is stored as ISO-8601 UTC text of one fixed shape, so text order is time
+        order and the comparison stays in SQL, however long the history."""
+        since = _iso(moment.astimezone(UTC))
+        with self._lock:
+            return int(self._db.execute(
+                "SELECT count(*) FROM draws WHERE created >= ? AND substr(purpose, 1, ?) = ?",
+                (since, len(purpose_prefix), purpose_prefix)).fetchone()[0])
 
     # -- packs ----------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """`qcat entropy`: the quantum byte pool from the command line.
 
-    fetch --bytes N [--api-url BASE] [--legacy]   fill the pool from the ANU QRNG (resumable)
+    fetch --bytes N | --until-days D [--api-url BASE] [--legacy] [--json]
+                                                  fill the pool from the ANU QRNG (resumable)
     status [--json]                               what the pool holds; LOUD about os-fallback
     draw --bytes N --purpose TEXT [--json]        hand out bytes once, print them as hex
     export --bytes N FILE                         move bytes into a self-verifying pack
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command, group
-from installation.errors import CheckFailed, ConfigError
+from installation.errors import CheckFailed, ServiceError
 from installation.words import plural
 
 log = logging.getLogger("qcat.entropy")
@@ -47,6 +49,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _days(text: str) -> float:
+    try:
+        value = float(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} days: give a number of days above 0")
+    return value
+
+
 if TYPE_CHECKING:
     from installation.cli import Context
 
@@ -54,15 +66,22 @@ def register(sub: Any) -> None:
     _, cmds = group(sub, "entropy", "quantum entropy: ANU fetch, the byte pool, packs, audit",
                     description=DESCRIPTION)
     p = command(cmds, "fetch", "fill the pool from the ANU QRNG", _fetch,
-                description="Fetch N more usable bytes (largest blocks the API allows), or until "
-                            "the monthly request budget stops it. Resumable: what was stored "
-                            "stays stored. Exit 3 if the service failed before the target.")
-    p.add_argument("--bytes", type=_positive_int, required=True, metavar="N",
-                   help="usable bytes to add (20,480 per keyed request)")
+                description="Fetch N more usable bytes (largest blocks the API allows), or "
+                            "until the pool holds D days of exhibits at the recent rate (what "
+                            "the kiosk's refill does; run it by hand or from a timer), within "
+                            "the monthly request budget. Resumable: what was stored stays "
+                            "stored. Exit 3 if the service failed before the target.")
+    amount = p.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--bytes", type=_positive_int, metavar="N",
+                        help="usable bytes to add (20,480 per keyed request)")
+    amount.add_argument("--until-days", type=_days, metavar="D",
+                        help="fetch until the pool holds D days of exhibits at the recent rate "
+                             "(see `qcat entropy status`); nothing when it already does")
     p.add_argument("--api-url", metavar="BASE",
                    help="base URL of the service (path and query stay the service's)")
     p.add_argument("--legacy", action="store_true",
                    help="use the key-less legacy API (1 request a minute)")
+    add_json(p)
 
     p = command(cmds, "status", "what the pool holds and where it came from", _status)
     add_json(p)
@@ -98,39 +117,33 @@ def _open(ctx: Context) -> Any:
 
 
 def _fetch(ctx: Context, args: argparse.Namespace) -> int:
-    import requests
-
+    from installation import prefetch
     from installation.progress import ProgressBar
-    from quantum import fetch
-    from quantum.client import AnuClient
+    from quantum.latent import EXHIBIT_BYTES
 
-    cfg = ctx.config
-    legacy = bool(args.legacy or cfg["entropy.legacy"])
-    base = args.api_url or cfg["entropy.legacy_api_url" if legacy else "entropy.api_url"]
-    key = "" if legacy else cfg["entropy.api_key"]
-    if not legacy and not key:
-        raise ConfigError("no ANU API key is set, and the keyed API needs one",
-                          hint="export QCAT_ANU_API_KEY=<key> (or put entropy.api_key in a "
-                               "0600 config file), or fetch from the legacy API with --legacy")
-    with requests.Session() as session:
-        client = AnuClient(session, legacy=legacy, base_url=base, api_key=key,
-                           timeout_s=cfg["entropy.request_timeout_s"])
-        log.info("fetch %d bytes from %s (%s API)", args.bytes, client.base_url, client.api)
-        with _open(ctx) as pool:
-            with ProgressBar("fetching") as bar:
-                try:
-                    report = fetch.fill(pool, client, args.bytes,
-                                        budget=cfg["entropy.monthly_request_budget"],
-                                        max_retries=cfg["entropy.max_retries"], progress=bar)
-                except fetch.FetchIncomplete as exc:
-                    for line in exc.report.lines():
-                        print(line, file=sys.stderr)
-                    raise
-            for line in report.lines():
-                ctx.out(line)
-            st = pool.status()
-            ctx.out(f"pool: {st['available_bytes']:,} usable bytes "
-                    f"({st['exhibits_left']:,} exhibits)")
+    with ProgressBar("fetching", enabled=not args.json) as bar:
+        outcome = prefetch.fetch(ctx.workspace, want_bytes=args.bytes,
+                                 until_days=args.until_days,
+                                 legacy=True if args.legacy else None, api_url=args.api_url,
+                                 progress=bar)
+    if args.json:
+        ctx.emit_json(outcome.as_dict())
+    elif outcome.kind is prefetch.OutcomeKind.SKIPPED:
+        ctx.out(f"nothing to fetch: {outcome.sentence()}")
+    elif outcome.ok:
+        for line in outcome.report.lines() if outcome.report else []:
+            ctx.out(line)
+    if not outcome.ok:
+        if not args.json and outcome.report:
+            for line in outcome.report.lines():
+                print(line, file=sys.stderr)
+        raise ServiceError(outcome.detail, hint=outcome.hint)
+    if not args.json and outcome.kind is not prefetch.OutcomeKind.SKIPPED:
+        exhibits = (outcome.available_bytes or 0) // EXHIBIT_BYTES
+        days = ("" if outcome.days_left is None
+                else f", {outcome.days_left:,.1f} days at {outcome.plan.rate.per_day:,.0f}/day")
+        ctx.out(f"pool: {outcome.available_bytes or 0:,} usable bytes "
+                f"({exhibits:,} exhibits{days})")
     return 0
 
 
@@ -184,14 +197,34 @@ def warning_box(paragraphs: list[str], width: int = BOX_WIDTH) -> list[str]:
 
 
 def _status(ctx: Context, args: argparse.Namespace) -> int:
+    from installation import prefetch
+
     cfg = ctx.config
     with _open(ctx) as pool:
         st = pool.status()
+        plan = prefetch.check(pool, prefetch.PrefetchSettings.from_config(cfg))
     budget = cfg["entropy.monthly_request_budget"]
     st["request_budget"] = budget
     st["requests_left_this_month"] = max(0, budget - st["requests_this_month"])
     st["when_empty"] = cfg["entropy.when_empty"]
     st["os_fallback_warning"] = _fallback_warning(st)
+    rate = plan.rate.as_dict()
+    left = plan.days_left
+    st.update({
+        "exhibits_per_day": rate["per_day"],
+        "measured_exhibits_per_day": rate["measured_per_day"],
+        "exhibits_in_window": rate["exhibits_in_window"],
+        "rate_window_days": rate["window_days"],
+        "assumed_exhibits_per_day": rate["assumed_per_day"],
+        "rate_assumed": rate["assumed"],
+        "days_left": None if left is None else round(left, 3),
+        "low_water_days": plan.mark_days,
+        "refill_to_days": plan.target_days,
+        "refill_due": plan.needed,
+        "refill_reason": str(plan.reason),
+        "refill_bytes": plan.want_bytes,
+        "refill": plan.sentence(),
+    })
     if args.json:
         ctx.emit_json(st)
         return 0
@@ -209,6 +242,12 @@ def _status(ctx: Context, args: argparse.Namespace) -> int:
             + (f"  (+{legacy} to the free legacy API)" if legacy else ""))
     ctx.out(f"  last fetch  {st['last_fetch'] or 'never'}")
     ctx.out(f"  when empty  {st['when_empty']}")
+    ctx.out(f"  rate        {plan.rate.describe()}")
+    days = "no exhibits are being made" if left is None else (
+        f"{left:,.1f} at {plan.rate.per_day:,.0f} exhibits/day")
+    ctx.out(f"  days left   {days}; low-water mark {plan.mark_days:g} days, refills to "
+            f"{plan.target_days:g} days")
+    ctx.out(f"  refill      {'due' if plan.needed else 'not due'}: {plan.sentence()}")
     warning = st["os_fallback_warning"]
     if warning:
         for box_line in warning_box([f"WARNING: {warning}.",
