@@ -8,8 +8,12 @@ station are given so that no time on the screen moves.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import random
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from installation import config as config_mod
 from installation.paths import Home
@@ -37,3 +41,13 @@ def fixed_workspace(home: Path, exhibits: int, *, batch_bytes: int = BATCH_BYTES
             gen.pool.close()
             gen.gallery.close()
     return ws
+
+
+def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async Pilot test with asyncio.run (no async pytest plugin is installed)."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return wrapper

@@ -66,8 +66,7 @@ class QcatApp(App[int]):
     ]
 
     def __init__(self, station: Station, *, mode: str = "dashboard",
-                 now: Callable[[], float] = time.time, audio_backend: Any = None,
-                 graphics: bool = True) -> None:
+                 now: Callable[[], float] = time.time, audio_backend: Any = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         super().__init__()
@@ -82,7 +81,6 @@ class QcatApp(App[int]):
         self._picture: tuple[int, np.ndarray | None, str] | None = None  # (exhibit id, pixels, error)
         if mode == "kiosk":
             self.use_command_palette = False  # its system commands include "quit"
-        self.graphics = graphics
 
     def on_mount(self) -> None:
         first = {"dashboard": DashboardScreen, "gallery": GalleryScreen,
