@@ -136,7 +136,9 @@ class DashboardScreen(QcatScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#units", DataTable).add_columns(*UNIT_COLUMNS, "progress")
+        units = self.query_one("#units", DataTable)
+        for column in (*UNIT_COLUMNS, "progress"):
+            units.add_column(column, key=column)
         latest = self.query_one("#latest", DataTable)
         for label, width in (("#", 5), ("mood", 11), ("randomness", 10), ("verdict", 200)):
             latest.add_column(label, width=width, key=label)
