@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from installation.curation import RepairReport, VerifyReport
     from installation.gallery import Exhibit
+    from installation.prefetch import Prefetcher, RefillOutcome
     from installation.units.probe import CardHashes
     from installation.workspace import Workspace
 
@@ -44,6 +45,8 @@ LOG_LINES = 500  # the log the screen can scroll back through
 TRACE_LINES = 2000  # per port, while its trace is open
 # The kiosk rests a unit that failed MAX_FAULTS_IN_A_ROW jobs this long, then tries it again.
 KIOSK_REST_S = 60.0
+# How often the station looks at the pool's low-water mark (a look reads the pool, asks nothing).
+REFILL_CHECK_S = 30.0
 
 Listener = Callable[[UnitEvent], None]
 
@@ -67,7 +70,8 @@ class Station:
     pending). `kiosk=True`: never give a unit up (see the module's docstring)."""
 
     def __init__(self, workspace: Workspace, ports: list[str], *, kiosk: bool = False,
-                 paused: bool = False, clock: Callable[[], float] = time.time) -> None:
+                 paused: bool = False, clock: Callable[[], float] = time.time,
+                 refill_every_s: float = REFILL_CHECK_S) -> None:
         self.workspace = workspace
         self.clock = clock  # the log lines' times (a test freezes it for a stable screen)
         self.ports = list(ports)
@@ -85,17 +89,29 @@ class Station:
         self._thread: threading.Thread | None = None
         self._card: CardHashes | None = None
         self._layers: int | None = None
+        self._prefetcher: Prefetcher | None = None
+        self._refill_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.last_refill: RefillOutcome | None = None
+        self.refill_every_s = refill_every_s
 
     # -- the loop --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start supervising (no-op without ports, or when already started)."""
-        if self._thread is not None or not self.ports:
-            if not self.ports:
-                self.note("no units: none configured (units.ports), none found on USB")
+        """Start supervising the units and keeping the pool above its low-water mark (each
+        once; a station without units still keeps its pool)."""
+        if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, name="station", daemon=True)
-        self._thread.start()
+        if not self.ports:
+            self.note("no units: none configured (units.ports), none found on USB")
+        else:
+            self._thread = threading.Thread(target=self._run, name="station", daemon=True)
+            self._thread.start()
+        if (self.workspace.config["entropy.low_water_days"] > 0 and not self.workspace.read_only
+                and self._refill_thread is None):
+            self._refill_thread = threading.Thread(target=self._keep_pool, name="refill",
+                                                   daemon=True)
+            self._refill_thread.start()
 
     def _run(self) -> None:
         try:
@@ -108,10 +124,14 @@ class Station:
                       kind="stopped")
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Take no new jobs, let the ones under way finish (at most `timeout_s`)."""
+        """Take no new jobs, let the ones under way finish (at most `timeout_s`); a refill
+        stops before its next request."""
+        self._stopping.set()
         self.supervisor.stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if self._refill_thread is not None:
+            self._refill_thread.join(timeout_s)
 
     @property
     def running(self) -> bool:
@@ -162,15 +182,74 @@ class Station:
             self._log.append(LogLine(self.clock(), port, kind, text))
 
     def pool(self) -> dict[str, Any]:
-        """The pool's numbers (`EntropyPool.status()`), the empty-pool policy and the monthly
-        requests left, read now."""
+        """The pool's numbers (`EntropyPool.status()`), the empty-pool policy, the monthly
+        requests left, the days of exhibits left at the recent rate and the low-water mark
+        (`refill_plan`), and the last background refill's sentence (`refill`), read now."""
+        from installation import prefetch
+
         cfg = self.workspace.config
+        settings = self.prefetcher.settings
         with self.workspace.open_pool() as pool:
             st = pool.status()
+            plan = prefetch.check(pool, settings)
         st["when_empty"] = cfg["entropy.when_empty"]
         st["requests_left"] = max(0, cfg["entropy.monthly_request_budget"]
                                   - st["requests_this_month"])
+        st["days_left"] = plan.days_left
+        st["rate_per_day"] = plan.rate.per_day
+        st["low_water_days"] = settings.low_water_days
+        st["refill_plan"] = plan.sentence()
+        st["refill_reason"] = str(plan.reason)
+        st["refill"] = self.last_refill.sentence() if self.last_refill else None
         return st
+
+    @property
+    def prefetcher(self) -> Prefetcher:
+        if self._prefetcher is None:
+            from installation.prefetch import Prefetcher
+
+            self._prefetcher = Prefetcher.for_workspace(self.workspace)
+        return self._prefetcher
+
+    def fetch(self, progress: ProgressCallback | None = None,
+              cancel: threading.Event | None = None) -> str:
+        """The operator's "fetch entropy": fill the pool to its refill target
+        (`entropy.refill_to_days` at the recent rate) now, within the monthly budget; the
+        outcome as one sentence (offline, quota and budget included; a missing API key is a
+        ConfigError)."""
+        from installation import prefetch
+
+        outcome = prefetch.fetch(self.workspace, until_days=self.prefetcher.settings.refill_to_days,
+                                 progress=progress, cancel=cancel)
+        self.last_refill = outcome
+        self.note(outcome.sentence(), kind="fetch")
+        return outcome.sentence()
+
+    def refill_if_low(self, cancel: threading.Event | None = None) -> RefillOutcome:
+        """One look at the low-water mark, and a refill when the pool is below it, the service
+        answers and the budget allows (retried after `entropy.refill_retry_minutes` when it did
+        not answer). What asked the service is logged and kept for the screen."""
+        from installation.prefetch import OutcomeKind
+
+        outcome = self.prefetcher.run_once(cancel=cancel)
+        if outcome.kind not in (OutcomeKind.SKIPPED, OutcomeKind.WAITING, OutcomeKind.BUSY):
+            self.last_refill = outcome
+            self.note(outcome.sentence(), kind="refill")
+        return outcome
+
+    def _keep_pool(self) -> None:
+        """The background refill: a look every `refill_every_s` until the station stops."""
+        while not self._stopping.is_set():
+            try:
+                self.refill_if_low(cancel=self._stopping)
+            except QcatError as exc:  # no API key, a read-only pool, ...: shown, tried later
+                self.note(exc.message, kind="refill")
+            except Exception as exc:  # a bug must not stop the units
+                log.exception("the refill failed")
+                self.note(f"refill stopped on an unexpected error: {exc!r} (see the log)",
+                          kind="refill")
+            if self._stopping.wait(self.refill_every_s):
+                return
 
     def latest(self, n: int = 12) -> list[Exhibit]:
         """The newest `n` exhibits, newest first."""

@@ -68,3 +68,33 @@ def test_a_station_without_units_says_so(qcat_home: Path) -> None:
     station.start()
     assert not station.running
     assert "no units" in station.log()[-1].text
+
+
+def test_the_station_keeps_its_pool_above_the_mark_and_stops_at_the_budget(
+        qcat_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the fake ANU service on loopback: below the low-water mark the station's background
+    refill fetches, within the monthly budget; at the budget it stops and says so on the
+    screen's figures, and asks nothing more."""
+    from installation.prefetch import OutcomeKind
+    from tests.fake_anu import KEY, running_fake
+
+    monkeypatch.setenv("QCAT_ANU_API_KEY", KEY)
+    qcat_home.mkdir(parents=True)
+    with running_fake() as fake:
+        cfg = qcat_home / "qcat.toml"
+        cfg.write_text(f'[entropy]\napi_url = "{fake.url}"\nmax_retries = 0\n'
+                       "monthly_request_budget = 3\nassumed_exhibits_per_day = 200.0\n")
+        ws = Workspace.open(Home(qcat_home), config_mod.load(cfg))
+        station = Station(ws, [], refill_every_s=0.2)
+        before = station.pool()
+        assert before["days_left"] == 0 and "below the mark of 3 days" in before["refill_plan"]
+        station.start()
+        _until(lambda: station.last_refill is not None, "a refill")
+        time.sleep(1.0)  # further looks: the budget is spent, nothing more is asked
+        station.stop()
+        assert len(fake.seen) == 3
+    assert station.last_refill is not None and station.last_refill.kind is OutcomeKind.BUDGET
+    after = station.pool()
+    assert after["available_bytes"] == 3 * 20_480 and after["requests_left"] == 0
+    assert "stopped at the monthly budget of 3 ANU requests" in after["refill"]
+    assert [line.kind for line in station.log()].count("refill") == 1

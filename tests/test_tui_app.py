@@ -181,12 +181,29 @@ async def test_escape_stops_a_running_verify_and_fetch_shows_its_sentence(ws: An
 
 
 @run_async
-async def test_fetch_without_the_service_says_it_is_not_available(ws: Any) -> None:
+async def test_fetch_from_the_fake_service_and_without_a_key(ws: Any, monkeypatch) -> None:
+    """`f` is the station's fetch: without an API key one sentence says so; with the fake ANU
+    service on loopback the pool fills to its refill target and the outcome is shown."""
+    from installation import config as config_mod
+    from installation.workspace import Workspace
+    from tests.fake_anu import KEY, running_fake
+
     app = _app(ws)
-    assert not hasattr(app.station, "fetch")
     async with app.run_test() as pilot:
         await pilot.press("f")
-        assert _said(app, "Fetching entropy is not available")
+        await _until(pilot, lambda: _said(app, "no ANU API key is set"), "no key")
+    with running_fake() as fake:
+        cfg = ws.home.root / "qcat.toml"
+        cfg.write_text(f'[entropy]\napi_url = "{fake.url}"\nmax_retries = 0\n'
+                       "assumed_exhibits_per_day = 20.0\nrefill_to_days = 8.0\n")
+        monkeypatch.setenv("QCAT_ANU_API_KEY", KEY)
+        keyed = Workspace.open(ws.home, config_mod.load(cfg))
+        app = _app(keyed)
+        async with app.run_test() as pilot:
+            await pilot.press("f")
+            await _until(pilot, lambda: _said(app, "added 20,480 quantum bytes with 1 request"),
+                         "fetched")
+        assert len(fake.seen) == 1  # 8 days at 20/day = 32,480 bytes, 4.9 days held: one request
 
 
 class RecordingAudio:

@@ -273,14 +273,8 @@ class DashboardScreen(QcatScreen):
         self.qcat.poll()
 
     def action_fetch(self) -> None:
-        fetch = getattr(self.station, "fetch", None)
-        if fetch is None:
-            self.notify("Fetching entropy is not available in this version of qcat: use "
-                        "`qcat entropy fetch`.", severity="warning")
-            return
-
         def run(progress: ProgressCallback, cancel: threading.Event) -> tuple[str, str]:
-            return str(fetch(progress, cancel)), "information"
+            return self.station.fetch(progress, cancel), "information"
 
         self.start_task("fetch", run)
 

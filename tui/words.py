@@ -103,7 +103,24 @@ def pool_lines(pool: dict[str, Any]) -> list[tuple[str, str]]:
         ("quarantined", plural(int(pool.get("quarantined_batches", 0)), "batch", "batches")),
         ("requests left", f"{int(pool.get('requests_left', 0)):,} this month"),
         ("when empty", policy_words(str(pool.get("when_empty", "")))),
+        ("low water", low_water(pool)),
+        ("last refill", str(pool.get("refill") or "none since start")),
     ]
+
+
+def low_water(pool: dict[str, Any]) -> str:
+    """The refill mark in days, and whether the pool is below it."""
+    mark = pool.get("low_water_days")
+    if not isinstance(mark, int | float):
+        return "-"
+    if mark <= 0:
+        return "off (entropy.low_water_days = 0)"
+    left = pool.get("days_left")
+    if not (isinstance(left, int | float) and left < mark):
+        return f"{mark:g} days"
+    why = {"no-key": "no ANU API key to refill with",
+           "budget-spent": "this month's request budget is spent"}
+    return f"{mark:g} days · below: " + why.get(str(pool.get("refill_reason")), "refill due")
 
 
 def policy_words(when_empty: str) -> str:
