@@ -179,12 +179,14 @@ class CatSimulator:
 
     def __init__(self, weights: Path, identity: Identity, *, timing: Timing | None = None,
                  faults: Faults | None = None, announce: Callable[[str], None] = lambda p: None,
+                 unplugged: Callable[[], None] = lambda: None,
                  note: Callable[[str], None] = lambda s: None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.timing = timing or Timing()
         self.faults = faults or Faults()
         self.stats = SimStats()
         self._announce = announce
+        self._unplugged = unplugged
         self._note = note
         self._clock = clock
         self._t0 = clock()
@@ -283,6 +285,7 @@ class CatSimulator:
         self._next_port = _Port()
         self._port.close()
         self._port = None
+        self._unplugged()  # (the caller removes the unit's stable name, as udev does)
         self._replug_at = self._clock() + UNPLUG_PAUSE_S
         self.stats.unplugs += 1
 

@@ -245,6 +245,26 @@ def test_unplug_mid_job_and_the_job_completes_on_the_new_port(home: Path, job) -
             assert got[-1].sha256 == job.golden_sha256
 
 
+def test_the_link_is_gone_while_unplugged_and_follows_the_replug(home: Path,
+                                                                  tmp_path: Path) -> None:
+    """As udev removes a by-id link when the device goes: a stale link would lead a reconnecting
+    controller to whatever device gets the old pty number next (another unit, on a busy host)."""
+    link = tmp_path / "by-id-cat"
+    with cat_sim(home, "--unplug-after", "3", "--link", str(link)) as sim:
+        assert link.resolve() == Path(sim.path).resolve()
+        with Controller(str(link)) as c, pytest.raises(DeviceError):
+            while c.receive(2.0) is not None:  # HELLO-less: heartbeats until the cable goes
+                pass
+        deadline = time.monotonic() + 0.5
+        gone = False
+        while time.monotonic() < deadline and not gone:
+            gone = not link.exists() and not link.is_symlink()
+            time.sleep(0.01)
+        assert gone, "the link still names the unplugged pty"
+        new_path = sim.next_path()
+        assert link.resolve() == Path(new_path).resolve() != Path(sim.path).resolve()
+
+
 # ------------------------------------------------------------------------------------------------
 # The command line
 

@@ -111,7 +111,8 @@ def _cat(ctx: Context, args: argparse.Namespace) -> int:
         print(f"qcat sim cat: {sentence}", file=sys.stderr, flush=True)
 
     try:
-        serve_cat(ctx.workspace, options, announce=announce, note=note, stop=stopping.is_set)
+        serve_cat(ctx.workspace, options, announce=announce, note=note, stop=stopping.is_set,
+                  unplugged=link.remove if link is not None else lambda: None)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -77,7 +77,9 @@ def speak_ms_function(workspace: Workspace, clips: Path | None,
 class StableLink:
     """A symbolic link that always points at the simulator's current pty, as udev's
     /dev/serial/by-id/... links follow a real unit across re-plugs: the controller is configured
-    with the link and finds the unit again after an unplug. Replaced atomically; removed at exit."""
+    with the link and finds the unit again after an unplug. Replaced atomically; removed while
+    the unit is unplugged (as udev removes a by-id link: a stale link could otherwise lead to
+    whatever device is given the old pty number next) and at exit."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).absolute()
@@ -99,7 +101,8 @@ class StableLink:
 
 
 def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callable[[str], None],
-              note: Callable[[str], None], stop: Callable[[], bool]) -> SimStats:
+              note: Callable[[str], None], stop: Callable[[], bool],
+              unplugged: Callable[[], None] = lambda: None) -> SimStats:
     """Serve one simulated cat unit until `stop()`; returns what its board did."""
     from firmware.cat_unit import Identity
     from firmware.sim import CatSimulator, Timing, file_sha256
@@ -126,5 +129,5 @@ def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callabl
                     speak_ms=speak_ms_function(workspace, clips, note) if realistic
                     else (lambda code: 0))
     sim = CatSimulator(weights, identity, timing=timing, faults=options.faults,
-                       announce=announce, note=note)
+                       announce=announce, unplugged=unplugged, note=note)
     return sim.serve(stop)
