@@ -26,13 +26,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from installation.errors import DeviceError, InputError, QcatError
+from installation.errors import CheckFailed, DeviceError, InputError, QcatError
 from installation.progress import ProgressCallback
 from installation.units.supervisor import RECONNECT_FOR_S, Supervisor, UnitEvent, UnitStatus
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from installation.curation import RepairReport, VerifyReport
     from installation.gallery import Exhibit
+    from installation.units.probe import CardHashes
     from installation.workspace import Workspace
 
 log = logging.getLogger("qcat.station")
@@ -64,8 +67,9 @@ class Station:
     pending). `kiosk=True`: never give a unit up (see the module's docstring)."""
 
     def __init__(self, workspace: Workspace, ports: list[str], *, kiosk: bool = False,
-                 paused: bool = False) -> None:
+                 paused: bool = False, clock: Callable[[], float] = time.time) -> None:
         self.workspace = workspace
+        self.clock = clock  # the log lines' times (a test freezes it for a stable screen)
         self.ports = list(ports)
         self.kiosk = kiosk
         self.supervisor = Supervisor(
@@ -79,6 +83,8 @@ class Station:
         self._traces: dict[str, deque[str]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._card: CardHashes | None = None
+        self._layers: int | None = None
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -153,7 +159,7 @@ class Station:
         """A line of the station's own in the log (and the log file)."""
         log.info("%s", text)
         with self._lock:
-            self._log.append(LogLine(time.time(), port, kind, text))
+            self._log.append(LogLine(self.clock(), port, kind, text))
 
     def pool(self) -> dict[str, Any]:
         """The pool's numbers (`EntropyPool.status()`), the empty-pool policy and the monthly
@@ -170,6 +176,37 @@ class Station:
         """The newest `n` exhibits, newest first."""
         with self.workspace.open_gallery() as gallery:
             return gallery.query(limit=n)
+
+    def image(self, exhibit: Exhibit) -> np.ndarray:
+        """The exhibit's 64×64 picture, (64, 64, 3) uint8, read from its PNG in the gallery.
+        CheckFailed (one sentence) when the file is missing or damaged."""
+        from installation.exhibit import read_png_rgb
+
+        path = self.workspace.home.gallery_dir / exhibit.png_path
+        try:
+            return read_png_rgb(path)
+        except (OSError, ValueError) as exc:
+            raise CheckFailed(f"exhibit {exhibit.id}'s picture {path} cannot be read ({exc})",
+                              hint="`qcat gallery repair` re-creates it from its bytes") from None
+
+    def weights_match(self, status: UnitStatus) -> bool | None:
+        """Whether the unit on this port holds the controller's weight image (None: not known
+        yet, nobody has answered on the port)."""
+        if not status.identity:
+            return None
+        if self._card is None:
+            from installation.units.probe import CardHashes
+
+            self._card = CardHashes.of(self.workspace)
+        return bool(status.identity.get("weights_sha256") == self._card.weights.hex())
+
+    def model_layers(self) -> int:
+        """How many layers the controller's model has (a job's progress is "layer n of this")."""
+        if self._layers is None:
+            from installation.engines import weight_image
+
+            self._layers = len(weight_image(self.workspace.weights_path()).layers)
+        return self._layers
 
     # -- the operator's actions ------------------------------------------------------------------
 
@@ -230,7 +267,7 @@ class Station:
     def _on_event(self, event: UnitEvent) -> None:
         if event.kind != "progress":  # progress is in units(), not worth a log line each
             with self._lock:
-                self._log.append(LogLine(time.time(), event.port, event.kind, event.text))
+                self._log.append(LogLine(self.clock(), event.port, event.kind, event.text))
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:

@@ -13,16 +13,26 @@ everything that is not presentation lives in `installation/`. Nothing here is im
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual.app import App, ComposeResult
+from textual import work
+from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Header, Static
+
+from installation.errors import QcatError
+from tui.messages import Snapshot, UnitHappened
+from tui.screens import DashboardScreen, GalleryScreen, KioskScreen, QcatScreen
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from installation.station import Station
+    from installation.units.supervisor import UnitEvent
+
+log = logging.getLogger("qcat.tui")
 
 MODES = ("dashboard", "gallery", "kiosk")
 
@@ -31,6 +41,11 @@ MODES = ("dashboard", "gallery", "kiosk")
 # which many terminals and window managers swallow).
 KIOSK_CHORD_S = 2.0
 KIOSK_EXIT_CHORD = f"ctrl+x, then ctrl+q within {KIOSK_CHORD_S:g} s"
+# The screen reads the station this often (in a worker): simple, and robust to missed events.
+POLL_S = 0.5
+LATEST_READ = 12  # exhibits read per poll
+# Unit events that make the screen look again at once instead of at the next poll.
+PROMPT_EVENTS = ("exhibit", "spoken", "lost", "reconnected", "connected", "refused", "fault")
 
 
 class QcatApp(App[int]):
@@ -40,6 +55,8 @@ class QcatApp(App[int]):
     to `Station.play` (tests give a stand-in)."""
 
     TITLE = "qcat"
+    SUB_TITLE = ""
+    CSS_PATH = "qcat.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         # Textual binds ctrl+q to quit and ctrl+c to a "how to quit" hint; here both go through
         # the app's own actions so that the kiosk can refuse them.
@@ -49,7 +66,8 @@ class QcatApp(App[int]):
     ]
 
     def __init__(self, station: Station, *, mode: str = "dashboard",
-                 now: Callable[[], float] = time.time, audio_backend: Any = None) -> None:
+                 now: Callable[[], float] = time.time, audio_backend: Any = None,
+                 graphics: bool = True) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         super().__init__()
@@ -59,18 +77,21 @@ class QcatApp(App[int]):
         self.audio_backend = audio_backend
         self.first_frame_at: float | None = None  # perf_counter() at the first rendered frame
         self._chord_at: float | None = None
+        self.snapshot: Snapshot | None = None  # the newest, kept for screens opened later
+        self._polling = False
+        self._picture: tuple[int, np.ndarray | None, str] | None = None  # (exhibit id, pixels, error)
         if mode == "kiosk":
             self.use_command_palette = False  # its system commands include "quit"
-
-    def compose(self) -> ComposeResult:
-        if self.mode != "kiosk":
-            yield Header()
-        yield Static(f"qcat {self.mode}", id="placeholder")
-        if self.mode != "kiosk":
-            yield Footer()
+        self.graphics = graphics
 
     def on_mount(self) -> None:
+        first = {"dashboard": DashboardScreen, "gallery": GalleryScreen,
+                 "kiosk": KioskScreen}[self.mode]()
+        self.push_screen(first)
+        self.station.subscribe(self._on_unit_event)
         self.station.start()
+        self.poll()
+        self.set_interval(POLL_S, self.poll)
         self.call_after_refresh(self._first_frame)
 
     def _first_frame(self) -> None:
@@ -79,6 +100,75 @@ class QcatApp(App[int]):
 
     def on_unmount(self) -> None:
         self.station.stop()
+
+    # -- reading the station ---------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Read the station again (in a worker; skipped while the last read is under way)."""
+        if self._polling:
+            return
+        self._polling = True
+        self._read_station()
+
+    @work(thread=True, group="poll")
+    def _read_station(self) -> None:
+        try:
+            self.post_message(self._snapshot())
+        except Exception:  # the screen keeps its last picture; the log file says why
+            log.exception("reading the station failed")
+        finally:
+            self._polling = False
+
+    def _snapshot(self) -> Snapshot:
+        """Everything the screens show, read now (in the poll worker's thread)."""
+        st = self.station
+        units = st.units()
+        match: dict[str, bool | None] = {}
+        layers: int | None = None
+        try:
+            match = {u.port: st.weights_match(u) for u in units}
+            layers = st.model_layers() if any(u.progress for u in units) else None
+        except QcatError as exc:  # no weight image: the table says "-"
+            log.info("unit card check: %s", exc.message)
+        pool: dict[str, Any] | None = None
+        pool_error = ""
+        try:
+            pool = st.pool()
+        except QcatError as exc:
+            pool_error = exc.message
+        latest = []
+        picture: np.ndarray | None = None
+        picture_error = ""
+        try:
+            latest = st.latest(LATEST_READ)
+        except QcatError as exc:
+            picture_error = f"the gallery cannot be read: {exc.message}"
+        if latest:
+            newest = latest[0]
+            if self._picture is None or self._picture[0] != newest.id:
+                try:
+                    self._picture = (newest.id, st.image(newest), "")
+                except QcatError as exc:
+                    self._picture = (newest.id, None, exc.message)
+            _, picture, picture_error = self._picture
+        return Snapshot(units=units, weights_match=match, layers=layers, pool=pool,
+                        pool_error=pool_error, latest=latest, log=st.log(), paused=st.paused,
+                        picture=picture, picture_error=picture_error)
+
+    def on_snapshot(self, snap: Snapshot) -> None:
+        self.snapshot = snap
+        for screen in self.screen_stack:
+            if isinstance(screen, QcatScreen):
+                screen.show(snap)
+
+    def _on_unit_event(self, event: UnitEvent) -> None:
+        """From a unit worker's thread: never waits for the screen."""
+        if event.kind in PROMPT_EVENTS:
+            self.post_message(UnitHappened(event))
+
+    def on_unit_happened(self, msg: UnitHappened) -> None:
+        self.poll()
+        self.screen.post_message(UnitHappened(msg.event))
 
     # -- quitting ------------------------------------------------------------------------------
 

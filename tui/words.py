@@ -1,0 +1,129 @@
+"""The screen's words for the station's facts: pure functions of snapshots, no widgets, no I/O.
+
+Kept apart from the widgets so that the tests can hold each sentence to what it must say (an empty
+pool under the `os` policy must be impossible to miss) without drawing a screen.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from installation.words import plural
+from quantum.source import EntropySource
+
+if TYPE_CHECKING:
+    from installation.gallery import Exhibit
+    from installation.units.supervisor import UnitStatus
+
+BAR_CELLS = 10  # width of the per-job progress bar in the units table
+WORKING_STATES = ("working", "speaking")
+
+
+def source_words(source: str) -> str:
+    """Where an exhibit's chance came from, for a visitor."""
+    if source == EntropySource.OS_FALLBACK:
+        return "os randomness (the quantum pool was empty)"
+    if source == EntropySource.IMPORT:
+        return "quantum vacuum noise, ANU (imported)"
+    return "quantum vacuum noise, ANU"
+
+
+def made_by(exhibit: Exhibit) -> str:
+    """"unit CAT-7" for a unit's exhibit, "controller (numpy)" for one made here."""
+    if exhibit.engine.startswith("unit:cat:"):
+        return "unit " + exhibit.engine.removeprefix("unit:cat:")
+    return f"controller ({exhibit.engine})"
+
+
+def ago(then: float | None, now: float) -> str:
+    if then is None:
+        return "-"
+    seconds = max(0.0, now - then)
+    if seconds < 100:
+        return f"{seconds:.0f} s ago"
+    if seconds < 6000:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
+
+
+def clock(when: float) -> str:
+    """HH:MM:SS of a wall-clock time, local."""
+    return time.strftime("%H:%M:%S", time.localtime(when))
+
+
+def job_progress(status: UnitStatus, layers: int | None) -> str:
+    """"#12 layer 3/8 40/96 ▰▰▰▰▱▱▱▱▱▱" for a unit at work, "-" otherwise."""
+    if status.job is None:
+        return "-"
+    if status.progress is None:
+        return f"#{status.job} " + ("speaking" if status.state == "speaking" else "starting")
+    layer, done, total = status.progress
+    filled = round(BAR_CELLS * done / total) if total else 0
+    bar = "▰" * filled + "▱" * (BAR_CELLS - filled)
+    of = f"/{layers}" if layers else ""
+    return f"#{status.job} layer {layer}{of} {done}/{total} {bar}"
+
+
+def pool_empty(pool: dict[str, Any]) -> bool:
+    return int(pool.get("exhibits_left", 0)) == 0
+
+
+def os_fallback_warning(pool: dict[str, Any]) -> str:
+    """The loud sentence when cats are (or are about to be) made with os randomness; "" when not."""
+    draws = int(pool.get("os_fallback_draws", 0))
+    empty = pool_empty(pool)
+    if empty and pool.get("when_empty") == "os":
+        lead = "THE QUANTUM POOL IS EMPTY: new cats use the operating system's randomness"
+    elif draws:
+        lead = "Some cats were made with the operating system's randomness"
+    else:
+        return ""
+    made = f" ({plural(draws, 'exhibit')} so far" + (
+        f", the last at {pool['last_os_fallback']})" if pool.get("last_os_fallback") else ")")
+    return lead + (made if draws else "") + ". Fetch entropy (f) to go back to quantum bytes."
+
+
+def days_left(pool: dict[str, Any]) -> str:
+    """From the prefetch service's figures when the station has them, else "-"."""
+    if "days_left" not in pool or pool["days_left"] is None:
+        return "-"
+    rate = pool.get("rate_per_day")
+    at = f" at {rate:,.0f} exhibits/day" if isinstance(rate, int | float) else ""
+    return f"{pool['days_left']:,.1f} days{at}"
+
+
+def pool_lines(pool: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows of the entropy panel."""
+    return [
+        ("bytes", f"{int(pool.get('available_bytes', 0)):,}"),
+        ("exhibits left", f"{int(pool.get('exhibits_left', 0)):,}"),
+        ("days left", days_left(pool)),
+        ("last fetch", str(pool.get("last_fetch") or "never")),
+        ("quarantined", plural(int(pool.get("quarantined_batches", 0)), "batch", "batches")),
+        ("requests left", f"{int(pool.get('requests_left', 0)):,} this month"),
+        ("when empty", policy_words(str(pool.get("when_empty", "")))),
+    ]
+
+
+def policy_words(when_empty: str) -> str:
+    return {"os": "use os randomness (labelled)", "wait": "wait for quantum bytes",
+            "fail": "stop making cats"}.get(when_empty, when_empty or "-")
+
+
+def kiosk_status(units: list[UnitStatus], pool: dict[str, Any] | None, paused: bool) -> str:
+    """The kiosk's discreet line: units at work, and the pool in words."""
+    working = sum(u.state in WORKING_STATES for u in units)
+    parts = [f"{working} of {plural(len(units), 'unit')} working" if units else "no units"]
+    if paused:
+        parts.append("paused")
+    if pool is None:
+        parts.append("entropy pool unreadable")
+    elif not pool_empty(pool):
+        parts.append(f"quantum bytes for {plural(int(pool['exhibits_left']), 'more cat')}")
+    else:
+        parts.append({"os": "quantum pool empty: cats use os randomness",
+                      "wait": "waiting for quantum bytes",
+                      "fail": "quantum pool empty: no new cats until entropy is fetched"}
+                     .get(str(pool.get("when_empty")), "quantum pool empty"))
+    return " · ".join(parts)
