@@ -121,3 +121,25 @@ def test_kiosk_ends_gracefully_on_sigterm_and_sighup(tmp_path: Path, sig: signal
     assert code == 0, out  # every drawn job finished or stays pending: nothing half-written
     code, out = qcat(home, "entropy", "audit")
     assert code == 0, out
+
+
+def test_closing_the_terminal_ends_the_dashboard_and_leaves_nothing(tmp_path: Path) -> None:
+    """The window closed (tmux gone): SIGHUP on a hung-up terminal, whose screen Textual can no
+    longer close; the station stops first and the process still ends, its simulators with it."""
+    home = tmp_path / "home"
+    tmux = Tmux.start([sys.executable, "-m", "installation.cli", "tui", "--sim", "2"],
+                      env_for(home), REPO)
+    try:
+        wait_until(lambda: exhibits(home), SHOW_S, "a first exhibit")
+        pid = tmux.pid
+        assert len(qcat_processes(home)) == 2
+    finally:
+        tmux.kill()
+    wait_until(lambda: not Path(f"/proc/{pid}").exists()
+               or Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+               SHOW_S, "the dashboard's end")
+    assert wait_no_qcat(home) == [], "a simulator outlived the closed terminal"
+    code, out = qcat(home, "gallery", "verify", "--all")
+    assert code == 0, out
+    code, out = qcat(home, "entropy", "audit")
+    assert code == 0, out

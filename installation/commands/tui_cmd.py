@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,10 +31,16 @@ from installation.errors import UsageError
 if TYPE_CHECKING:
     from installation.cli import Context
     from installation.faces import RoomPlan
+    from installation.station import Station
 
 # The signals that end a face gracefully (station.stop(): jobs finish or stay pending): systemd
 # stops the kiosk with SIGTERM; a closed terminal or ssh session sends SIGHUP.
 ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# After the station stopped on such a signal, how long the screen may take to close before the
+# process ends itself (a hung-up terminal can keep Textual's driver from closing it).
+ENDING_GRACE_S = 15.0
+
+log = logging.getLogger("qcat.tui")
 
 DESCRIPTION = """\
 Open the operator dashboard: the units and their jobs, the entropy pool, the newest exhibits,
@@ -108,21 +117,34 @@ def show(ctx: Context, plan: RoomPlan, mode: str) -> int:
 
     with open_room(ctx.workspace, plan) as station:
         app = QcatApp(station, mode=mode)
-        with ending_gracefully(app):
+        with ending_gracefully(app, station):
             app.run()
     return int(app.return_code or 0)
 
 
 @contextlib.contextmanager
-def ending_gracefully(app: Any) -> Iterator[None]:
-    """SIGTERM and SIGHUP end the app as its own quit would (its unmount stops the station).
+def ending_gracefully(app: Any, station: Station) -> Iterator[None]:
+    """SIGTERM and SIGHUP end the app as its own quit would, and then some.
 
     The handler runs on the app's (main) thread in the middle of its event loop, so it only
-    starts a thread that calls `app.exit()`: from another thread Textual posts the message
-    through `call_soon_threadsafe`, which is safe at any instant."""
+    starts a thread, which stops the station first (the jobs under way finish or stay pending
+    with their bytes: nothing is lost from here on), then asks the app to exit (from another
+    thread Textual posts that through `call_soon_threadsafe`). A hung-up terminal (the window
+    closed, the ssh session dropped) can keep Textual's driver from ever closing the screen; with
+    the station already stopped, the process then ends itself after `ENDING_GRACE_S`."""
+
+    def end() -> None:
+        station.stop()
+        app.exit()
+        time.sleep(ENDING_GRACE_S)
+        log.warning("the screen did not close %g s after the station stopped (its terminal is "
+                    "gone?): ending the process", ENDING_GRACE_S)
+        logging.shutdown()
+        os._exit(0)  # the simulators get SIGTERM from the kernel (PR_SET_PDEATHSIG)
 
     def on_signal(signum: int, frame: object) -> None:
-        threading.Thread(target=app.exit, name="ending", daemon=True).start()
+        log.info("signal %d: ending gracefully", signum)
+        threading.Thread(target=end, name="ending", daemon=True).start()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in ENDING_SIGNALS}
     try:
