@@ -6,11 +6,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages: espeak-ng renders the verdicts, libportaudio2 lets sounddevice play them,
-# the RISC-V cross compiler and picolibc build the cat unit's firmware for the real MCU.
-DEB_PACKAGES := espeak-ng libportaudio2 gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
+# the RISC-V cross compiler and picolibc build the cat unit's firmware for the real MCU, tmux
+# drives the dashboard in the tests as a person would (and keeps it running over ssh).
+DEB_PACKAGES := espeak-ng libportaudio2 gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf tmux
+# For `make test` only: headless Chromium screenshots `qcat tui --web` (about 110 MB to fetch,
+# 4 s to unpack on the CI machine; the test skips, saying why, where it is absent).
+TEST_DEB_PACKAGES := chromium
 STAMP  := $(VENV)/.qcat-installed
 
-.PHONY: demo test lint bench system-deps venv clean help firmware-sizes
+.PHONY: demo test lint bench system-deps test-deps deb-install venv clean help firmware-sizes
 
 help:
 	@echo "make demo    build what the demo needs and generate a few exhibits"
@@ -21,7 +25,7 @@ help:
 demo: system-deps venv
 	$(BIN)/qcat demo
 
-test: system-deps venv firmware-sizes
+test: test-deps venv firmware-sizes
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
@@ -43,7 +47,13 @@ bench: system-deps venv
 # Installs the Debian packages when running as root and any is missing; never fails the build
 # for a non-root user, but names the exact command to run.
 system-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+	@$(MAKE) --no-print-directory deb-install PACKAGES="$(DEB_PACKAGES)"
+
+test-deps:
+	@$(MAKE) --no-print-directory deb-install PACKAGES="$(DEB_PACKAGES) $(TEST_DEB_PACKAGES)"
+
+deb-install:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
@@ -52,7 +62,7 @@ system-deps:
 	else \
 	  echo "note: missing Debian packages:$$missing"; \
 	  echo "      install them with: sudo apt-get install$$missing"; \
-	  echo "      (speech, audio playback or the RISC-V build are unavailable until then)"; \
+	  echo "      (speech, audio playback, the RISC-V build or the tmux and Chromium tests are unavailable until then)"; \
 	fi
 
 venv: $(STAMP)

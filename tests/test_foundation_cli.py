@@ -46,9 +46,9 @@ def test_unknown_command_is_usage_error(run_qcat):
 
 
 def test_features_not_built_yet_say_so_and_exit_2(run_qcat):
-    r = run_qcat("kiosk")
+    r = run_qcat("sim", "die")
     assert r.code == 2
-    assert "qcat cannot run the kiosk yet" in r.err and "Traceback" not in r.err
+    assert "qcat cannot simulate a die unit yet" in r.err and "Traceback" not in r.err
 
 
 def test_home_isolates_all_state(run_qcat, qcat_home, tmp_path):

@@ -41,6 +41,8 @@ def register(sub: Any) -> None:
     p.add_argument("--no-entropy", action="store_true", help="skip the entropy benchmark")
     p.add_argument("--no-units", action="store_true",
                    help="skip the units benchmark (a simulated unit on a pty)")
+    p.add_argument("--no-tui", action="store_true",
+                   help="skip the dashboard's cold start and memory (two simulated units)")
     add_json(p)
 
 
@@ -156,8 +158,16 @@ def _bench(ctx: Context, args: argparse.Namespace) -> int:
         with ProgressBar("units bench", enabled=not args.json) as bar:
             result = ubench.run(ctx.workspace.weights_path(), progress=bar)
         units = {"result": result, "lines": ubench.lines(result)}
+    if args.no_tui:
+        tui: dict[str, Any] = {"lines": ["tui benchmark skipped (--no-tui)"]}
+    else:
+        from installation import tui_bench
+
+        with ProgressBar("tui bench", enabled=not args.json) as bar:
+            result = tui_bench.run(runs=1 if args.quick else tui_bench.RUNS, progress=bar)
+        tui = {"result": result, "lines": tui_bench.lines(result)}
     report = {"engines": engines, "rv32": rv32, "unit_assumptions": fb.assumptions(),
-              "entropy": entropy, "units": units}
+              "entropy": entropy, "units": units, "tui": tui}
     if args.json:
         ctx.emit_json(report)
         return 0
@@ -209,4 +219,5 @@ def format_report(report: dict[str, Any]) -> list[str]:
                                  f"({lay['bound']}-bound)")
     lines += ["entropy:"] + [f"  {line}" for line in report["entropy"]["lines"]]
     lines += report["units"]["lines"]
+    lines += report["tui"]["lines"]
     return lines

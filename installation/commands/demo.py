@@ -1,9 +1,13 @@
 """`qcat demo` (and `make demo`): the main job on the embedded default, for a first look.
 
 Sets up what the demo needs from what ships with qcat (the trained demo cat model; the verdict
-clip bank when espeak-ng is present), generates a few exhibits (offline the pool is empty, and the
-demo says plainly that those cats use os randomness), and shows the result: the cats drawn in the
-terminal, their moods and verdicts, and the paths of the PNG, WAV and HTML files.
+clip bank when espeak-ng is present). On a terminal (standard input and output both ttys) the
+demo is the real thing: two simulated cat units start (`qcat sim cat`, realistic timing) and the
+operator dashboard opens on them; cats appear as the units return them, until you quit (q).
+Without a terminal (CI, a pipe), or with --headless, it generates a few exhibits here (offline
+the pool is empty, and the demo says plainly that those cats use os randomness) and shows the
+result: the cats drawn in the terminal, their moods and verdicts, and the paths of the PNG, WAV
+and HTML files.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import textwrap
 from typing import TYPE_CHECKING, Any
 
 from installation.commands import command
+from installation.words import plural
 
 if TYPE_CHECKING:
     from installation.cli import Context
 
 DEFAULT_DEMO_COUNT = 4
+DASHBOARD_SIM_UNITS = 2  # on a terminal: two simulated cat units, so two jobs run side by side
 CAT_COLUMNS = 64  # a 64x64 cat is 64 terminal columns wide in half blocks
 
 
@@ -28,6 +34,16 @@ def register(sub: Any) -> None:
     p.add_argument("--count", "-n", type=int, default=DEFAULT_DEMO_COUNT, metavar="N",
                    help=f"exhibits to generate (default {DEFAULT_DEMO_COUNT})")
     p.add_argument("--no-speech", action="store_true", help="skip building the spoken verdicts")
+    p.add_argument("--headless", action="store_true",
+                   help="no dashboard even on a terminal: generate --count exhibits and print "
+                        "them (what runs without a terminal)")
+
+
+def on_a_terminal(ctx: Context) -> bool:
+    """The dashboard demo needs a person at a terminal: stdin and stdout both ttys."""
+    import sys
+
+    return sys.stdin.isatty() and ctx.stdout.isatty()
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
@@ -50,6 +66,8 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         with ProgressBar("rendering verdict clips") as bar:
             speech = ensure_clip_bank(ws, bar)
         ctx.out(speech_note(speech))
+    if not args.headless and on_a_terminal(ctx):
+        return _dashboard(ctx)
     gen = ws.open_generator()
     if speech is None or not speech.available:
         gen.clip_bank_path = None
@@ -86,3 +104,22 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     ctx.out(f"contact sheet: {sheet}  (open it in a browser)")
     ctx.out("next: `qcat gallery list`, `qcat gallery verify --all`, `qcat phrases say --random --wav x.wav`")
     return 0
+
+
+def _dashboard(ctx: Context) -> int:
+    """Two simulated units and the dashboard on them, until the operator quits."""
+    from installation.commands.tui_cmd import show, sims_config
+    from installation.faces import RoomPlan
+
+    before = _exhibit_count(ctx)
+    code = show(ctx, RoomPlan(sim=DASHBOARD_SIM_UNITS, config=sims_config(ctx)),
+                mode="dashboard")
+    made = _exhibit_count(ctx) - before
+    ctx.out(f"{plural(made, 'exhibit')} made by the simulated units in this demo")
+    ctx.out("next: `qcat gallery list`, `qcat gallery verify --all`, `qcat tui --sim 2`")
+    return code
+
+
+def _exhibit_count(ctx: Context) -> int:
+    with ctx.workspace.open_gallery() as gallery:
+        return gallery.count()

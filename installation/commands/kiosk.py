@@ -1,11 +1,17 @@
 """`qcat kiosk`: the unattended kiosk mode that starts on boot, and `qcat kiosk install`, the
 systemd unit that starts it.
 
-    qcat kiosk                              run the kiosk (`_run`; not built yet, says so)
+    qcat kiosk [--port P ...] [--sim N] [--paused]
     qcat kiosk install [--dry-run] [--output FILE] [--user NAME]
                                             write /etc/systemd/system/qcat-kiosk.service
 
-Thin: parses, calls `installation.kiosk_install`, prints.
+The kiosk is the gallery view full screen over the supervisor loop, in a station that never gives
+a unit up (`Station(kiosk=True)`: lost units are tried until they return, failing ones rested and
+tried again, an empty pool with policy `wait` waited out). There is no quit key: the operator's
+chord (`tui.app.KIOSK_EXIT_CHORD`) ends it, and so do SIGTERM (systemd) and SIGHUP, gracefully:
+the jobs under way finish or stay pending with their bytes. Exit 0.
+
+Thin: `_run` parses and calls `tui_cmd.show`; `_install` calls `installation.kiosk_install`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from installation.commands import command, not_built
+from installation.commands import command
+from installation.commands.tui_cmd import add_room_options, room_plan, show
+from installation.errors import UsageError
 from installation.paths import HOME_ENV
 
 if TYPE_CHECKING:
@@ -25,6 +33,15 @@ if TYPE_CHECKING:
 
 # The advice paragraph is wrapped to this many columns (an 80-column console).
 WRAP = 78
+
+DESCRIPTION = """\
+Run the kiosk: the newest cat, its verdict and where its chance came from, full screen, with the
+units kept busy underneath and never given up. Ports: --port, else units.ports in the config,
+else the units found on USB; --sim N adds simulated cat units (to try it without hardware).
+There is no quit key: the operator ends it with ctrl+x, then ctrl+q within 2 s; SIGTERM and
+SIGHUP end it too (jobs under way finish or stay pending; exit 0). `qcat kiosk install` writes
+the systemd unit that starts it on boot.
+"""
 
 INSTALL_DESCRIPTION = """\
 Write the systemd unit that starts `qcat kiosk` on boot on the first console (tty1), as you,
@@ -36,9 +53,9 @@ elsewhere. It never runs systemctl: it prints the commands to run.
 
 def register(sub: Any) -> None:
     parser = command(sub, "kiosk", "run the unattended kiosk mode that starts on boot", _run,
-                     description="run the unattended kiosk mode that starts on boot (not built "
-                     "yet in this version of qcat: the bare command says so and exits 2). "
-                     "`qcat kiosk install` writes the systemd unit that starts it on boot.")
+                     description=DESCRIPTION)
+    add_room_options(parser, sim_help="add N simulated cat units (to try the kiosk without "
+                                      "hardware)")
     cmds = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = command(cmds, "install", "write the systemd unit that starts the kiosk on boot",
                 _install, description=INSTALL_DESCRIPTION)
@@ -51,10 +68,15 @@ def register(sub: Any) -> None:
 
 
 def _run(ctx: Context, args: argparse.Namespace) -> int:
-    """The kiosk app itself (bare `qcat kiosk`): replaced when the kiosk is built."""
-    handler = not_built("run the kiosk", "meanwhile `qcat demo` makes a few exhibits and "
-                        "shows them in the terminal")
-    return int(handler(ctx, args))
+    """The kiosk app itself (bare `qcat kiosk`)."""
+    from installation.faces import has_screen
+
+    if not has_screen():
+        raise UsageError("`qcat kiosk` needs a terminal (the console it shows the gallery on), "
+                         "and standard input or output is not one",
+                         hint="systemd starts it on tty1 (`qcat kiosk install`); by hand, run "
+                              "it in a terminal")
+    return show(ctx, room_plan(ctx, args, kiosk=True), mode="kiosk")
 
 
 def _install(ctx: Context, args: argparse.Namespace) -> int:
