@@ -28,7 +28,7 @@ import ipaddress
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,18 +45,6 @@ WEB_DRIVER_ENV = "TEXTUAL_DRIVER"  # set by textual-serve for each browser sessi
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 8765
 WEB_TITLE = "qcat dashboard"
-
-
-def resolve_ports(given: Sequence[str], configured: Sequence[str],
-                  discover: Callable[[Sequence[str]], list[str]] | None = None) -> list[str]:
-    """--port, else units.ports, else the units discovered on USB (as `qcat units run`)."""
-    if given:
-        return list(dict.fromkeys(given))
-    if discover is None:
-        from installation.units.link import discover as find
-
-        return [p.port for p in find(configured)]
-    return discover(configured)
 
 
 def has_screen(stdin: object = None, stdout: object = None) -> bool:

@@ -170,6 +170,8 @@ def test_an_unknown_user_is_one_sentence(run_qcat):
     assert "Traceback" not in r.err and r.out == ""
 
 
-def test_bare_kiosk_still_says_not_built(run_qcat):
-    r = run_qcat("kiosk")
-    assert r.code == 2 and "qcat cannot run the kiosk yet" in r.err
+def test_bare_kiosk_without_a_terminal_says_it_needs_one_and_install_is_still_there(run_qcat):
+    r = run_qcat("kiosk")  # (pytest's stdout is not a terminal)
+    assert r.code == 2 and "`qcat kiosk` needs a terminal" in r.err and "Traceback" not in r.err
+    r = run_qcat("kiosk", "install", "--dry-run")
+    assert r.code == 0 and "Restart=always" in r.out

@@ -17,10 +17,10 @@ from installation.errors import DeviceError
 from installation.faces import (
     has_screen,
     is_loopback,
-    resolve_ports,
     station_lock,
     web_session_command,
 )
+from installation.units.link import resolve_ports
 
 REPO = Path(__file__).resolve().parent.parent
 

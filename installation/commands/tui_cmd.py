@@ -80,7 +80,8 @@ def register(sub: Any) -> None:
 
 def room_plan(ctx: Context, args: argparse.Namespace, *, kiosk: bool = False) -> RoomPlan:
     """The ports and simulated units the options name (ports resolved as `units run` does)."""
-    from installation.faces import RoomPlan, resolve_ports
+    from installation.faces import RoomPlan
+    from installation.units.link import resolve_ports
 
     if args.sim < 0:
         raise UsageError(f"--sim {args.sim}: give a number of simulated units, 0 or more")

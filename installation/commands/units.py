@@ -134,11 +134,11 @@ def generate(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
-    from installation.units.link import discover
+    from installation.units.link import resolve_ports
 
     if args.count is not None and args.count < 1:
         raise UsageError(f"--count must be at least 1, not {args.count}")
-    ports = args.port or [p.port for p in discover(ctx.config["units.ports"])]
+    ports = resolve_ports(args.port, ctx.config["units.ports"])
     if not ports:
         raise UsageError("no units to run: none given with --port, none in units.ports, and no "
                          "WCH USB serial device found",

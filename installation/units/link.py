@@ -22,7 +22,7 @@ import contextlib
 import os
 import termios
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +89,17 @@ def discover(configured: Iterable[str] = (), *,
                               getattr(info, "serial_number", "") or "",
                               device if port != device else ""))
     return found
+
+
+def resolve_ports(given: Sequence[str], configured: Sequence[str],
+                  discover_ports: Callable[[Sequence[str]], list[str]] | None = None) -> list[str]:
+    """The ports to supervise: --port (as given, once each), else units.ports, else the units
+    discovered on USB (`qcat units run`, `qcat tui`, `qcat kiosk`)."""
+    if given:
+        return list(dict.fromkeys(given))
+    if discover_ports is None:
+        return [p.port for p in discover(configured)]
+    return discover_ports(configured)
 
 
 def hexdump(direction: str, data: bytes) -> list[str]:
