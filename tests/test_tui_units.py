@@ -47,6 +47,16 @@ async def test_generate_now_and_trace_on_a_simulated_unit(qcat_home: Path) -> No
             assert _cell(app, sim.path, "weights") == "yes"  # its card is the controller's
             assert _cell(app, sim.path, "kind") == "cat"
             assert "TUI" in _cell(app, sim.path, "unit")
+            # drawn as written, in full: "unit:cat:TUI" is not Rich markup (":cat:" is an emoji
+            # code) and the column grew to it when the unit said its name
+            table = app.screen.query_one("#units", DataTable)
+
+            def drawn() -> str:
+                return "".join(seg.text for y in range(table.size.height)
+                               for seg in table.render_line(y))
+
+            await _until(pilot, lambda: "unit:cat:TUI" in drawn(), "the unit's name drawn")
+            assert "\N{CAT FACE}" not in drawn()
             await pilot.press("g")
             await _until(pilot, lambda: app.snapshot is not None and app.snapshot.latest,
                          "one exhibit")

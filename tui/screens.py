@@ -19,6 +19,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Log, ProgressBar, RichLog, Static
 
@@ -75,6 +76,12 @@ class QcatScreen(Screen[None]):
     @property
     def station(self) -> Station:
         return self.qcat.station
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """As Textual's, but plain text by default: our sentences name units
+        ("unit:cat:SIM-1", where Rich would see the emoji code ":cat:") and may hold brackets."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def show(self, snap: Snapshot) -> None:
         """Draw this snapshot (called on the screen's thread)."""
@@ -175,15 +182,18 @@ class DashboardScreen(QcatScreen):
         for u in snap.units:
             ident = u.identity or {}
             match = snap.weights_match.get(u.port)
-            row = (u.port, ident.get("kind", "-"), u.state, u.unit or "-",
-                   ident.get("firmware", "-"), str(ident.get("protocol", "-")),
+            # Text, never str: a str cell is read as markup, and "unit:cat:SIM-1" holds an
+            # emoji code (":cat:")
+            row = (Text(u.port), Text(str(ident.get("kind", "-"))), Text(u.state),
+                   Text(u.unit or "-"), Text(str(ident.get("firmware", "-"))),
+                   Text(str(ident.get("protocol", "-"))),
                    "-" if match is None else ("yes" if match else Text("NO", style="bold red")),
                    words.ago(u.last_heard, now), "-" if u.job is None else f"#{u.job}",
                    str(u.made), Text(str(u.faults), style="red") if u.faults else "0",
-                   words.job_progress(u, snap.layers))
+                   Text(words.job_progress(u, snap.layers)))
             if u.port in table.rows:
                 for column, value in zip(table.columns, row, strict=True):
-                    table.update_cell(u.port, column, value)
+                    table.update_cell(u.port, column, value, update_width=True)
             else:
                 table.add_row(*row, key=u.port)
         if not snap.units:
@@ -206,9 +216,9 @@ class DashboardScreen(QcatScreen):
         keep = self.selected_exhibit_id()
         table.clear()
         for e in latest:
-            table.add_row(str(e.id), e.mood,
-                          Text("os", style="bold red") if not e.quantum else "quantum",
-                          e.verdict_text, key=str(e.id))
+            table.add_row(Text(str(e.id)), Text(e.mood),
+                          Text("os", style="bold red") if not e.quantum else Text("quantum"),
+                          Text(e.verdict_text), key=str(e.id))
         self._latest_ids = ids
         if keep is not None and keep in ids:
             table.move_cursor(row=ids.index(keep))
@@ -381,8 +391,8 @@ class DashboardScreen(QcatScreen):
         bar.update(total=msg.total or None, progress=msg.done)
         stopping = self._task_cancel is not None and self._task_cancel.is_set()
         if not stopping:
-            self.query_one("#task-label", Label).update(
-                f"{self._task_title}: {msg.label} ({msg.done} of {msg.total}; escape stops it)")
+            self.query_one("#task-label", Label).update(Text(
+                f"{self._task_title}: {msg.label} ({msg.done} of {msg.total}; escape stops it)"))
 
     def on_task_finished(self, msg: TaskFinished) -> None:
         if msg.title == self._task_title and self._task_cancel is not None:
