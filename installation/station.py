@@ -201,6 +201,7 @@ class Station:
         st["refill_plan"] = plan.sentence()
         st["refill_reason"] = str(plan.reason)
         st["refill"] = self.last_refill.sentence() if self.last_refill else None
+        st["refill_kind"] = str(self.last_refill.kind) if self.last_refill else None
         return st
 
     @property

@@ -289,3 +289,36 @@ def test_scale_to_fit_is_the_largest_whole_factor() -> None:
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="mode must be one of"):
         QcatApp(None, mode="party")  # type: ignore[arg-type]
+
+
+@run_async
+async def test_the_kiosk_refills_below_the_mark_and_stops_at_the_budget(
+        qcat_home: Path, monkeypatch) -> None:
+    """The kiosk with the fake ANU service on loopback: the pool below the low-water mark is
+    refilled in the background (no person, no key pressed) until the monthly budget, and the
+    kiosk's line says so; no request is made past the budget."""
+    from textual.widgets import Static
+
+    from installation import config as config_mod
+    from installation.paths import Home
+    from installation.workspace import Workspace
+    from tests.fake_anu import KEY, running_fake
+
+    monkeypatch.setenv("QCAT_ANU_API_KEY", KEY)
+    qcat_home.mkdir(parents=True, exist_ok=True)
+    with running_fake() as fake:
+        cfg = qcat_home / "qcat.toml"
+        cfg.write_text(f'[entropy]\napi_url = "{fake.url}"\nmax_retries = 0\n'
+                       "monthly_request_budget = 2\nassumed_exhibits_per_day = 200.0\n")
+        ws = Workspace.open(Home(qcat_home), config_mod.load(cfg))
+        station = Station(ws, [], kiosk=True, refill_every_s=0.2)
+        app = QcatApp(station, mode="kiosk")
+        async with app.run_test(size=(160, 50)) as pilot:
+            def line() -> str:
+                return str(app.screen.query_one("#status", Static).render())
+
+            await _until(pilot, lambda: "this month's ANU requests spent" in line(),
+                         "the refill shown, stopped at the budget")
+            assert "quantum bytes for 201 more cats" in line()  # 2 x 20,480 bytes
+            await pilot.pause(1.0)
+        assert len(fake.seen) == 2

@@ -143,4 +143,12 @@ def kiosk_status(units: list[UnitStatus], pool: dict[str, Any] | None, paused: b
                       "wait": "waiting for quantum bytes",
                       "fail": "quantum pool empty: no new cats until entropy is fetched"}
                      .get(str(pool.get("when_empty")), "quantum pool empty"))
+    if pool is not None and pool.get("refill_kind") in REFILL_WORDS:
+        parts.append(REFILL_WORDS[str(pool["refill_kind"])])
     return " · ".join(parts)
+
+
+# The last background refill, as the kiosk's line says it (the dashboard shows the sentence).
+REFILL_WORDS = {"filled": "refilled from the ANU", "offline": "ANU unreachable",
+                "quota": "ANU quota used up", "budget": "this month's ANU requests spent",
+                "failed": "the last refill failed"}
