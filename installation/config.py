@@ -102,6 +102,11 @@ SCHEMA: tuple[Key, ...] = (
     Key("units.ports", list, [],
         "Serial ports or pyserial URLs of the units; empty means discover USB devices."),
     Key("units.heartbeat_s", float, 2.0, "Seconds between heartbeats to each unit.", minimum=0.1),
+    # the dashboard, the gallery view and the kiosk
+    Key("tui.graphics", str, "auto",
+        "How the screens draw the cats: 'auto' uses the terminal's graphics protocol (kitty's, or "
+        "Sixel) where it answers the query for one, else colour half blocks; 'halfblocks' "
+        "always uses half blocks.", choices=("auto", "halfblocks")),
     # logging
     Key("log.level", str, "INFO", "Level of the log file under <home>/logs.",
         choices=("DEBUG", "INFO", "WARNING", "ERROR")),

@@ -25,6 +25,7 @@ from textual.binding import Binding, BindingType
 from installation.errors import QcatError
 from tui.messages import Snapshot, UnitHappened
 from tui.screens import DashboardScreen, GalleryScreen, KioskScreen, QcatScreen
+from tui.widgets import GRAPHICS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,7 +53,9 @@ class QcatApp(App[int]):
     """The operator dashboard, the gallery view or the kiosk over one running `Station`.
 
     `now`: the wall clock the screen shows times with (tests freeze it). `audio_backend`: handed
-    to `Station.play` (tests give a stand-in)."""
+    to `Station.play` (tests give a stand-in). `graphics`: how the large cats are drawn, "tgp"
+    or "sixel" (textual-image, when the CLI found the terminal speaks it before the app started)
+    or "halfblocks" (everywhere, and the default so tests and snapshots see half blocks)."""
 
     TITLE = "qcat"
     SUB_TITLE = ""
@@ -66,12 +69,16 @@ class QcatApp(App[int]):
     ]
 
     def __init__(self, station: Station, *, mode: str = "dashboard",
-                 now: Callable[[], float] = time.time, audio_backend: Any = None) -> None:
+                 now: Callable[[], float] = time.time, audio_backend: Any = None,
+                 graphics: str = "halfblocks") -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if graphics not in GRAPHICS:
+            raise ValueError(f"graphics must be one of {', '.join(GRAPHICS)}, not {graphics!r}")
         super().__init__()
         self.station = station
         self.mode = mode
+        self.graphics = graphics
         self.now = now
         self.audio_backend = audio_backend
         self.first_frame_at: float | None = None  # perf_counter() at the first rendered frame

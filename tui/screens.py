@@ -27,7 +27,7 @@ from installation.errors import QcatError
 from tui import words
 from tui.commands import DashboardCommands
 from tui.messages import Snapshot, TaskFinished, TaskProgress, UnitHappened
-from tui.widgets import CatPicture, ExhibitCaption, PoolPanel
+from tui.widgets import CatPicture, ExhibitCaption, PoolPanel, cat_picture
 
 if TYPE_CHECKING:
     from installation.gallery import Exhibit
@@ -129,7 +129,7 @@ class DashboardScreen(QcatScreen):
         yield Static(id="unit-detail")
         with Horizontal(id="middle"):
             with Vertical(id="exhibit"):
-                yield CatPicture(id="cat")
+                yield cat_picture(self.qcat.graphics, id="cat")
                 yield ExhibitCaption(id="caption")
             with Vertical(id="side"):
                 yield Static(id="os-warning")
@@ -436,7 +436,8 @@ class GalleryScreen(QcatScreen):
         self._shown: int | None = None
 
     def compose(self) -> ComposeResult:
-        yield CatPicture(fit=True, id="big-cat", empty_text="the first cat is on its way")
+        yield cat_picture(self.qcat.graphics, fit=True, id="big-cat",
+                          empty_text="the first cat is on its way")
         with Vertical(id="words"):
             yield Static(id="verdict")
             yield Static(id="mood")

@@ -1,9 +1,14 @@
-"""The app's own widgets: a cat drawn in half blocks, and the panels built from snapshots.
+"""The app's own widgets: a cat drawn in half blocks or through the terminal's graphics
+protocol, and the panels built from snapshots.
 
 `CatPicture` draws a (H, W, 3) uint8 picture as rows of '▀' whose foreground is the upper pixel
 and background the lower one (as installation.termart does for plain terminals), scaled by an
 integer factor (nearest neighbour) so that a cat stays crisp; `fit=True` picks the largest factor
 that fits the widget. Strips are built once per picture and size, so redrawing costs nothing.
+`ProtocolCatPicture` shows the same cat in the same cell box through textual-image (kitty's
+graphics protocol or Sixel), which only the CLI can decide is possible, before the app starts;
+`cat_picture(graphics)` picks one. textual_image is imported only when a protocol is in use, so
+the cold start and the tests do not pay for it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ if TYPE_CHECKING:
     from installation.gallery import Exhibit
 
 UPPER_HALF = "\u2580"
+# How the large cats may be drawn (`QcatApp(graphics=...)`): through a terminal graphics protocol
+# with textual-image ("tgp": kitty's; "sixel"), or in half blocks.
+GRAPHICS = ("tgp", "sixel", "halfblocks")
+PROTOCOLS = ("tgp", "sixel")
+# The picture handed to textual-image: the 64-px cat enlarged with NEAREST to this many pixels a
+# side, so that the smooth resize to the cell box's pixels leaves crisp cat pixels, not a blur.
+PROTOCOL_PICTURE_PX = 512
 
 
 def scale_to_fit(shape: tuple[int, int], width: int, height: int) -> int:
@@ -115,6 +127,86 @@ class CatPicture(Widget):
         if 0 <= y - top < len(self._strips):
             return self._strips[y - top].extend_cell_length(width).crop(0, width)
         return Strip.blank(width)
+
+
+class ProtocolCatPicture(CatPicture):
+    """A `CatPicture` whose cat is a textual-image widget (`graphics` "tgp" or "sixel") sized to
+    the cell box the half blocks would fill: 64 × 32 cells at scale 1, the same integer scale
+    with `fit=True`, centred the same way. Without a picture it says `empty_text` as the half
+    blocks do."""
+
+    DEFAULT_CSS = """
+    ProtocolCatPicture { align-horizontal: center; }
+    ProtocolCatPicture.-fit { align-vertical: middle; }
+    """
+
+    def __init__(self, graphics: str, *, scale: int = 1, fit: bool = False,
+                 empty_text: str = "no exhibit yet", id: str | None = None) -> None:
+        if graphics not in PROTOCOLS:
+            raise ValueError(f"graphics must be one of {', '.join(PROTOCOLS)}, not {graphics!r}")
+        super().__init__(scale=scale, fit=fit, empty_text=empty_text, id=id)
+        self.graphics = graphics
+        self.image: Widget | None = None  # the textual-image widget, from the first picture on
+        if fit:
+            self.add_class("-fit")
+
+    def show(self, rgb: np.ndarray | None) -> None:
+        if rgb is self.rgb:
+            return
+        self.rgb = rgb
+        if rgb is not None:
+            picture = protocol_picture(rgb)
+            if self.image is None:
+                self.image = self._image_class()(picture, classes="cat-image")
+                self.mount(self.image)
+            else:
+                self.image.image = picture  # type: ignore[attr-defined]
+            self._fit_image()
+        if self.image is not None:
+            self.image.display = rgb is not None
+        self.refresh()
+
+    def _image_class(self) -> type[Widget]:
+        """textual-image's widget for the protocol (imported here: only when one is in use)."""
+        from textual_image.widget import SixelImage, TGPImage
+
+        return SixelImage if self.graphics == "sixel" else TGPImage
+
+    def on_resize(self) -> None:
+        self._fit_image()
+
+    def _fit_image(self) -> None:
+        """Size the image to the half blocks' box at the scale they would use now."""
+        if self.image is None or self.rgb is None:
+            return
+        scale = self._scale_now()
+        h, w = self.rgb.shape[:2]
+        self.image.styles.width = w * scale
+        self.image.styles.height = h * scale // 2
+
+    def _line(self, y: int) -> Strip:
+        if self.rgb is not None:  # the image widget draws the cat; this is its background
+            return Strip.blank(self.size.width)
+        return super()._line(y)
+
+
+def protocol_picture(rgb: np.ndarray) -> Any:
+    """rgb: (H, W, 3) uint8 -> a PIL image enlarged by an integer factor with NEAREST to about
+    `PROTOCOL_PICTURE_PX` a side (crisp pixels whatever the terminal does to it next)."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    factor = max(1, PROTOCOL_PICTURE_PX // max(h, w))
+    return Image.fromarray(np.ascontiguousarray(rgb)).resize(
+        (w * factor, h * factor), Image.Resampling.NEAREST)
+
+
+def cat_picture(graphics: str, **kwargs: Any) -> CatPicture:
+    """The picture widget for `graphics` (one of `GRAPHICS`): textual-image's for a protocol,
+    half blocks otherwise. kwargs: CatPicture's."""
+    if graphics in PROTOCOLS:
+        return ProtocolCatPicture(graphics, **kwargs)
+    return CatPicture(**kwargs)
 
 
 class ExhibitCaption(Static):

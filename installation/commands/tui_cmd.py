@@ -19,9 +19,10 @@ import logging
 import os
 import signal
 import sys
+import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,10 @@ ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 # After the station stopped on such a signal, how long the screen may take to close before the
 # process ends itself (a hung-up terminal can keep Textual's driver from closing it).
 ENDING_GRACE_S = 15.0
+
+# Terminals that answer no graphics query (the Linux console on tty1, where the kiosk runs) or
+# that say they are not terminals: asking them would only cost the queries' timeouts.
+PLAIN_TERMS = ("linux", "dumb")
 
 log = logging.getLogger("qcat.tui")
 
@@ -116,11 +121,66 @@ def show(ctx: Context, plan: RoomPlan, mode: str) -> int:
     from installation.faces import open_room
     from tui.app import QcatApp
 
+    setting = ctx.config["tui.graphics"]
+    graphics = choose_graphics(setting)  # before anything else draws or reads the terminal
     with open_room(ctx.workspace, plan) as station:
-        app = QcatApp(station, mode=mode)
+        app = QcatApp(station, mode=mode, graphics=graphics)
+        if may_query_terminal(setting):
+            drop_late_answers()
         with ending_gracefully(app, station):
             app.run()
     return int(app.return_code or 0)
+
+
+def may_query_terminal(setting: str, *, environ: Mapping[str, str] | None = None,
+                       is_terminal: bool | None = None) -> bool:
+    """Whether `choose_graphics` would ask the terminal: "auto", standard input and output a
+    terminal (the answers come back on stdin), TERM not one of `PLAIN_TERMS`, and not a browser
+    session (textual-serve sets TEXTUAL_DRIVER; its xterm.js is drawn by Textual's web driver)."""
+    env = os.environ if environ is None else environ
+    if is_terminal is None:
+        is_terminal = bool(sys.__stdin__ and sys.__stdout__ and sys.__stdin__.isatty()
+                           and sys.__stdout__.isatty())
+    return (setting == "auto" and is_terminal and env.get("TERM", "") not in PLAIN_TERMS
+            and not env.get("TEXTUAL_DRIVER"))
+
+
+def choose_graphics(setting: str, *, environ: Mapping[str, str] | None = None,
+                    is_terminal: bool | None = None) -> str:
+    """How the cats are drawn: "tgp", "sixel" or "halfblocks" (`tui.widgets.GRAPHICS`).
+
+    Where `may_query_terminal` allows it, importing `textual_image.widget` asks the terminal for
+    its cell size and for Sixel, then kitty's graphics protocol, each query waiting at most
+    0.1 s for an answer; it must run before the app starts, because once Textual reads stdin the
+    answers would go to it. The module's own verdict (`textual_image.renderable.Image`) is taken
+    as it stands: it prefers Sixel because konsole and wezterm claim kitty's protocol but draw
+    textual-image's placeholders only with Sixel. Anything going wrong in the asking leaves half
+    blocks (logged): a picture is never worth a dashboard that does not start."""
+    if not may_query_terminal(setting, environ=environ, is_terminal=is_terminal):
+        return "halfblocks"
+    try:
+        import textual_image.renderable as renderables
+        import textual_image.widget  # noqa: F401  (the import is the query)
+    except Exception:  # a terminal that answered nonsense, a stdin that is not what it claims
+        log.warning("asking the terminal for a graphics protocol failed: half blocks",
+                    exc_info=True)
+        return "halfblocks"
+    if renderables.Image is renderables.SixelImage:
+        graphics = "sixel"
+    elif renderables.Image is renderables.TGPImage:
+        graphics = "tgp"
+    else:
+        graphics = "halfblocks"
+    log.info("the cats are drawn with %s", graphics)
+    return graphics
+
+
+def drop_late_answers() -> None:
+    """Throw away what the terminal typed since the graphics queries: an answer that came after
+    its 0.1 s (a slow ssh link) would otherwise reach the app as keystrokes ("?62;4c" would
+    press c)."""
+    with contextlib.suppress(OSError, termios.error, ValueError, AttributeError):
+        termios.tcflush(sys.__stdin__.fileno(), termios.TCIFLUSH)  # type: ignore[union-attr]
 
 
 @contextlib.contextmanager
