@@ -29,6 +29,11 @@ SHOW_S = 60.0
 
 
 def env_for(home: Path) -> dict[str, str]:
+    """The program's environment. Half blocks: what these tests read is the screen's text, and
+    asking tmux for a graphics protocol first (tests/test_tui_graphics.py covers that) only
+    adds a terminal round trip to every start."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "qcat.toml").write_text('[tui]\ngraphics = "halfblocks"\n')
     return {"QCAT_HOME": str(home), "PYTHONPATH": str(REPO), "TERM": "xterm-256color"}
 
 
