@@ -42,9 +42,14 @@ def exhibits(home: Path) -> list[tuple[int, str, str]]:
     db = home / "gallery.sqlite"
     if not db.exists():
         return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
-        return [(i, p, v) for i, p, v in con.execute(
-            "SELECT id, engine, verdict_text FROM exhibits ORDER BY id")]
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
+            return [(i, p, v) for i, p, v in con.execute(
+                "SELECT id, engine, verdict_text FROM exhibits ORDER BY id")]
+    except sqlite3.OperationalError as exc:  # the app is creating the archive just now
+        if "no such table" in str(exc):
+            return []
+        raise
 
 
 def wait_until(check, timeout_s: float, what: str) -> None:
@@ -156,11 +161,16 @@ def pending_draws(home: Path) -> set[int]:
     pool, gallery = home / "entropy.sqlite", home / "gallery.sqlite"
     if not (pool.exists() and gallery.exists()):
         return set()
-    with sqlite3.connect(f"file:{pool}?mode=ro", uri=True, timeout=10) as con:
-        drawn = {i for (i,) in con.execute(
-            "SELECT id FROM draws WHERE purpose LIKE 'exhibit:%'")}
-    with sqlite3.connect(f"file:{gallery}?mode=ro", uri=True, timeout=10) as con:
-        archived = {i for (i,) in con.execute("SELECT draw_id FROM exhibits")}
+    try:
+        with sqlite3.connect(f"file:{pool}?mode=ro", uri=True, timeout=10) as con:
+            drawn = {i for (i,) in con.execute(
+                "SELECT id FROM draws WHERE purpose LIKE 'exhibit:%'")}
+        with sqlite3.connect(f"file:{gallery}?mode=ro", uri=True, timeout=10) as con:
+            archived = {i for (i,) in con.execute("SELECT draw_id FROM exhibits")}
+    except sqlite3.OperationalError as exc:  # a database being created just now
+        if "no such table" in str(exc):
+            return set()
+        raise
     return drawn - archived
 
 
