@@ -20,6 +20,7 @@ from tests.conftest import REPO
 RUNTIME = ["installation", "installation.cli", "installation.commands", "installation.config",
            "quantum", "quantum.latent", "phrases", "firmware", "models"]
 OPTIONAL_RUNTIME = ["quantum.pool", "quantum.client", "models.reference", "models.weightimage",
+                    "models.dice", "models.die_judge",
                     "phrases.clipbank", "firmware.cat_engine", "installation.engines",
                     "installation.exhibit", "installation.gallery"]
 FORBIDDEN_EVERYWHERE = ["torch"]
@@ -89,7 +90,7 @@ def test_qcat_help_stays_light():
     assert json.loads(out) == []
 
 
-@pytest.mark.parametrize("args", [["models", "quality"],
+@pytest.mark.parametrize("args", [["models", "quality"], ["models", "train", "judge"],
                                   ["engine", "run", "--engine", "torch", "--entropy-hex", "00" * 200,
                                    "--out", "x.png"]])
 def test_commands_needing_torch_say_so_when_it_is_missing(args, tmp_path):

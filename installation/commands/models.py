@@ -1,4 +1,4 @@
-"""`qcat models`: make, train, quantize and measure the cat DCGAN.
+"""`qcat models`: make, train, quantize and measure the cat DCGAN and the die judge.
 
     qcat models init cat --size demo|full --seed N --out CKPT
     qcat models train cat --data DIR|procedural --size demo|full --epochs N --out CKPT
@@ -6,6 +6,9 @@
     qcat models samples [--weights FILE] --out PNG   (a grid of int8 cats, numpy reference)
     qcat models quantize CKPT --out FILE.qcw         (same as `qcat sd weights build`)
     qcat models quality [--weights FILE] [--state CKPT] [--latents N] [--json]
+    qcat models train judge [--epochs N] [--out FILE.npz]   (the die face pip classifier)
+    qcat models quality judge [--judge FILE] [--per-count N] [--seed S] [--json]
+    qcat models samples die --out PNG                (one row of die faces per pip count)
 
 Thin layer: parsing and printing only; the work is in `models.*`. torch is imported inside the
 handlers that need it, so `qcat --help` stays fast.
@@ -30,6 +33,15 @@ DEFAULT_PROCEDURAL_IMAGES = 12000
 DEFAULT_TRAIN_THREADS = 2
 DEFAULT_QUALITY_LATENTS = 256
 QUALITY_GOAL_DB = 30.0
+DEFAULT_CAT_EPOCHS = 20
+DEFAULT_CAT_SEED = 0
+DEFAULT_CAT_SCALE = 2
+# The judge must read at least this share of fresh faces, greyscale and 1-bit (percent).
+JUDGE_GOAL_PERCENT = 99.5
+DEFAULT_JUDGE_PER_COUNT = 100
+DEFAULT_JUDGE_OUT = "die-judge.npz"
+DIE_SHEET_PER_ROW = 12
+DIE_SHEET_SCALE = 4
 
 
 def register(sub: Any) -> None:
@@ -41,17 +53,21 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="CKPT")
 
-    p = command(cmds, "train", "train the cat DCGAN (resumes from --out if it exists)", _train)
-    p.add_argument("model", choices=["cat"])
+    p = command(cmds, "train", "train the cat DCGAN (resumes from --out if it exists) or the "
+                "die judge (a few minutes, from scratch)", _train)
+    p.add_argument("model", choices=["cat", "judge"])
     p.add_argument("--data", default="procedural", metavar="DIR|procedural",
                    help="a folder of face crops, or 'procedural' (the built-in cartoon cats)")
-    p.add_argument("--images", type=int, default=DEFAULT_PROCEDURAL_IMAGES, metavar="N",
-                   help="procedural images to draw (or the most images to load from DIR)")
+    p.add_argument("--images", type=int, default=None, metavar="N",
+                   help="procedural images to draw (or the most images to load from DIR); "
+                        "for judge, the die faces to train on")
     p.add_argument("--size", choices=["demo", "full"], default="demo")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"default {DEFAULT_CAT_EPOCHS} for cat, 10 for judge")
+    p.add_argument("--seed", type=int, default=None, help="default 0 for cat, 1 for judge")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out", required=True, metavar="CKPT")
+    p.add_argument("--out", metavar="CKPT|FILE.npz",
+                   help=f"needed for cat; for judge default ./{DEFAULT_JUDGE_OUT}")
     p.add_argument("--samples", metavar="DIR",
                    help="folder for one sample grid PNG per epoch (default: next to CKPT)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -64,27 +80,38 @@ def register(sub: Any) -> None:
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--out", required=True, metavar="PT")
 
-    p = command(cmds, "samples", "render a grid of int8 cats (numpy reference) as a PNG",
-                _samples)
+    p = command(cmds, "samples", "render a grid of int8 cats (numpy reference), or of die "
+                "faces, as a PNG", _samples)
+    p.add_argument("model", nargs="?", choices=["cat", "die"], default="cat")
     p.add_argument("--weights", metavar="FILE",
                    help="weight image (default: models.weights, else the shipped demo)")
     p.add_argument("--out", required=True, metavar="PNG")
     p.add_argument("-n", type=int, default=64, help="cats in the grid")
-    p.add_argument("--seed", type=int, default=0, help="seed of the entropy bytes")
-    p.add_argument("--scale", type=int, default=2, help="enlarge each pixel this many times")
+    p.add_argument("--seed", type=int, default=0, help="seed of the entropy bytes (of the "
+                   "die faces)")
+    p.add_argument("--scale", type=int, default=None,
+                   help=f"enlarge each pixel this many times (default {DEFAULT_CAT_SCALE} for "
+                        f"cat, {DIE_SHEET_SCALE} for die)")
 
     p = command(cmds, "quantize", "quantize a checkpoint into a .qcw weight image", _quantize)
     _add_quantize_args(p)
 
-    p = command(cmds, "quality", "PSNR/SSIM of the int8 model against the float model", _quality)
+    p = command(cmds, "quality", "PSNR/SSIM of the int8 cat against the float model, or the "
+                "die judge's accuracy on fresh faces", _quality)
+    p.add_argument("model", nargs="?", choices=["cat", "judge"], default="cat")
     p.add_argument("--weights", metavar="FILE",
                    help="weight image (default: models.weights, else the shipped demo)")
     p.add_argument("--state", metavar="CKPT",
                    help="float checkpoint (default: the one shipped next to the demo image)")
     p.add_argument("--latents", type=int, default=DEFAULT_QUALITY_LATENTS, metavar="N")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--goal", type=float, default=QUALITY_GOAL_DB, metavar="DB",
-                   help="exit 1 when the mean PSNR is below this")
+    p.add_argument("--seed", type=int, default=None,
+                   help="default 0 for cat; for judge a seed no training used")
+    p.add_argument("--goal", type=float, default=None, metavar="DB|PERCENT",
+                   help=f"exit 1 when the mean PSNR is below this (default {QUALITY_GOAL_DB} dB), "
+                        f"or the judge's accuracy (default {JUDGE_GOAL_PERCENT} %%)")
+    p.add_argument("--judge", metavar="FILE", help="judge file (default: the shipped one)")
+    p.add_argument("--per-count", type=int, default=DEFAULT_JUDGE_PER_COUNT, metavar="N",
+                   help="fresh faces per pip count the judge reads")
     add_json(p)
 
 
@@ -116,6 +143,13 @@ def _init(ctx: Context, args: argparse.Namespace) -> int:
 def _train(ctx: Context, args: argparse.Namespace) -> int:
     from installation.engines import torch_models
 
+    if args.model == "judge":
+        return _train_judge(ctx, args)
+    if args.out is None:
+        raise UsageError("qcat models train cat needs --out CKPT (the checkpoint to write)")
+    args.epochs = DEFAULT_CAT_EPOCHS if args.epochs is None else args.epochs
+    args.seed = DEFAULT_CAT_SEED if args.seed is None else args.seed
+    args.images = DEFAULT_PROCEDURAL_IMAGES if args.images is None else args.images
     if args.epochs < 1 or args.batch_size < 1 or args.images < 1:
         raise UsageError("--epochs, --batch-size and --images must be at least 1")
     torch_models().set_threads(args.threads)
@@ -146,6 +180,34 @@ def _train(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_judge(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.engines import torch_models
+    from installation.files import check_target
+
+    epochs, seed, faces = args.epochs, args.seed, args.images
+    if (epochs is not None and epochs < 1) or (faces is not None and faces < 6):
+        raise UsageError("--epochs must be at least 1 and --images at least 6 (one face per count)")
+    out = Path(args.out or DEFAULT_JUDGE_OUT)
+    check_target(out, "--out")
+    torch_models().set_threads(args.threads)  # says so in one sentence when torch is missing
+    from models import die_judge_train
+
+    epochs = die_judge_train.DEFAULT_EPOCHS if epochs is None else epochs
+    seed = die_judge_train.DEFAULT_SEED if seed is None else seed
+    faces = die_judge_train.DEFAULT_TRAIN_FACES if faces is None else faces
+    with ProgressBar("training judge") as bar:
+        judge, _ = die_judge_train.train(
+            epochs=epochs, seed=seed, faces=faces, progress=bar,
+            command=canonical("models", "train", "judge", "--epochs", epochs, "--seed", seed,
+                              "--images", faces, "--out", out))
+    judge.save(out)
+    p = judge.provenance
+    ctx.out(f"trained the die judge ({p['parameters']:,} parameters, {epochs} epochs, "
+            f"{p['train_seconds']:.0f} s) to {out}: validation accuracy "
+            f"{100 * p['accuracy_grey']:.2f} % greyscale, {100 * p['accuracy_one_bit']:.2f} % 1-bit")
+    return 0
+
+
 def _export(ctx: Context, args: argparse.Namespace) -> int:
     from models import cat
 
@@ -164,6 +226,9 @@ def _samples(ctx: Context, args: argparse.Namespace) -> int:
 
     from models import data, quality, reference, weightimage
 
+    if args.model == "die":
+        return _samples_die(ctx, args)
+    args.scale = DEFAULT_CAT_SCALE if args.scale is None else args.scale
     if args.n < 1 or args.scale < 1:
         raise UsageError("-n and --scale must be at least 1")
     weights = ctx.workspace.weights_path(args.weights)
@@ -177,6 +242,21 @@ def _samples(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _samples_die(ctx: Context, args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from models import data, dice
+
+    scale = DIE_SHEET_SCALE if args.scale is None else args.scale
+    if scale < 1:
+        raise UsageError("--scale must be at least 1")
+    sheet = dice.sample_sheet(args.seed, per_row=DIE_SHEET_PER_ROW)
+    data.save_png(Path(args.out), np.repeat(sheet[:, :, None], 3, axis=2), scale=scale)
+    ctx.out(f"wrote {len(dice.PIP_COUNTS)} rows of {DIE_SHEET_PER_ROW} die faces (seed "
+            f"{args.seed}) to {args.out}")
+    return 0
+
+
 def _quantize(ctx: Context, args: argparse.Namespace) -> int:
     from installation.commands.sd import build_weights
 
@@ -186,6 +266,10 @@ def _quantize(ctx: Context, args: argparse.Namespace) -> int:
 def _quality(ctx: Context, args: argparse.Namespace) -> int:
     from installation.engines import torch_models
 
+    if args.model == "judge":
+        return _quality_judge(ctx, args)
+    args.seed = DEFAULT_CAT_SEED if args.seed is None else args.seed
+    args.goal = QUALITY_GOAL_DB if args.goal is None else args.goal
     if args.latents < 1:  # checked before torch loads: a typo costs no start-up time
         raise UsageError(f"--latents must be at least 1, not {args.latents}",
                          hint=f"the default is {DEFAULT_QUALITY_LATENTS}")
@@ -212,4 +296,28 @@ def _quality(ctx: Context, args: argparse.Namespace) -> int:
                 f"{report['psnr_db_mean']:.2f} dB (min {report['psnr_db_min']:.2f}), "
                 f"SSIM mean {report['ssim_mean']:.4f}; goal {args.goal} dB: "
                 f"{'met' if report['ok'] else 'NOT met'}")
+    return 0 if report["ok"] else 1
+
+
+def _quality_judge(ctx: Context, args: argparse.Namespace) -> int:
+    from models import die_judge
+
+    goal = JUDGE_GOAL_PERCENT if args.goal is None else args.goal
+    seed = die_judge.DEFAULT_EVAL_SEED if args.seed is None else args.seed
+    path = Path(args.judge) if args.judge else die_judge.SHIPPED_JUDGE
+    judge = die_judge.DieJudge.load(path)
+    with ProgressBar("judging") as bar:
+        report = die_judge.evaluate(judge, args.per_count, seed, progress=bar)
+    report["judge"], report["goal_percent"] = str(path), goal
+    report["ok"] = min(report["grey"]["overall"], report["one_bit"]["overall"]) * 100 >= goal
+    if args.json:
+        ctx.emit_json(report)
+        return 0 if report["ok"] else 1
+    ctx.out(f"die judge {path} on {plural(report['faces'], 'fresh face')} (seed {seed}):")
+    ctx.out("pips   " + " ".join(f"{k:>7}" for k in report["grey"]["per_count"]) + "   overall")
+    for kind, label in (("grey", "grey "), ("one_bit", "1-bit")):
+        row = report[kind]
+        ctx.out(f"{label}  " + " ".join(f"{100 * v:6.2f}%" for v in row["per_count"].values())
+                + f"   {100 * row['overall']:6.2f}%")
+    ctx.out(f"goal {goal} % on both: {'met' if report['ok'] else 'NOT met'}")
     return 0 if report["ok"] else 1

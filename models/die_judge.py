@@ -1,0 +1,201 @@
+"""The judge: a small CNN that reads the pip count of a 32x32 die face, run in numpy.
+
+Why: the die's generator (a CVAE on the CH32V003) is only as good as the faces people can read, and
+"readable" is measured by this classifier, as in the seed log (DESIGN §10). It judges greyscale
+renders and the 1-bit faces the OLED shows. The weights are trained with torch in
+`models.die_judge_train` and shipped as a small `.npz` (`models/shipped/die-judge.npz`, format in
+docs/formats.md); this module is the forward pass the appliance runs, so it never imports torch.
+
+Network (x: (N, 1, 32, 32) float32 in [0, 1]):
+
+    conv1 3x3 1->8, pad 1, ReLU, maxpool 2      -> (N, 8, 16, 16)
+    conv2 3x3 8->16, pad 1, ReLU, maxpool 2     -> (N, 16, 8, 8)
+    conv3 3x3 16->16, pad 1, ReLU, maxpool 2    -> (N, 16, 4, 4)
+    flatten (C, H, W order, as torch)           -> (N, 256)
+    fc 256->6                                   -> logits for 1..6 pips
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from installation.errors import FormatError, UsageError
+from installation.files import write_atomic
+from installation.progress import ProgressCallback
+from installation.reading import read_input
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+SHIPPED_JUDGE = SHIPPED_DIR / "die-judge.npz"
+FORMAT = "qcat-die-judge"
+VERSION = 1
+RETRAIN_HINT = "retrain it with `qcat models train judge --out FILE`"
+# A judge file is a few tens of KB; anything far bigger is not one.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+# Faces judged per numpy batch (bounds the im2col temporaries to a few tens of MB).
+BATCH = 512
+# The evaluation seed `qcat models quality judge` uses by default: never one training draws from.
+DEFAULT_EVAL_SEED = 2_000_003
+# (name, weight shape) in forward order; "c" layers are 3x3 convolutions, "fc" the last layer.
+LAYERS: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("conv1", (8, 1, 3, 3)),
+    ("conv2", (16, 8, 3, 3)),
+    ("conv3", (16, 16, 3, 3)),
+    ("fc", (6, 256)),
+)
+CLASSES = 6  # logits index k means k + 1 pips
+
+
+@dataclass
+class DieJudge:
+    """Loaded judge weights (float32) and the provenance they were shipped with."""
+
+    weights: dict[str, np.ndarray]  # "<layer>.weight" / "<layer>.bias" -> float32
+    provenance: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> DieJudge:
+        """Read a judge file (default: the shipped one); FormatError names what is wrong."""
+        path = Path(path) if path is not None else SHIPPED_JUDGE
+        data = read_input(path, "judge file", max_bytes=MAX_FILE_BYTES)
+        return cls.decode(data, str(path))
+
+    @classmethod
+    def decode(cls, data: bytes, name: str = "judge file") -> DieJudge:
+        try:
+            npz = np.load(io.BytesIO(data), allow_pickle=False)
+            arrays = {k: npz[k] for k in npz.files}
+        except (ValueError, OSError, EOFError) as exc:
+            raise FormatError(f"{name} is not a die judge (.npz) file: {exc}",
+                              hint=RETRAIN_HINT) from None
+        if "provenance" not in arrays:
+            raise FormatError(f"{name} has no provenance record, so it is not a qcat die judge",
+                              hint=RETRAIN_HINT)
+        try:
+            provenance = json.loads(str(arrays.pop("provenance")))
+        except ValueError:
+            raise FormatError(f"{name} has a provenance record that is not JSON",
+                              hint=RETRAIN_HINT) from None
+        if not isinstance(provenance, dict) or provenance.get("format") != FORMAT:
+            raise FormatError(f"{name} is not a qcat die judge (format is not {FORMAT!r})",
+                              hint=RETRAIN_HINT)
+        if provenance.get("version") != VERSION:
+            raise FormatError(f"{name} has die judge version {provenance.get('version')}; this "
+                              f"qcat reads version {VERSION}", hint=RETRAIN_HINT)
+        weights: dict[str, np.ndarray] = {}
+        for layer, shape in LAYERS:
+            for part, want in (("weight", shape), ("bias", shape[:1])):
+                key = f"{layer}.{part}"
+                arr = arrays.get(key)
+                if arr is None:
+                    raise FormatError(f"{name} lacks the array {key!r}", hint=RETRAIN_HINT)
+                if arr.shape != want or arr.dtype != np.float32:
+                    raise FormatError(f"{name}: {key} is {arr.dtype} {arr.shape}, expected "
+                                      f"float32 {want}", hint=RETRAIN_HINT)
+                weights[key] = arr
+        return cls(weights, provenance)
+
+    def encode(self) -> bytes:
+        """The `.npz` bytes (uncompressed: a few thousand floats, readable by any numpy)."""
+        buf = io.BytesIO()
+        arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float32)
+                                  for k, v in self.weights.items()}
+        arrays["provenance"] = np.array(json.dumps(self.provenance, sort_keys=True))
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    def save(self, path: str | Path) -> str:
+        """Write atomically; returns the file's SHA-256."""
+        return write_atomic(path, self.encode())
+
+    def parameter_count(self) -> int:
+        return int(sum(v.size for v in self.weights.values()))
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """(N, 32, 32) faces (uint8 0..255 or float in [0, 1]) -> float32 (N, 6) logits."""
+        x = _as_input(images)
+        out = np.empty((len(x), CLASSES), dtype=np.float32)
+        for start in range(0, len(x), BATCH):
+            out[start:start + BATCH] = self._forward(x[start:start + BATCH])
+        return out
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The pip count the judge reads on each face: int64 (N,) in 1..6."""
+        return self.logits(images).argmax(axis=1).astype(np.int64) + 1
+
+    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
+        """Fraction of faces whose pip count the judge reads as `labels` (1..6)."""
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(images) or len(labels) == 0:
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        return float(np.mean(self.predict(images) == labels))
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        w = self.weights
+        for layer in ("conv1", "conv2", "conv3"):
+            x = _maxpool2(np.maximum(_conv3x3(x, w[f"{layer}.weight"], w[f"{layer}.bias"]), 0))
+        flat = x.reshape(len(x), -1)
+        return flat @ w["fc.weight"].T + w["fc.bias"]
+
+
+def _as_input(images: np.ndarray) -> np.ndarray:
+    """Faces -> float32 (N, 1, 32, 32) in [0, 1]; uint8 is scaled by 1/255."""
+    arr = np.asarray(images)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3 or arr.shape[1:] != (32, 32):
+        raise ValueError(f"faces must be (N, 32, 32), got {arr.shape}")
+    x = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+    return x[:, None]
+
+
+def _conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x: (N, C, H, W), weight: (O, C, 3, 3) -> (N, O, H, W); zero padding 1, stride 1
+    (cross-correlation, as torch's Conv2d)."""
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))
+    out = np.einsum("nchwij,ocij->nohw", windows, weight, optimize=True)
+    return (out + bias[None, :, None, None]).astype(np.float32)
+
+
+def _maxpool2(x: np.ndarray) -> np.ndarray:
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+def evaluate(judge: DieJudge, per_count: int, seed: int,
+             render: Callable[[int, int], tuple[np.ndarray, np.ndarray]] | None = None,
+             progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Held-out accuracy on `per_count` fresh renders of each count (seed `seed`), greyscale and
+    1-bit, per count and overall. Refuses a seed the judge was trained or validated on, since
+    accuracy on training faces says nothing about legibility."""
+    from models import dice
+
+    if per_count < 1:
+        raise UsageError(f"the faces per count must be at least 1, not {per_count}")
+    used = set(judge.provenance.get("seeds_used", []))
+    if seed in used:
+        raise UsageError(f"seed {seed} was used to train or validate this judge, so it is not "
+                         "held out", hint=f"pick another seed (the default is {DEFAULT_EVAL_SEED})")
+    images, labels = (render or dice.balanced)(per_count, seed)
+    if progress:
+        progress(1, 3, "rendered")
+    report: dict[str, Any] = {"faces": int(len(labels)), "per_count": per_count, "seed": seed}
+    for kind, faces in (("grey", images), ("one_bit", dice.one_bit(images))):
+        predicted = judge.predict(faces)
+        right = predicted == labels
+        report[kind] = {
+            "overall": float(right.mean()),
+            "per_count": {str(k): float(right[labels == k].mean()) for k in dice.PIP_COUNTS},
+        }
+        if progress:
+            progress(2 if kind == "grey" else 3, 3, kind)
+    return report
