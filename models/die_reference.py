@@ -106,6 +106,13 @@ class DieModel:
             raise FormatError(f"{where}: label shift {self.label_shift} is outside 0..12",
                               hint=REBUILD_HINT)
 
+    def engine_arrays(self) -> tuple[list[bytes], list[np.ndarray], list[np.ndarray], int]:
+        """What `firmware.die_engine.DieEngine` takes: packed weights, biases, shifts, label
+        shift (firmware may not import models, so the model unpacks itself)."""
+        self.check()
+        return ([pack_nibbles(w) for w in self.weights], [b.astype(np.int32) for b in self.bias],
+                [s.astype(np.uint8) for s in self.shift], self.label_shift)
+
     def n_weights(self) -> int:
         return sum(int(w.size) for w in self.weights)
 

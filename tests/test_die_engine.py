@@ -72,7 +72,7 @@ def model() -> ref.DieModel:
 
 def test_c_equals_reference_on_every_layer(model: ref.DieModel) -> None:
     z, pips = _latents(LATENTS, seed=1)
-    pages, maps = DieEngine(model).run(z, pips, layers=True)
+    pages, maps = DieEngine(*model.engine_arrays()).run(z, pips, layers=True)
     assert maps is not None
     want = ref.run(model, z, pips)
     diff = _first_difference(pages, maps, want, pips)
@@ -84,7 +84,7 @@ def test_c_equals_reference_on_every_layer(model: ref.DieModel) -> None:
 def test_c_equals_reference_on_other_models(seed: int) -> None:
     m = ref.random_model(seed)
     z, pips = _latents(SMALL_LATENTS, seed=seed + 1)
-    pages, maps = DieEngine(m).run(z, pips, layers=True)
+    pages, maps = DieEngine(*m.engine_arrays()).run(z, pips, layers=True)
     assert maps is not None
     diff = _first_difference(pages, maps, ref.run(m, z, pips), pips)
     assert diff is None, diff
@@ -94,7 +94,7 @@ def test_the_comparison_names_a_real_difference(model: ref.DieModel) -> None:
     """One weight of layer 3 changed in the reference's copy only: the difference is found and
     named at layer 3 (counting from 1), not at a later layer it spreads to."""
     z, pips = _latents(40, seed=5)
-    pages, maps = DieEngine(model).run(z, pips, layers=True)
+    pages, maps = DieEngine(*model.engine_arrays()).run(z, pips, layers=True)
     assert maps is not None
     altered = ref.DieModel([w.copy() for w in model.weights], model.bias, model.shift,
                            model.label_shift)
@@ -155,7 +155,7 @@ def test_pages_layout() -> None:
 def test_engine_refuses_a_bad_pip_count(model: ref.DieModel) -> None:
     z = np.zeros((1, ref.NZ), dtype=np.int8)
     with pytest.raises(DieEngineError, match="outside 1..6") as err:
-        DieEngine(model).run(z, 7)
+        DieEngine(*model.engine_arrays()).run(z, 7)
     assert err.value.code == 1
 
 
@@ -166,7 +166,7 @@ def test_container_round_trip_and_refusals(model: ref.DieModel, tmp_path: Path) 
     assert ref.content_sha256(back) == ref.content_sha256(model)
     assert back.provenance == {"source": "random", "seed": "7"}
     z, pips = _latents(10, seed=2)
-    assert DieEngine(back).run(z, pips)[0].tobytes() == DieEngine(model).run(z, pips)[0].tobytes()
+    assert DieEngine(*back.engine_arrays()).run(z, pips)[0].tobytes() == DieEngine(*model.engine_arrays()).run(z, pips)[0].tobytes()
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(FormatError, match="not a die weights file"):
         ref.load(tmp_path / "junk.npz")

@@ -21,6 +21,7 @@
 uint32_t die_host_layer_bytes(void);
 uint32_t die_host_arena_bytes(void);
 uint32_t die_host_model_bytes(void);
+uint32_t die_host_shape(uint32_t layer, uint32_t what);
 int die_host_run(const die_model_t *m, uint32_t n, const int8_t *z, const uint8_t *pips,
                  uint8_t *pages, uint8_t *layers);
 
@@ -56,6 +57,14 @@ static void gather(void *user, uint32_t layer, uint32_t row0, uint32_t rows, con
 uint32_t die_host_layer_bytes(void) { return LAYER_BYTES; }
 uint32_t die_host_arena_bytes(void) { return (uint32_t)sizeof(die_arena_t); }
 uint32_t die_host_model_bytes(void) { return (uint32_t)sizeof(die_model_t); }
+
+/* Layer 1..4's channels (what = 0) or width (what = 1); 0 for anything else. What the binding
+ * reshapes the gathered maps with, so it never restates the architecture. */
+uint32_t die_host_shape(uint32_t layer, uint32_t what)
+{
+    if (layer < 1u || layer > 4u || what > 1u) return 0;
+    return 1u << logs[layer - 1u][what];
+}
 
 /* n faces: z (n x DIE_NZ), pips (n) -> pages (n x DIE_PAGE_BYTES) and, when `layers` is not
  * NULL, layers (n x LAYER_BYTES). 0, a DIE_E_* code, or DIE_HOST_E_HALO; stops at the first. */
