@@ -37,6 +37,7 @@ from installation.progress import ProgressCallback
 FIRMWARE_DIR = Path(__file__).resolve().parent
 CAT_SOURCES = FIRMWARE_DIR / "cat"
 COMMON_SOURCES = FIRMWARE_DIR / "common"  # the framing: `make host` builds libqcatproto.so too
+DIE_SOURCES = FIRMWARE_DIR / "die"  # the die decoder: `make host` builds libdieengine.so too
 MAKEFILE = FIRMWARE_DIR / "Makefile"
 DEFAULT_BUILD_DIR = FIRMWARE_DIR / "build"
 LIBRARY_NAME = "libcatengine.so"
@@ -82,7 +83,8 @@ class EngineError(FormatError):
 
 
 def sources() -> list[Path]:
-    return sorted(CAT_SOURCES.glob("*.[ch]")) + sorted(COMMON_SOURCES.glob("*.[ch]")) + [MAKEFILE]
+    return (sorted(CAT_SOURCES.glob("*.[ch]")) + sorted(COMMON_SOURCES.glob("*.[ch]"))
+            + sorted(DIE_SOURCES.glob("*.[ch]")) + [MAKEFILE])
 
 
 def build_dir() -> Path:
