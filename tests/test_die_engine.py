@@ -9,9 +9,7 @@ face, pips, layer, channel, pixel, values.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,10 +21,10 @@ from firmware.die_engine import DieEngine, DieEngineError, arena_bytes
 from installation.errors import FormatError
 from models import die_reference as ref
 from models import reference
+from tests.cross_support import require_cross_compiler
 
 LATENTS = 1000  # x 6 pip counts = 6,000 faces on the main model
 SMALL_LATENTS = 100  # on the other seeds
-RV_CC = "riscv64-unknown-elf-gcc"
 # The part: CH32V003.
 FLASH_BYTES = 16 * 1024
 RAM_BYTES = 2 * 1024
@@ -194,12 +192,7 @@ def test_generated_header_is_in_sync() -> None:
 
 
 def _rv32ec(tmp: Path) -> tuple[str, Path]:
-    if shutil.which(RV_CC) is None:
-        reason = f"{RV_CC} is not installed (apt-get install gcc-riscv64-unknown-elf " \
-                 "picolibc-riscv64-unknown-elf)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_cross_compiler()
     proc = subprocess.run(["make", "--no-print-directory", "-B", "-C", str(cat_engine.FIRMWARE_DIR),
                            "rv32-die", f"BUILD={tmp}"], capture_output=True, text=True,
                           timeout=300)

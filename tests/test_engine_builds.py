@@ -9,17 +9,15 @@ with the reason otherwise.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from firmware import cat_engine
+from tests.cross_support import require_cross_compiler
 
-RV_CC = "riscv64-unknown-elf-gcc"
 # Bounds a plausible regression would cross: the engine is about 6 KB of code; the arena is
 # 512 KB of .bss; the deepest call chain needs well under 1 KB of stack.
 MAX_TEXT_BYTES = 16 * 1024
@@ -43,12 +41,7 @@ def test_host_build_is_warning_free(tmp_path: Path) -> None:
 
 
 def test_rv32_build_compiles_and_reports_sizes(tmp_path: Path) -> None:
-    if shutil.which(RV_CC) is None:
-        reason = f"{RV_CC} is not installed (apt-get install gcc-riscv64-unknown-elf " \
-                 "picolibc-riscv64-unknown-elf)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_cross_compiler()
     proc = _make("rv32", tmp_path)
     print("\n" + proc.stdout)
     assert proc.returncode == 0, proc.stderr + proc.stdout

@@ -9,7 +9,6 @@ file and entry named; the framing builds for both units, small enough for the di
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from firmware.protocol_table import (
     read_protocol_table,
 )
 from installation.units import protocol
+from tests.cross_support import require_cross_compiler
 
 REPO = Path(__file__).resolve().parent.parent
 # The die unit has 16 KB of flash for code, weights and tables: the framing may take 2 KB of it.
@@ -175,8 +175,7 @@ def test_the_header_compiles_alone_warning_free(tmp_path: Path) -> None:
 
 
 def test_the_framing_builds_for_both_units_and_fits_the_die(tmp_path: Path) -> None:
-    if shutil.which("riscv64-unknown-elf-gcc") is None:
-        pytest.skip("riscv64-unknown-elf-gcc is not installed")
+    require_cross_compiler()
     proc = subprocess.run(["make", "--no-print-directory", "-B", "-C", str(cat_engine.FIRMWARE_DIR),
                            "rv32-frame", f"BUILD={tmp_path}"],
                           capture_output=True, text=True, timeout=300)
