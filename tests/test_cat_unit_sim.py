@@ -249,21 +249,20 @@ def test_unplug_mid_job_and_the_job_completes_on_the_new_port(home: Path, job) -
 def test_the_link_is_gone_while_unplugged_and_follows_the_replug(home: Path,
                                                                   tmp_path: Path) -> None:
     """As udev removes a by-id link when the device goes: a stale link would lead a reconnecting
-    controller to whatever device gets the old pty number next (another unit, on a busy host)."""
+    controller to whatever device gets the old pty number next (another unit, on a busy host).
+    The unit sends a heartbeat a second unasked, so after 5 frames the cable goes; for the
+    second of the pause before the re-plug there is no link at all, then it names the new pty."""
     link = tmp_path / "by-id-cat"
-    with cat_sim(home, "--unplug-after", "3", "--link", str(link)) as sim:
-        assert link.resolve() == Path(sim.path).resolve()
-        with Controller(str(link)) as c, pytest.raises(DeviceError):
-            while c.receive(2.0) is not None:  # HELLO-less: heartbeats until the cable goes
-                pass
-        # (the unit closes the pty, then removes the link: allow it that instant; on a loaded
-        # machine the re-plug may even have come already, naming the new pty)
-        deadline = time.monotonic() + 0.5
-        stale = True
-        while time.monotonic() < deadline and stale:
-            stale = link.is_symlink() and os.readlink(link) == sim.path
-            time.sleep(0.01)
-        assert not stale, "the link still names the unplugged pty"
+    with cat_sim(home, "--unplug-after", "5", "--link", str(link)) as sim:
+        seen_old = seen_gone = False
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            if not link.is_symlink():
+                seen_gone = True
+                break
+            seen_old = seen_old or os.readlink(link) == sim.path
+            time.sleep(0.005)
+        assert seen_old and seen_gone, "the link was never absent between unplug and re-plug"
         new_path = sim.next_path()
         assert link.resolve() == Path(new_path).resolve() != Path(sim.path).resolve()
 
