@@ -240,8 +240,11 @@ def test_unplug_mid_job_and_the_job_completes_on_the_new_port(home: Path, job) -
             generate(c, job, exhibit=31)  # the same job, the same bytes
             got = c.until("IMAGE_DONE")
             # The unit finished computing while unplugged and kept the image: it is re-sent.
+            # (Without an ACK seen, the unit may still have taken the job: its ACK can be the
+            # frame the cable took with it.)
             assert got[0].SPEC.name == "ACK"
-            assert got[0].state == S["SENDING" if took_job else "GENERATING"]
+            assert got[0].state in ({S["SENDING"]} if took_job
+                                    else {S["SENDING"], S["GENERATING"]})
             assert image_of(got, 31) == job.golden
             assert got[-1].sha256 == job.golden_sha256
 

@@ -62,7 +62,8 @@ async def test_generate_now_and_trace_on_a_simulated_unit(qcat_home: Path) -> No
                          "one exhibit")
             await _until(pilot, lambda: "unit TUI" in str(
                 app.screen.query_one("#caption", Static).render()), "the new cat shown")
-            assert _cell(app, sim.path, "made") == "1"
+            await _until(pilot, lambda: _cell(app, sim.path, "made") == "1",
+                         "the table counts it")  # (the table is redrawn at the next poll)
             await pilot.press("t")
             assert isinstance(app.screen, TraceScreen)
             # paused, the unit is still watched: its heartbeats are frames to trace
