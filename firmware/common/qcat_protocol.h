@@ -34,19 +34,21 @@
 
 /* Message types. */
 enum qp_msg {
-    QP_MSG_HELLO      = 0x01,
-    QP_MSG_HEARTBEAT  = 0x02,
-    QP_MSG_ACK        = 0x03,
-    QP_MSG_ERROR      = 0x04,
-    QP_MSG_RESET      = 0x05,
-    QP_MSG_GENERATE   = 0x10,
-    QP_MSG_PROGRESS   = 0x11,
-    QP_MSG_IMAGE      = 0x12,
-    QP_MSG_IMAGE_DONE = 0x13,
-    QP_MSG_SPEAK      = 0x14,
-    QP_MSG_SPOKEN     = 0x15,
-    QP_MSG_ROLL       = 0x20,
-    QP_MSG_TOPUP      = 0x21
+    QP_MSG_HELLO        = 0x01,
+    QP_MSG_HEARTBEAT    = 0x02,
+    QP_MSG_ACK          = 0x03,
+    QP_MSG_ERROR        = 0x04,
+    QP_MSG_RESET        = 0x05,
+    QP_MSG_GENERATE     = 0x10,
+    QP_MSG_PROGRESS     = 0x11,
+    QP_MSG_IMAGE        = 0x12,
+    QP_MSG_IMAGE_DONE   = 0x13,
+    QP_MSG_SPEAK        = 0x14,
+    QP_MSG_SPOKEN       = 0x15,
+    QP_MSG_ROLL         = 0x20,
+    QP_MSG_TOPUP        = 0x21,
+    QP_MSG_ROLL_REQUEST = 0x22,
+    QP_MSG_RESERVE      = 0x23
 };
 
 /* HELLO (0x01, both; cat, die): the handshake: the controller says who it is and what it expects; the unit answers with its own HELLO.
@@ -142,11 +144,22 @@ enum qp_msg {
 #define QP_ROLL_ENTROPY_USED 133u            /* u8: entropy bytes this roll spent */
 #define QP_ROLL_SIZE 134u                    /* payload bytes */
 
-/* TOPUP (0x21, controller->unit; die): entropy bytes for the die unit, appended to its stream (a repeated offset is ignored).
- * Reply: ACK. */
-#define QP_TOPUP_OFFSET 0u                   /* u32: position in the unit's entropy stream of the first byte */
-#define QP_TOPUP_ENTROPY 4u                  /* bytes(rest): the bytes, drawn from the pool for this unit */
+/* TOPUP (0x21, controller->unit; die): entropy bytes for the die unit, appended to its reserve (bytes it already holds are ignored; no bytes: only asks for RESERVE).
+ * Reply: RESERVE. */
+#define QP_TOPUP_OFFSET 0u                   /* u32: position in the unit's entropy stream of the first byte (the controller's count of bytes ever drawn for this unit) */
+#define QP_TOPUP_ENTROPY 4u                  /* bytes(rest): the bytes, drawn from the pool for this unit (purpose die:<serial>) */
 #define QP_TOPUP_MIN_SIZE 4u                 /* the least payload: the rest follows */
+
+/* ROLL_REQUEST (0x22, controller->unit; die): press the die's button from the controller: roll once.
+ * Reply: ACK (state rolling), then ROLL; ERROR QP_E_NO_ENTROPY when the reserve cannot pay for a roll. */
+#define QP_ROLL_REQUEST_SIZE 0u              /* payload bytes */
+
+/* RESERVE (0x23, unit->controller; die): what the die holds of its entropy stream: the answer to TOPUP.
+ * Reply: nothing. */
+#define QP_RESERVE_START 0u                  /* u32: stream position of the first unspent byte (after a power cycle: 0 with nothing held) */
+#define QP_RESERVE_HELD 4u                   /* u16: unspent bytes held, from start on */
+#define QP_RESERVE_CAPACITY 6u               /* u16: the most bytes the reserve can hold */
+#define QP_RESERVE_SIZE 8u                   /* payload bytes */
 
 /* Unit kinds (HELLO.kind). */
 enum qp_kind {
@@ -298,6 +311,8 @@ static inline int qp_payload_check(int type, unsigned length)
     case QP_MSG_SPOKEN: return length == QP_SPOKEN_SIZE ? QP_OK : QP_E_WRONG_SIZE;
     case QP_MSG_ROLL: return length == QP_ROLL_SIZE ? QP_OK : QP_E_WRONG_SIZE;
     case QP_MSG_TOPUP: return length >= QP_TOPUP_MIN_SIZE && length <= QP_MAX_PAYLOAD ? QP_OK : QP_E_WRONG_SIZE;
+    case QP_MSG_ROLL_REQUEST: return length == QP_ROLL_REQUEST_SIZE ? QP_OK : QP_E_WRONG_SIZE;
+    case QP_MSG_RESERVE: return length == QP_RESERVE_SIZE ? QP_OK : QP_E_WRONG_SIZE;
     default: return QP_E_UNKNOWN_TYPE;
     }
 }
@@ -318,6 +333,8 @@ static inline const char *qp_msg_name(int type)
     case QP_MSG_SPOKEN: return "SPOKEN";
     case QP_MSG_ROLL: return "ROLL";
     case QP_MSG_TOPUP: return "TOPUP";
+    case QP_MSG_ROLL_REQUEST: return "ROLL_REQUEST";
+    case QP_MSG_RESERVE: return "RESERVE";
     default: return "?";
     }
 }
