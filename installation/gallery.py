@@ -8,7 +8,9 @@ state of an exhibit is not kept here: it is the entropy draw itself (purpose
 An archived row is what completes it; `archived_draw_ids()` tells which draws are done.
 
 Schema versions (``meta.schema_version``): 1 the first archive; 2 adds ``big_png_sha256`` (the
-512-px copy's file hash) and an index on ``created``. A version-1 archive is migrated when it is
+512-px copy's file hash) and an index on ``created``; 3 adds ``die_rolls``, one row per roll of a
+die unit (its stream position, the bytes it spent and the draws they came from, the pips and the
+face), UNIQUE per (serial, stream position) as an exhibit is per draw. A version-1 archive is migrated when it is
 opened; its old rows keep ``big_png_sha256`` NULL (their 512-px files are checked by pixels, and
 `qcat gallery repair` records the hash once the pixels are proven). An archive with a newer
 version than this qcat knows is refused, never half-read.
@@ -31,7 +33,7 @@ from installation import database
 from installation.errors import CheckFailed, InputError
 from quantum.source import EntropySource
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 30.0
 MOODS = ("motivated", "demotivated")
 
@@ -65,6 +67,20 @@ MIGRATIONS: dict[int, list[str]] = {
     1: [s for s in _SCHEMA_V1.split(";") if s.strip()],
     2: ["ALTER TABLE exhibits ADD COLUMN big_png_sha256 TEXT",
         "CREATE INDEX IF NOT EXISTS exhibits_created ON exhibits (created)"],
+    3: ["""CREATE TABLE die_rolls (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            serial        TEXT NOT NULL,
+            stream_offset INTEGER NOT NULL,
+            used          INTEGER NOT NULL,
+            entropy_hex   TEXT NOT NULL,
+            draws         TEXT NOT NULL,
+            source        TEXT NOT NULL,
+            pips          INTEGER NOT NULL,
+            face_hex      TEXT NOT NULL,
+            model_sha256  TEXT NOT NULL,
+            created       TEXT NOT NULL,
+            UNIQUE (serial, stream_offset))""",
+        "CREATE INDEX die_rolls_created ON die_rolls (created)"],
 }
 
 
@@ -188,7 +204,7 @@ class Gallery:
             version = self.schema_version()  # another process may have migrated meanwhile
             if version == 0 and self._db.execute(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT IN ('meta', 'exhibits')").fetchone()[0]:
+                    "AND name NOT IN ('meta', 'exhibits', 'die_rolls')").fetchone()[0]:
                 raise InputError(f"{self.db_path} is an SQLite database but not a qcat gallery "
                                  "archive", hint="point --home at a qcat home folder")
             for step in range(version + 1, SCHEMA_VERSION + 1):
@@ -322,6 +338,94 @@ class Gallery:
 
     def path(self, relative: str) -> Path:
         return self.files_dir / relative
+
+    # -- die rolls ----------------------------------------------------------------------------
+
+    def add_roll(self, roll: NewRoll) -> Roll:
+        """Archive a die's roll (already checked against the reference). The same roll reported
+        again (a re-sent frame, a reconnect) is the row that is there; a different roll at the
+        same stream position is refused: one stretch of bytes makes one roll."""
+        row = asdict(roll)
+        row["draws"] = json.dumps(row["draws"])
+        names = ", ".join(_ROLL_COLUMNS)
+        marks = ", ".join("?" for _ in _ROLL_COLUMNS)
+        cur = self._db.execute(f"INSERT INTO die_rolls ({names}) VALUES ({marks}) "
+                               "ON CONFLICT (serial, stream_offset) DO NOTHING",
+                               tuple(row[c] for c in _ROLL_COLUMNS))
+        if cur.rowcount == 1:
+            return self._roll_where("id = ?", int(cur.lastrowid or 0))
+        first = self._roll_where("serial = ? AND stream_offset = ?", roll.serial,
+                                 roll.stream_offset)
+        if (first.pips, first.face_hex, first.used) != (roll.pips, roll.face_hex, roll.used):
+            raise CheckFailed(f"die {roll.serial}'s roll at stream byte {roll.stream_offset} is "
+                              f"archived as roll {first.id} ({first.pips} pips), and another roll "
+                              f"({roll.pips} pips) was offered for the same bytes",
+                              hint="the same bytes make the same roll: the unit is faulty")
+        return first
+
+    def _roll_where(self, where: str, *args: Any) -> Roll:
+        row = self._db.execute(f"SELECT * FROM die_rolls WHERE {where}", args).fetchone()
+        if row is None:
+            raise InputError("there is no such die roll in the archive",
+                             hint="`qcat units roll` and `qcat units run` archive rolls")
+        return _roll(row)
+
+    def rolls(self, serial: str | None = None, limit: int | None = None) -> list[Roll]:
+        """Die rolls newest first (of one die)."""
+        sql, args = ("WHERE serial = ?", [serial]) if serial is not None else ("", [])
+        tail = " LIMIT ?" if limit is not None else ""
+        args += [limit] if limit is not None else []
+        return [_roll(r) for r in self._db.execute(
+            f"SELECT * FROM die_rolls {sql} ORDER BY id DESC{tail}", args)]
+
+    def roll_counts(self, serial: str | None = None) -> dict[int, int]:
+        """How often each face came up: {pips: rolls} for 1..6, zeros included."""
+        sql, args = ("WHERE serial = ?", [serial]) if serial is not None else ("", [])
+        counts = dict.fromkeys(range(1, 7), 0)
+        for pips, n in self._db.execute(
+                f"SELECT pips, COUNT(*) FROM die_rolls {sql} GROUP BY pips", args):
+            counts[int(pips)] = int(n)
+        return counts
+
+
+@dataclass(frozen=True)
+class NewRoll:
+    """A die roll to archive: which bytes of which die's stream, the draws they came from
+    (``[[draw_id, first byte in the draw, bytes], ...]``), and what the unit showed."""
+
+    serial: str
+    stream_offset: int
+    used: int
+    entropy_hex: str
+    draws: list[list[int]]
+    source: str  # the draws' source (quantum, or os-fallback when any byte was)
+    pips: int
+    face_hex: str  # the 128 SSD1306 page bytes
+    model_sha256: str  # the die decoder's content SHA-256
+    created: str
+
+
+@dataclass(frozen=True)
+class Roll(NewRoll):
+    """One archived die roll and the number the archive gave it."""
+
+    id: int
+
+    @property
+    def face(self) -> bytes:
+        return bytes.fromhex(self.face_hex)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_ROLL_COLUMNS = [f.name for f in fields(NewRoll)]
+
+
+def _roll(row: sqlite3.Row) -> Roll:
+    data = dict(row)
+    data["draws"] = json.loads(data["draws"])
+    return Roll(**data)
 
 
 def _exhibit(row: sqlite3.Row) -> Exhibit:

@@ -454,6 +454,8 @@ def c_header(model: DieModel) -> str:
 
 
 HEADER_PATH = Path(__file__).resolve().parent.parent / "firmware" / "die" / "die_weights.h"
+# The trained decoder the units' headers are made from and the controller checks rolls with.
+SHIPPED_DECODER = Path(__file__).resolve().parent / "shipped" / "die-decoder.npz"
 DEFAULT_SEED = 0  # the header's model until a trained decoder is exported
 
 

@@ -69,7 +69,7 @@ def test_a_schema_1_archive_is_migrated_on_open_and_keeps_its_rows(tmp_path):
     with sqlite3.connect(db_path) as db:
         db.executescript(SCHEMA_1)
     with Gallery(db_path, tmp_path / "files") as gallery:
-        assert gallery.schema_version() == SCHEMA_VERSION == 2
+        assert gallery.schema_version() == SCHEMA_VERSION == 3
         [old] = list(gallery.all())
         assert (old.id, old.draw_id, old.verdict_code, old.provenance) == (1, 7, 65536, {"batch": 3})
         assert old.big_png_sha256 is None  # stays NULL: checked by pixels until repair proves it
@@ -87,7 +87,7 @@ def test_an_archive_from_a_newer_qcat_is_refused_in_one_sentence(run_qcat, qcat_
         db.executescript(SCHEMA_1.replace("'schema_version', '1'", "'schema_version', '9'"))
     r = run_qcat("gallery", "list")
     assert r.code == 2
-    assert "was made by a newer qcat (archive schema 9, this qcat knows 2)" in r.err
+    assert "was made by a newer qcat (archive schema 9, this qcat knows 3)" in r.err
     assert "Traceback" not in r.err and r.err.count("\n") <= 2
     with sqlite3.connect(qcat_home / "gallery.sqlite") as db:  # and it was left untouched
         columns = [r[1] for r in db.execute("PRAGMA table_info(exhibits)")]
