@@ -374,7 +374,7 @@ class Gallery:
         """Die rolls newest first (of one die)."""
         sql, args = ("WHERE serial = ?", [serial]) if serial is not None else ("", [])
         tail = " LIMIT ?" if limit is not None else ""
-        args += [limit] if limit is not None else []
+        args += [str(limit)] if limit is not None else []
         return [_roll(r) for r in self._db.execute(
             f"SELECT * FROM die_rolls {sql} ORDER BY id DESC{tail}", args)]
 
