@@ -372,9 +372,10 @@ class Gallery:
 
     def rolls(self, serial: str | None = None, limit: int | None = None) -> list[Roll]:
         """Die rolls newest first (of one die)."""
-        sql, args = ("WHERE serial = ?", [serial]) if serial is not None else ("", [])
+        args: list[Any] = [serial] if serial is not None else []
+        sql = "WHERE serial = ?" if serial is not None else ""
         tail = " LIMIT ?" if limit is not None else ""
-        args += [str(limit)] if limit is not None else []
+        args += [limit] if limit is not None else []
         return [_roll(r) for r in self._db.execute(
             f"SELECT * FROM die_rolls {sql} ORDER BY id DESC{tail}", args)]
 
