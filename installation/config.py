@@ -89,6 +89,9 @@ SCHEMA: tuple[Key, ...] = (
     # models and engines
     Key("models.weights", str, "",
         "Cat weight image (.qcw) to use; empty means the demo model shipped with qcat."),
+    Key("models.die_decoder", str, "",
+        "Die decoder (.npz, docs/formats.md) the die units must hold and their rolls are checked "
+        "with; empty means the decoder shipped with qcat."),
     Key("engine.default", str, "c",
         "Engine that renders exhibits on the controller.", choices=("c", "numpy")),
     # phrases: rendering the verdict bank

@@ -25,6 +25,7 @@ from installation.errors import InputError
 from installation.paths import Home
 
 if TYPE_CHECKING:
+    from installation.dice import DieModelRef
     from installation.exhibit import Generator
     from installation.gallery import Gallery
     from quantum.pool import EntropyPool
@@ -84,6 +85,18 @@ class Workspace:
                              hint="build one with `qcat sd weights build CKPT --out FILE`, or "
                                   "unset models.weights to use the shipped demo model")
         return path
+
+    def die_ref(self) -> DieModelRef:
+        """The die decoder in use (models.die_decoder, else the shipped one) and its content
+        SHA-256: what a die's HELLO must name, and what its rolls are checked with."""
+        from installation.dice import DieModelRef
+
+        chosen = self.config["models.die_decoder"]
+        if chosen and not Path(chosen).expanduser().exists():
+            raise InputError(f"die decoder {chosen} (from models.die_decoder in the config) does "
+                             "not exist", hint="train one with `qcat models train die`, or unset "
+                                               "models.die_decoder to use the shipped decoder")
+        return DieModelRef.load(str(Path(chosen).expanduser()) if chosen else None)
 
     def known_models(self, first: Iterable[Path] = ()) -> list[Path]:
         """Weight images an archived or pending exhibit may refer to, `first` tried first: the

@@ -35,6 +35,7 @@ class CardHashes:
 
     weights: bytes
     clips: bytes = ZERO_SHA
+    die_weights: bytes = ZERO_SHA  # a die unit's decoder (content SHA-256; zeros: none known)
 
     @classmethod
     def of(cls, workspace: Workspace) -> CardHashes:
@@ -42,11 +43,21 @@ class CardHashes:
 
         clips = workspace.clip_bank_path
         return cls(bytes.fromhex(sha256_of(workspace.weights_path())),
-                   bytes.fromhex(sha256_of(clips)) if clips.is_file() else ZERO_SHA)
+                   bytes.fromhex(sha256_of(clips)) if clips.is_file() else ZERO_SHA,
+                   bytes.fromhex(workspace.die_ref().sha256))
+
+    def for_kind(self, kind: str) -> bytes:
+        """The weights SHA-256 a unit of this kind must name."""
+        return self.die_weights if kind == "die" else self.weights
 
 
 def identity_problems(unit: UnitIdentity, expected: CardHashes) -> list[str]:
-    """Why this unit may not make the controller's exhibits (empty: it may)."""
+    """Why this unit may not do its kind's work here (empty: it may)."""
+    if unit.kind == "die":
+        if unit.weights_sha256 == expected.die_weights:
+            return []
+        return [f"its die decoder is {unit.weights_sha256.hex()[:16]}…, the controller's is "
+                f"{expected.die_weights.hex()[:16]}…"]
     problems = []
     if unit.kind != "cat":
         problems.append(f"it is a {unit.kind} unit")
@@ -69,7 +80,7 @@ def hello(port: str, expected: CardHashes, trace: TraceFn | None = None) -> dict
         rtt_ms = (time.monotonic() - start) * 1000
     info = unit.as_dict()
     info["round_trip_ms"] = round(rtt_ms, 2)
-    info["weights_match"] = unit.weights_sha256 == expected.weights
+    info["weights_match"] = unit.weights_sha256 == expected.for_kind(unit.kind)
     info["clips_match"] = expected.clips == ZERO_SHA or unit.clips_sha256 == expected.clips
     info["problems"] = identity_problems(unit, expected)
     return info
