@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from installation.curation import RepairReport, VerifyReport
-    from installation.gallery import Exhibit
+    from installation.dice import Fairness
+    from installation.gallery import Exhibit, Roll
     from installation.prefetch import Prefetcher, RefillOutcome
     from installation.units.probe import CardHashes
     from installation.workspace import Workspace
@@ -62,6 +63,14 @@ class LogLine:
 
     def as_dict(self) -> dict[str, Any]:
         return {"when": self.when, "port": self.port, "kind": self.kind, "text": self.text}
+
+
+@dataclass(frozen=True)
+class DiceSnapshot:
+    """What the die panel shows (`Station.dice`)."""
+
+    rolls: list[Roll]
+    fairness: Fairness
 
 
 class Station:
@@ -256,6 +265,16 @@ class Station:
         """The newest `n` exhibits, newest first."""
         with self.workspace.open_gallery() as gallery:
             return gallery.query(limit=n)
+
+    def dice(self, n: int = 8) -> DiceSnapshot:
+        """The die panel: the newest `n` rolls of every die, newest first, how often each face
+        came up over all rolls, and the chi-square fairness test of those counts."""
+        from installation.dice import fairness
+
+        with self.workspace.open_gallery() as gallery:
+            rolls = gallery.rolls(limit=n)
+            counts = gallery.roll_counts()
+        return DiceSnapshot(rolls, fairness(counts))
 
     def image(self, exhibit: Exhibit) -> np.ndarray:
         """The exhibit's 64×64 picture, (64, 64, 3) uint8, read from its PNG in the gallery.
