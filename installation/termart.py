@@ -50,3 +50,15 @@ def side_by_side(blocks: list[str], gap: int = 2) -> str:
     for i in range(height):
         out.append((" " * gap).join(s[i] if i < len(s) else "" for s in split))
     return "\n".join(out)
+
+
+BIT_CELLS = (" ", "\u2584", UPPER_HALF, "\u2588")  # (upper lit, lower lit) -> cell: none, lower, upper, both
+
+
+def bit_lines(bits: np.ndarray) -> list[str]:
+    """A 1-bit picture (H, W) of 0/1, H even -> H/2 lines of W plain half-block characters (no
+    colour: a die's OLED face reads the same on any terminal and in the TUI's Text cells)."""
+    b = np.asarray(bits).astype(bool)
+    return ["".join(BIT_CELLS[2 * int(top) + int(bottom)] for top, bottom in zip(b[y], b[y + 1],
+                                                                                 strict=True))
+            for y in range(0, b.shape[0] - 1, 2)]

@@ -1,4 +1,4 @@
-"""`qcat units list|ping|generate|run`: find the cat units, talk to one, keep them all busy.
+"""`qcat units list|ping|generate|roll|run`: find the units, talk to one, keep them all busy.
 
 Thin: discovery and the transport are `installation.units.link`, one conversation is
 `installation.units.session`, the exhibit jobs are `installation.units.supervisor`. `--trace`
@@ -17,11 +17,12 @@ from installation.words import plural
 
 if TYPE_CHECKING:
     from installation.cli import Context
+    from installation.gallery import Roll
     from installation.units.supervisor import UnitEvent
 
 
 def register(sub: Any) -> None:
-    _, cmds = group(sub, "units", "find the cat units, talk to one, keep them all busy")
+    _, cmds = group(sub, "units", "find the cat and die units, talk to one, keep them all busy")
     p = command(cmds, "list", "configured and discovered ports, each asked for its HELLO",
                 list_cmd, description="List the ports in the config (units.ports) and the WCH "
                 "USB serial devices found (VID 0x1A86), and ask each for its HELLO: kind, serial, "
@@ -42,14 +43,24 @@ def register(sub: Any) -> None:
     p.add_argument("--count", "-n", type=int, default=1, metavar="N", help="exhibits (default 1)")
     add_json(p)
     _trace(p)
+    p = command(cmds, "roll", "roll a die unit from here", roll,
+                description="Press the die's button from the controller: the die is topped up "
+                "with entropy from the pool first (each top-up a recorded draw with purpose "
+                "die:<serial>), rolls, and sends its pips and generated face; the controller "
+                "re-derives both from the same bytes with the reference and archives the roll.")
+    p.add_argument("port", help="a device path or pyserial URL")
+    p.add_argument("--count", "-n", type=int, default=1, metavar="N", help="rolls (default 1)")
+    add_json(p)
+    _trace(p)
     p = command(cmds, "run", "keep every unit busy (the loop the kiosk runs)", run,
                 description="One worker per port (--port, else units.ports in the config, else "
-                "the units discovered on USB), each making exhibits until --count each, or until "
-                "interrupted (Ctrl-C).")
+                "the units discovered on USB): a cat unit makes exhibits, a die unit is kept "
+                "topped up and its rolls (button presses) are checked and archived; each until "
+                "--count (exhibits or rolls), or until interrupted (Ctrl-C).")
     p.add_argument("--port", action="append", default=[], metavar="P",
                    help="a unit's port (repeat for several)")
     p.add_argument("--count", "-n", type=int, default=None, metavar="N",
-                   help="exhibits per unit (default: until interrupted)")
+                   help="exhibits per cat unit, rolls per die (default: until interrupted)")
     add_json(p)
     _trace(p)
 
@@ -114,11 +125,13 @@ def _supervise(ctx: Context, args: argparse.Namespace, ports: list[str],
     except KeyboardInterrupt:
         made = sup.made
     if args.json:
-        ctx.emit_json({"archived": [e.to_json() for e in made], "failures": sup.failures})
+        ctx.emit_json({"archived": [e.to_json() for e in made],
+                       "rolls": [r.to_json() for r in sup.rolled], "failures": sup.failures})
     else:
         ctx.out(f"{plural(len(made), 'exhibit')} archived from "
-                f"{plural(len(ports), 'unit')}")
-    if sup.failures and (count is None or len(made) < count * len(ports)):
+                f"{plural(len(ports), 'unit')}"
+                + (f", {plural(len(sup.rolled), 'die roll')}" if sup.rolled else ""))
+    if sup.failures and (count is None or len(made) + len(sup.rolled) < count * len(ports)):
         raise DeviceError(sup.failures[0] if len(sup.failures) == 1 else
                           f"{plural(len(sup.failures), 'unit')} stopped: "
                           + "; ".join(sup.failures),
@@ -131,6 +144,38 @@ def generate(ctx: Context, args: argparse.Namespace) -> int:
     if args.count < 1:
         raise UsageError(f"--count must be at least 1, not {args.count}")
     return _supervise(ctx, args, [args.port], args.count)
+
+
+def roll(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.dice import fairness
+    from installation.termart import bit_lines
+    from installation.units.die_keeper import roll_on
+    from models.die_reference import face_from_pages
+
+    if args.count < 1:
+        raise UsageError(f"--count must be at least 1, not {args.count}")
+
+    def show(r: Roll) -> None:
+        if args.json:
+            return
+        draws = ", ".join(f"draw {d[0]}" for d in r.draws)
+        chance = ", os randomness" if r.source == "os-fallback" else ""
+        ctx.out(f"{r.serial}: rolled {r.pips} (roll {r.id}; stream bytes {r.stream_offset}.."
+                f"{r.stream_offset + r.used - 1}, {draws}{chance})")
+        if args.count <= 6:  # a few faces are worth seeing; a long run is a table
+            for line in bit_lines(face_from_pages(r.face)):
+                ctx.out("  " + line)
+
+    rolls = roll_on(ctx.workspace, args.port, args.count, show, _tracer(args))
+    counts = {face: sum(1 for r in rolls if r.pips == face) for face in range(1, 7)}
+    verdict = fairness(counts)
+    if args.json:
+        ctx.emit_json({"rolls": [r.to_json() for r in rolls], "fairness": verdict.as_dict()})
+        return 0
+    if args.count > 1:
+        ctx.out("faces " + "  ".join(f"{face}: {n}" for face, n in counts.items())
+                + f"; chi-square {verdict.chi_square:.2f}, p = {verdict.p_value:.3f}")
+    return 0
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:

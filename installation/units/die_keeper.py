@@ -22,13 +22,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from installation.dice import DieModelRef, DieStream, check_roll
-from installation.errors import CheckFailed, DeviceError
+from installation.errors import CheckFailed, DeviceError, EntropyExhausted
 from installation.gallery import Gallery, Roll
 from installation.units import protocol as qp
-from installation.units.session import UnitLost, UnitSession
+from installation.units.session import ZERO_SHA, UnitLost, UnitSession
 from models.die_roll import BYTES_PER_ROLL
+
+if TYPE_CHECKING:
+    from installation.units.link import TraceFn
+    from installation.workspace import Workspace
 
 # Top the reserve up when it holds fewer bytes than this many rolls need.
 LOW_ROLLS = 2
@@ -69,6 +74,7 @@ class DieKeeper:
     when_empty: str = "fail"
     on_roll: RollFn = field(default=lambda roll: None)
     reserve: Reserve | None = None
+    starved: str | None = None  # why the last top-up found no bytes (None: it did not)
     lost_reports: int = 0  # rolls the die made whose ROLL never arrived (seen from its reserve)
     _rolled_to: int = 0  # the stream end of the last roll taken in
 
@@ -127,6 +133,8 @@ class DieKeeper:
         else:
             room = r.capacity - (0 if lost_memory else r.held)
             offset, data = self.stream.topup(room, self.when_empty)
+            if lost_memory:
+                self._rolled_to = offset  # what the die held before is gone, rolled or not
         chunk = max(1, self.max_payload - TOPUP_HEADER)
         for at in range(0, len(data), chunk):
             r = self._topup(offset + at, data[at:at + chunk])
@@ -177,7 +185,11 @@ class DieKeeper:
         deadline = time.monotonic() + seconds
         pulse = 0.0
         while (now := time.monotonic()) < deadline:
-            self.fill()
+            try:
+                self.fill()
+                self.starved = None
+            except EntropyExhausted as exc:
+                self.starved = exc.message  # what it holds still rolls; asked again next turn
             if now - pulse >= qp.HEARTBEAT_S:
                 pulse = now
                 self.session.send("HEARTBEAT", uptime_ms=int(now * 1000) % 2**32,
@@ -192,3 +204,34 @@ class DieKeeper:
                 if msg.SPEC.name == "ERROR":
                     self.session.faults.append(qp.unit_error(msg, self.port).message)
         return rolls
+
+
+def roll_on(workspace: Workspace, port: str, count: int, on_roll: RollFn = lambda roll: None,
+            trace: TraceFn | None = None) -> list[Roll]:
+    """`qcat units roll`: handshake with the die on `port`, then press its button `count` times
+    from here; every roll checked and archived. DeviceError naming the port when it is not a die,
+    or not one holding the controller's decoder."""
+    from installation.dice import DieStream
+    from installation.units.link import Link
+    from installation.units.probe import CardHashes, identity_problems
+
+    workspace.require_writable("rolling a die")
+    ref = workspace.die_ref()
+    with Link.open(port, trace=trace) as link:
+        session = UnitSession(link)
+        unit = session.handshake()
+        if unit.kind != "die":
+            raise DeviceError(f"{unit.name} on {port} is a {unit.kind} unit, not a die",
+                              hint="`qcat units generate PORT` makes a cat unit's exhibits")
+        problems = identity_problems(unit, CardHashes(ZERO_SHA, die_weights=bytes.fromhex(
+            ref.sha256)))
+        if problems:
+            raise DeviceError(f"{unit.name} on {port} is not used: " + "; ".join(problems),
+                              hint="flash the die with the controller's decoder (firmware/die/"
+                                   "die_weights.h), or point models.die_decoder at the die's")
+        with workspace.open_pool() as pool, workspace.open_gallery() as gallery:
+            keeper = DieKeeper(session, unit.serial, DieStream(pool, unit.serial), ref, gallery,
+                               unit.max_payload, when_empty=workspace.config["entropy.when_empty"],
+                               on_roll=on_roll)
+            keeper.sync()
+            return [keeper.roll() for _ in range(count)]

@@ -41,7 +41,7 @@ from quantum import latent as latent_mod
 
 if TYPE_CHECKING:
     from installation.exhibit import Generator
-    from installation.gallery import Exhibit
+    from installation.gallery import Exhibit, Roll
     from installation.workspace import Workspace
 
 log = logging.getLogger("qcat.units")
@@ -82,8 +82,9 @@ EventFn = Callable[[UnitEvent], None]
 class UnitStatus:
     """One port as the dashboard shows it, a snapshot (`Supervisor.units()`).
 
-    `state`: connecting, idle, working, speaking, paused, waiting for entropy, lost, refused,
-    resting (out of service for a while after repeated faults), stopped."""
+    `state`: connecting, idle, working, speaking, rolling (a die asked to roll), paused, waiting
+    for entropy, lost, refused, resting (out of service for a while after repeated faults),
+    stopped. For a die `made` counts its rolls; `job` and `progress` stay None."""
 
     port: str
     state: str = "connecting"
@@ -168,6 +169,7 @@ class Supervisor:
     _once: set[str] = field(default_factory=set)  # paused ports allowed one job (generate_once)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     made: list[Exhibit] = field(default_factory=list)
+    rolled: list[Roll] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -193,9 +195,13 @@ class Supervisor:
         return not self._running.is_set()
 
     def generate_once(self, port: str) -> bool:
-        """While paused, let this port's unit make one exhibit (the operator's "generate now").
-        False when the loop is running (every unit is busy anyway) or the port is unknown."""
-        if port not in self._status or not self.paused:
+        """While paused, let this port's unit make one exhibit (the operator's "generate now"); a
+        die rolls once, paused or not. False when the loop is running (every cat unit is busy
+        anyway) or the port is unknown."""
+        if port not in self._status:
+            return False
+        is_die = (self._status[port].identity or {}).get("kind") == "die"
+        if not self.paused and not is_die:
             return False
         with self._lock:
             self._once.add(port)
@@ -304,6 +310,9 @@ class Supervisor:
         faults_in_a_row = line_retries = 0
         waiting_said = False
         session, unit = self._connect(port, expected, first=True)
+        if unit.kind == "die":
+            self._serve_die(port, gen, expected, session, unit)
+            return
         job: UnitJob | None = None
         try:
             while job is not None or (not self._stop.is_set()
@@ -402,6 +411,59 @@ class Supervisor:
         finally:
             if job is not None:
                 self._board.release(job)  # pending, for another unit or a later run
+            session.link.close()
+
+    def _serve_die(self, port: str, gen: Generator, expected: CardHashes,
+                   session: UnitSession, unit: UnitIdentity) -> None:
+        """A die unit: its reserve kept full from the pool, every roll it makes (a visitor's
+        press, or "generate now": a ROLL_REQUEST) checked and archived, until stopped or
+        `count` rolls. Paused or not, a die rolls when pressed: its rolls are always taken in."""
+        from installation.dice import DieStream
+        from installation.units.die_keeper import DieKeeper, WrongRoll
+
+        ref = self.workspace.die_ref()
+        made = faults_in_a_row = 0
+
+        def took(roll: Roll) -> None:
+            nonlocal made
+            made += 1
+            with self._lock:
+                self._status[port].made += 1
+                self.rolled.append(roll)
+            self._emit(port, "roll", f"{unit.name}: rolled {roll.pips} (stream bytes "
+                       f"{roll.stream_offset}..{roll.stream_offset + roll.used - 1})",
+                       unit=unit.name, data=roll.to_json())
+
+        try:
+            while not self._stop.is_set() and (self.count is None or made < self.count):
+                keeper = DieKeeper(session, unit.serial, DieStream(gen.pool, unit.serial), ref,
+                                   gen.gallery, unit.max_payload, when_empty=gen.when_empty,
+                                   on_roll=took)
+                try:
+                    keeper.sync()
+                    while not self._stop.is_set() and (self.count is None or made < self.count):
+                        if self._take_once(port):
+                            self._set(port, state="rolling")
+                            keeper.roll()
+                        keeper.watch(IDLE_WATCH_S)
+                        self._set(port, state="waiting for entropy" if keeper.starved
+                                  else "paused" if self.paused else "idle")
+                        faults_in_a_row = 0
+                except UnitLost as exc:
+                    self._fault(port, exc.message)
+                    self._emit(port, "lost", exc.message, unit=unit.name)
+                    session.link.close()
+                    session, unit = self._connect(port, expected, first=False)
+                except (WrongRoll, DeviceError) as exc:
+                    faults_in_a_row += 1
+                    self._fault(port, exc.message)
+                    self._emit(port, "fault", exc.message, unit=unit.name)
+                    if faults_in_a_row >= MAX_FAULTS_IN_A_ROW:
+                        raise self._give_up(f"{unit.name} on {port} failed {faults_in_a_row} "
+                                            "times in a row and was taken out of service",
+                                            "its rolls stop being archived; check the unit") \
+                            from None
+        finally:
             session.link.close()
 
     def _make(self, session: UnitSession, unit: UnitIdentity, gen: Generator,
