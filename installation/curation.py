@@ -56,6 +56,7 @@ from installation.words import plural
 from quantum.source import EntropySource
 
 if TYPE_CHECKING:
+    from installation.dice import DieModelRef
     from phrases.clipbank import ClipBank
     from quantum.pool import EntropyPool
 
@@ -111,20 +112,24 @@ class VerifyReport:
     checked: int
     findings: list[Finding] = field(default_factory=list)
     pending_draw_ids: list[int] | None = None  # None: no entropy pool to ask
+    rolls_checked: int = 0  # die rolls re-derived (with --all)
+    roll_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        return not self.findings and not self.roll_problems
 
     @property
     def failed_ids(self) -> list[int]:
         return sorted({f.exhibit_id for f in self.findings})
 
     def lines(self) -> list[str]:
-        return [f.line for f in self.findings]
+        return [f.line for f in self.findings] + self.roll_problems
 
     def summary(self) -> str:
-        return f"{plural(self.checked, 'exhibit')} checked, {plural(len(self.findings), 'problem')}"
+        rolls = f", {plural(self.rolls_checked, 'die roll')}" if self.rolls_checked else ""
+        problems = len(self.findings) + len(self.roll_problems)
+        return f"{plural(self.checked, 'exhibit')}{rolls} checked, {plural(problems, 'problem')}"
 
     def pending_summary(self) -> str | None:
         """One sentence about exhibits left pending (not failures), or None when there are none."""
@@ -133,6 +138,9 @@ class VerifyReport:
     def failure(self) -> CheckFailed | None:
         """The error the CLI exits with (1) when something differs, else None."""
         bad = self.failed_ids
+        if not bad and self.roll_problems:
+            return CheckFailed(f"{plural(len(self.roll_problems), 'die roll problem')} found: "
+                               + self.roll_problems[0])
         if not bad:
             return None
         named = ", ".join(f"exhibit {i}" for i in bad)
@@ -148,7 +156,8 @@ class VerifyReport:
     def as_dict(self) -> dict[str, Any]:
         return {"checked": self.checked, "ok": self.ok, "problems": self.lines(),
                 "findings": [f.as_dict() for f in self.findings], "failed": self.failed_ids,
-                "pending_draw_ids": self.pending_draw_ids}
+                "pending_draw_ids": self.pending_draw_ids, "rolls_checked": self.rolls_checked,
+                "roll_problems": self.roll_problems}
 
 
 def _pending_sentence(ids: list[int] | None) -> str | None:
@@ -258,18 +267,31 @@ def _selected(gallery: Gallery, exhibit_id: int | None) -> tuple[Iterable[Exhibi
 
 
 def verify(gallery: Gallery, find_model: FindModel, *, exhibit_id: int | None = None,
-           pool: EntropyPool | None = None, progress: ProgressCallback | None = None) -> VerifyReport:
-    """Re-render one exhibit (`exhibit_id`) or all of them and check everything they own.
+           pool: EntropyPool | None = None, progress: ProgressCallback | None = None,
+           die_ref: DieModelRef | None = None) -> VerifyReport:
+    """Re-render one exhibit (`exhibit_id`) or all of them and check everything they own; with
+    all of them and a `die_ref`, every die roll is re-derived from its bytes too.
 
     `pool`: the entropy pool (quantum.pool.EntropyPool) or None; with it, the archived bytes are
     compared with the pool's record of the draw and pending exhibits are reported."""
+    from installation.dice import reverify
+
     exhibits, total = _selected(gallery, exhibit_id)
+    rolls = gallery.rolls() if exhibit_id is None and die_ref is not None else []
+    total += len(rolls)
     report = VerifyReport(checked=0)
     for ex in exhibits:
         report.findings += _inspect(ex, gallery, find_model, pool).findings
         report.checked += 1
         if progress:
             progress(report.checked, total, f"exhibit {ex.id}")
+    for roll in reversed(rolls):
+        assert die_ref is not None
+        report.roll_problems += [f"die roll {roll.id} ({roll.serial}): {p}"
+                                 for p in reverify(roll, die_ref, pool)]
+        report.rolls_checked += 1
+        if progress:
+            progress(report.checked + report.rolls_checked, total, f"die roll {roll.id}")
     if pool is not None:
         report.pending_draw_ids = pending_draw_ids(gallery, pool)
     return report

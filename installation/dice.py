@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from installation.errors import CheckFailed, InputError
-from installation.gallery import NewRoll
+from installation.gallery import NewRoll, Roll
 from models import die_reference, die_roll
 from quantum.pool import Draw, EntropyPool, utc_now
 from quantum.source import EntropySource
@@ -190,3 +190,35 @@ def chi_square_sf(x: float, df: int) -> float:
         q += math.exp(a * math.log(y) - y - math.lgamma(a + 1))
         a += 1
     return min(1.0, max(0.0, q))
+
+
+def reverify(roll: Roll, ref: DieModelRef, pool: EntropyPool | None) -> list[str]:
+    """What is wrong with an archived roll, re-derived from its stored bytes (F2 for dice): the
+    bytes against the pool's record of the draws they came from, then pips, bytes spent and face
+    against the reference. Empty: nothing."""
+    problems: list[str] = []
+    data = bytes.fromhex(roll.entropy_hex)
+    if pool is not None:
+        drawn = bytearray()
+        for draw_id, start, n in roll.draws:
+            try:
+                d = pool.get_draw(draw_id)
+            except InputError:
+                problems.append(f"the entropy pool has no record of its draw {draw_id}")
+                continue
+            if d.purpose != purpose(roll.serial):
+                problems.append(f"its draw {draw_id} was made for {d.purpose!r}, not for die "
+                                f"{roll.serial}")
+            drawn += d.data[start:start + n]
+        if not problems and bytes(drawn) != data:
+            problems.append("archived entropy differs from the bytes the pool handed out in its "
+                            "draws " + ", ".join(str(d[0]) for d in roll.draws))
+    expected = die_roll.recipe(data)
+    if expected is None or expected.used != roll.used or expected.pips != roll.pips:
+        problems.append(f"{roll.pips} pips from {roll.used} bytes does not follow from its bytes")
+    elif roll.model_sha256 != ref.sha256:
+        problems.append(f"die decoder {roll.model_sha256[:16]}… is not available to re-draw its "
+                        "face")
+    elif die_roll.face(ref.model, expected) != roll.face:
+        problems.append("its face differs from the one its bytes draw")
+    return problems

@@ -316,7 +316,8 @@ class Station:
 
         find = model_finder(self.workspace.known_models())
         with self.workspace.open_gallery() as gallery, self.workspace.open_pool() as pool:
-            report = curation.verify(gallery, find, pool=pool, progress=progress)
+            report = curation.verify(gallery, find, pool=pool, progress=progress,
+                                     die_ref=self.workspace.die_ref())
         self.note(f"gallery verify: {report.summary()}", kind="verify")
         return report
 

@@ -140,3 +140,32 @@ def test_fairness_accepts_a_fair_die_and_catches_a_loaded_one():
     assert dice.fairness({}).p_value == 1.0
     with pytest.raises(InputError):
         dice.fairness({7: 3})
+
+
+def test_gallery_verify_rederives_every_roll_and_names_a_tampered_one(tmp_path, pool, ref):
+    from installation.curation import verify
+
+    stream = dice.DieStream(pool, "die-a")
+    stream.topup(200)
+    with Gallery(tmp_path / "g.sqlite3", tmp_path / "files") as g:
+        at = 0
+        for _ in range(5):
+            r, face = _honest_roll(ref, stream, at)
+            g.add_roll(dice.check_roll(ref, stream, pips=r.pips, face=face, offset=at,
+                                       used=r.used))
+            at += r.used
+        report = verify(g, lambda sha: None, pool=pool, die_ref=ref)
+        assert report.ok and report.rolls_checked == 5, report.lines()
+        third = g.rolls()[2]
+        g._db.execute("UPDATE die_rolls SET face_hex = ? WHERE id = ?",
+                      ((b"\xff" + third.face[1:]).hex() if third.face[0] != 0xFF
+                       else (b"\x00" + third.face[1:]).hex(), third.id))
+        fourth = g.rolls()[1]
+        g._db.execute("UPDATE die_rolls SET entropy_hex = ? WHERE id = ?",
+                      ("00" + fourth.entropy_hex[2:], fourth.id))
+        report = verify(g, lambda sha: None, pool=pool, die_ref=ref)
+    assert not report.ok and report.rolls_checked == 5
+    assert any(f"die roll {third.id} " in p and "face differs" in p for p in report.roll_problems)
+    assert any(f"die roll {fourth.id} " in p and "archived entropy differs" in p
+               for p in report.roll_problems)
+    assert report.failure() is not None

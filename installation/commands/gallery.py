@@ -161,7 +161,8 @@ def verify(ctx: Context, args: argparse.Namespace) -> int:
     exhibit_id = _selected_id(args)
     with _open(ctx) as gallery, _pool(ctx) as pool, _bar("verifying", args) as bar:
         report = verify_gallery(gallery, _find_model(ctx, gallery), exhibit_id=exhibit_id,
-                                pool=pool, progress=bar)
+                                pool=pool, progress=bar,
+                                die_ref=ctx.workspace.die_ref() if exhibit_id is None else None)
     return _print_report(ctx, args, report, report.pending_summary())
 
 
