@@ -6,6 +6,7 @@ loaded die) the Station hands the panel that count set over the same real rolls.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,9 @@ class DiceStation(Station):
         self.counts: dict[int, int] | None = None
 
     def units(self) -> list[UnitStatus]:
-        return list(self.fake_units)
+        # copies, as the supervisor's are: a test changing a unit must not change a snapshot
+        # read before the change
+        return [dataclasses.replace(u) for u in self.fake_units]
 
     def dice(self, n: int = 8) -> DiceSnapshot:
         real = super().dice(n)
