@@ -98,6 +98,7 @@ class Station:
         self._thread: threading.Thread | None = None
         self._card: CardHashes | None = None
         self._layers: int | None = None
+        self._roll_counts: tuple[int | None, dict[int, int]] | None = None  # (newest roll, counts)
         self._prefetcher: Prefetcher | None = None
         self._refill_thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -273,7 +274,12 @@ class Station:
 
         with self.workspace.open_gallery() as gallery:
             rolls = gallery.rolls(limit=n)
-            counts = gallery.roll_counts()
+            newest = rolls[0].id if rolls else None
+            # The screen asks twice a second; counting every roll ever made (a year of a busy
+            # die) is done again only when a new roll came in: rolls are only ever added.
+            if self._roll_counts is None or self._roll_counts[0] != newest:
+                self._roll_counts = (newest, gallery.roll_counts())
+            counts = self._roll_counts[1]
         return DiceSnapshot(rolls, fairness(counts))
 
     def image(self, exhibit: Exhibit) -> np.ndarray:
@@ -289,15 +295,16 @@ class Station:
                               hint="`qcat gallery repair` re-creates it from its bytes") from None
 
     def weights_match(self, status: UnitStatus) -> bool | None:
-        """Whether the unit on this port holds the controller's weight image (None: not known
-        yet, nobody has answered on the port)."""
+        """Whether the unit on this port holds the controller's weights for its kind (a cat's
+        weight image, a die's decoder; None: not known yet, nobody has answered on the port)."""
         if not status.identity:
             return None
         if self._card is None:
             from installation.units.probe import CardHashes
 
             self._card = CardHashes.of(self.workspace)
-        return bool(status.identity.get("weights_sha256") == self._card.weights.hex())
+        expected = self._card.for_kind(str(status.identity.get("kind", "cat")))
+        return bool(status.identity.get("weights_sha256") == expected.hex())
 
     def model_layers(self) -> int:
         """How many layers the controller's model has (a job's progress is "layer n of this")."""

@@ -30,7 +30,7 @@ from tui.widgets import GRAPHICS
 if TYPE_CHECKING:
     import numpy as np
 
-    from installation.station import Station
+    from installation.station import DiceSnapshot, Station
     from installation.units.supervisor import UnitEvent
 
 log = logging.getLogger("qcat.tui")
@@ -45,8 +45,10 @@ KIOSK_EXIT_CHORD = f"ctrl+x, then ctrl+q within {KIOSK_CHORD_S:g} s"
 # The screen reads the station this often (in a worker): simple, and robust to missed events.
 POLL_S = 0.5
 LATEST_READ = 12  # exhibits read per poll
+DICE_READ = 8  # die rolls read per poll: more faces than the widest dashboard shows
 # Unit events that make the screen look again at once instead of at the next poll.
-PROMPT_EVENTS = ("exhibit", "spoken", "lost", "reconnected", "connected", "refused", "fault")
+PROMPT_EVENTS = ("exhibit", "spoken", "lost", "reconnected", "connected", "refused", "fault",
+                 "roll")
 
 
 class QcatApp(App[int]):
@@ -156,9 +158,14 @@ class QcatApp(App[int]):
                 except QcatError as exc:
                     self._picture = (newest.id, None, exc.message)
             _, picture, picture_error = self._picture
+        dice: DiceSnapshot | None = None
+        try:
+            dice = st.dice(DICE_READ)
+        except QcatError as exc:  # the panel keeps its last picture; the log file says why
+            log.info("die rolls: %s", exc.message)
         return Snapshot(units=units, weights_match=match, layers=layers, pool=pool,
                         pool_error=pool_error, latest=latest, log=st.log(), paused=st.paused,
-                        picture=picture, picture_error=picture_error)
+                        picture=picture, picture_error=picture_error, dice=dice)
 
     def on_snapshot(self, snap: Snapshot) -> None:
         self.snapshot = snap

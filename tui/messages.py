@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from installation.gallery import Exhibit
-    from installation.station import LogLine
+    from installation.station import DiceSnapshot, LogLine
     from installation.units.supervisor import UnitEvent, UnitStatus
 
 
@@ -35,6 +35,7 @@ class Snapshot(Message, bubble=False):
     paused: bool
     picture: np.ndarray | None = None  # the newest exhibit's pixels, (64, 64, 3) uint8
     picture_error: str = ""
+    dice: DiceSnapshot | None = None  # the die panel's rolls and fairness, None when unreadable
 
 
     @property

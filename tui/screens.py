@@ -27,10 +27,10 @@ from installation.errors import QcatError
 from tui import words
 from tui.commands import DashboardCommands
 from tui.messages import Snapshot, TaskFinished, TaskProgress, UnitHappened
-from tui.widgets import CatPicture, ExhibitCaption, PoolPanel, cat_picture
+from tui.widgets import CatPicture, DiePanel, ExhibitCaption, PoolPanel, cat_picture
 
 if TYPE_CHECKING:
-    from installation.gallery import Exhibit
+    from installation.gallery import Exhibit, Roll
     from installation.progress import ProgressCallback
     from installation.station import Station
     from tui.app import QcatApp
@@ -40,6 +40,12 @@ log = logging.getLogger("qcat.tui")
 LATEST_SHOWN = 10  # exhibits in the dashboard's list
 TRACE_REFRESH_S = 0.5
 SPOKEN_HIGHLIGHT_S = 8.0  # how long the gallery view marks a verdict as being spoken
+
+# The die panel beside the cat needs the cat's column (68) and a side column with one face at
+# half size (16), the histogram (20) and the panels' borders: narrower terminals get one line.
+DICE_WIDE = 110
+# Faces in half blocks (16 rows each) beside the pool, newest exhibits and log from this height.
+DICE_TALL = 46
 
 UNIT_COLUMNS = ("port", "kind", "state", "unit", "firmware", "protocol", "weights", "heard",
                 "job", "made", "faults")
@@ -94,7 +100,12 @@ class QcatScreen(Screen[None]):
 # ---------------------------------------------------------------------------------- dashboard
 
 class DashboardScreen(QcatScreen):
-    """The operator's screen: units, pool, newest exhibits, log, and every action."""
+    """The operator's screen: units, pool, newest exhibits, log, and every action.
+
+    With dice in the room (a die unit, or rolls in the archive) the screen has the class `-dice`
+    and shows the die panel: beside the cat on a terminal at least `DICE_WIDE` columns wide
+    (faces in half blocks from `DICE_TALL` rows, in braille below), as one line under
+    the units on a narrower one. Without dice the layout is the cat-only one, untouched."""
 
     ACTIONS: ClassVar[tuple[Action, ...]] = (
         Action("g", "generate", "Generate now", "one exhibit on the selected unit (pauses the loop)"),
@@ -113,6 +124,8 @@ class DashboardScreen(QcatScreen):
         Binding("V", "verify", "Verify gallery", show=False),
     ]
     COMMANDS = {DashboardCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (DICE_WIDE, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (DICE_TALL, "-tall")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,6 +140,7 @@ class DashboardScreen(QcatScreen):
         table: DataTable[Any] = DataTable(id="units", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static(id="unit-detail")
+        yield Static(id="dice-line")
         with Horizontal(id="middle"):
             with Vertical(id="exhibit"):
                 yield cat_picture(self.qcat.graphics, id="cat")
@@ -134,6 +148,7 @@ class DashboardScreen(QcatScreen):
             with Vertical(id="side"):
                 yield Static(id="os-warning")
                 yield PoolPanel(id="pool")
+                yield DiePanel(id="dice")
                 latest: DataTable[Any] = DataTable(id="latest", cursor_type="row")
                 yield latest
                 with Vertical(id="task"):
@@ -154,6 +169,7 @@ class DashboardScreen(QcatScreen):
         self.query_one("#log").border_title = "log"
         self.query_one("#exhibit").border_title = "newest cat"
         self.query_one("#units").border_title = "units"
+        self.query_one("#dice").border_title = "dice"
         self.query_one("#task").display = False
         self.query_one("#os-warning").display = False
 
@@ -173,15 +189,32 @@ class DashboardScreen(QcatScreen):
             self.query_one(CatPicture).show(snap.picture)
             self._picture_for = newest.id if newest else None
         self.query_one(ExhibitCaption).show(newest, snap.picture_error)
+        self._show_dice(snap)
         self._show_latest(snap.latest[:LATEST_SHOWN])
         self._show_log(snap)
+
+    def _show_dice(self, snap: Snapshot) -> None:
+        """The die panel (and its one-line form), only while there are dice to show."""
+        dice = snap.dice
+        if dice is None:  # unreadable this time: the panel keeps what it showed
+            return
+        shown = dice.fairness.rolls > 0 or any(words.is_die(u) for u in snap.units)
+        self.set_class(shown, "-dice")
+        if not shown:
+            return
+        self.query_one(DiePanel).show(dice)
+        self.query_one("#dice-line", Static).update(Text(
+            words.dice_line(dice), style="bold red" if words.unfair(dice.fairness) else ""))
 
     def _show_units(self, snap: Snapshot) -> None:
         table = self.query_one("#units", DataTable)
         now = self.qcat.now()
+        rolls: list[Roll] = snap.dice.rolls if snap.dice is not None else []
         for u in snap.units:
             ident = u.identity or {}
             match = snap.weights_match.get(u.port)
+            doing = (words.die_doing(u, rolls) if words.is_die(u)
+                     else words.job_progress(u, snap.layers))
             # Text, never str: a str cell is read as markup, and "unit:cat:SIM-1" holds an
             # emoji code (":cat:")
             row = (Text(u.port), Text(str(ident.get("kind", "-"))), Text(u.state),
@@ -189,8 +222,8 @@ class DashboardScreen(QcatScreen):
                    Text(str(ident.get("protocol", "-"))),
                    "-" if match is None else ("yes" if match else Text("NO", style="bold red")),
                    words.ago(u.last_heard, now), "-" if u.job is None else f"#{u.job}",
-                   str(u.made), Text(str(u.faults), style="red") if u.faults else "0",
-                   Text(words.job_progress(u, snap.layers)))
+                   Text(words.made(u)), Text(str(u.faults), style="red") if u.faults else "0",
+                   Text(doing))
             if u.port in table.rows:
                 for column, value in zip(table.columns, row, strict=True):
                     table.update_cell(u.port, column, value, update_width=True)
@@ -483,8 +516,9 @@ class KioskScreen(GalleryScreen):
 
     def show(self, snap: Snapshot) -> None:
         super().show(snap)
+        last_roll = snap.dice.rolls[0] if snap.dice is not None and snap.dice.rolls else None
         self.query_one("#status", Static).update(
-            words.kiosk_status(snap.units, snap.pool, snap.paused))
+            words.kiosk_status(snap.units, snap.pool, snap.paused, last_roll))
 
     def action_back(self) -> None:
         pass

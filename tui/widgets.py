@@ -1,5 +1,5 @@
 """The app's own widgets: a cat drawn in half blocks or through the terminal's graphics
-protocol, and the panels built from snapshots.
+protocol, the die panel, and the panels built from snapshots.
 
 `CatPicture` draws a (H, W, 3) uint8 picture as rows of '▀' whose foreground is the upper pixel
 and background the lower one (as installation.termart does for plain terminals), scaled by an
@@ -9,6 +9,10 @@ that fits the widget. Strips are built once per picture and size, so redrawing c
 graphics protocol or Sixel), which only the CLI can decide is possible, before the app starts;
 `cat_picture(graphics)` picks one. textual_image is imported only when a protocol is in use, so
 the cold start and the tests do not pay for it.
+
+`DiePanel` shows the dice: the last faces drawn as the OLED shows them (1-bit, `face_art`: half
+blocks, 32 columns x 16 rows a face; braille, 2x4 dots a cell, 16 x 8, where the screen is short:
+both keep a face square), a histogram of the faces rolled and the fairness test in words.
 """
 
 from __future__ import annotations
@@ -19,15 +23,20 @@ import numpy as np
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
+from models.die_reference import face_from_pages
 from tui import words
 
 if TYPE_CHECKING:
-    from installation.gallery import Exhibit
+    from installation.dice import Fairness
+    from installation.gallery import Exhibit, Roll
+    from installation.station import DiceSnapshot
 
 UPPER_HALF = "\u2580"
 # How the large cats may be drawn (`QcatApp(graphics=...)`): through a terminal graphics protocol
@@ -245,3 +254,175 @@ class PoolPanel(Static):
             if i < len(rows) - 1:
                 text.append("\n")
         self.update(text)
+
+
+# --------------------------------------------------------------------------------------------
+# Dice
+
+FACE_CELLS = 32  # a face's width in half blocks: one cell per pixel column
+FACE_ROWS = 16  # and its height: two pixel rows per cell
+FACE_GAP = 2  # cells between two faces
+# A cell's glyph from its lit pixels: half blocks index top + 2 * bottom. Braille cells hold 2x4
+# dots: U+2800 plus these bits, by [row][column] of the dot in its cell (an empty cell: a space).
+HALF_BLOCKS = " ▀▄█"
+BRAILLE_BITS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
+BRAILLE_BASE = 0x2800
+EIGHTHS = " ▏▎▍▌▋▊▉"  # a bar's last, partial cell
+FULL_CELL = "█"
+SHARE_MARK = "┊"  # where a bar would end on a perfectly even die
+OLED = Style(color="#dcecff", bgcolor="#000000")  # the SSD1306's lit pixels on its black glass
+
+
+def face_art(face: bytes, *, small: bool = False) -> list[str]:
+    """128 SSD1306 page bytes -> the 32x32 face as rows of text: 16 rows of 32 half blocks, or
+    `small`, 8 rows of 16 braille cells (2x4 dots each). Lit pixels are ink, so the art reads the
+    same as plain text (a log, a test) as on the screen; a terminal cell is about twice as high
+    as wide, so both forms keep the face square."""
+    bits = face_from_pages(face).astype(np.intp)  # (32, 32) 0/1
+    if not small:
+        return ["".join(HALF_BLOCKS[v] for v in row) for row in bits[0::2] + 2 * bits[1::2]]
+    dots = np.zeros((8, 16), dtype=np.intp)  # (cell row, cell column)
+    for dy, row in enumerate(BRAILLE_BITS):
+        for dx, bit in enumerate(row):
+            dots += bit * bits[dy::4, dx::2]
+    return ["".join(chr(BRAILLE_BASE + v) if v else " " for v in row) for row in dots]
+
+
+def histogram_bars(counts: dict[int, int], cells: int) -> list[str]:
+    """One bar per face (in `counts`' order), `cells` wide for the most rolled face, in eighth
+    blocks; a bar that falls short of the fair share (rolls / faces) shows where it lies with
+    `SHARE_MARK`, so an uneven die is seen before its test is read. Each bar is `cells` wide."""
+    top = max(counts.values(), default=0)
+    if top == 0 or cells <= 0:
+        return [" " * max(cells, 0) for _ in counts]
+    share = sum(counts.values()) / len(counts)
+    mark = min(cells - 1, int(share / top * cells))
+    bars = []
+    for count in counts.values():
+        full, part = divmod(round(count / top * cells * 8), 8)
+        bar = FULL_CELL * full + (EIGHTHS[part] if part else "")
+        if len(bar) <= mark:
+            bar = bar.ljust(mark) + SHARE_MARK
+        bars.append(bar.ljust(cells)[:cells])
+    return bars
+
+
+class DieFaces(Widget):
+    """The last faces rolled, newest on the left, as many as fit the width, each with its pips
+    and its die under it. Drawn in half blocks when the widget is at least `FACE_ROWS` + 1 rows
+    high (the stylesheet gives it that on a tall screen), else in braille at half size."""
+
+    DEFAULT_CSS = f"""
+    DieFaces {{ width: 1fr; height: {FACE_ROWS // 2 + 1}; }}
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.rolls: list[Roll] = []
+        self._art: dict[tuple[int, bool], list[str]] = {}  # (roll id, small) -> rows
+
+    def show(self, rolls: list[Roll]) -> None:
+        if [r.id for r in rolls] == [r.id for r in self.rolls]:
+            return
+        self.rolls = list(rolls)
+        ids = {r.id for r in rolls}
+        self._art = {key: art for key, art in self._art.items() if key[0] in ids}
+        self.refresh()
+
+    @property
+    def small(self) -> bool:
+        """Braille faces (16 x 8 cells): the widget is too low for half blocks."""
+        return self.size.height < FACE_ROWS + 1
+
+    @property
+    def face_cells(self) -> int:
+        return FACE_CELLS // 2 if self.small else FACE_CELLS
+
+    def fitting(self) -> list[Roll]:
+        """The rolls whose faces fit the width, newest first."""
+        n = (self.size.width + FACE_GAP) // (self.face_cells + FACE_GAP)
+        return self.rolls[:max(0, n)]
+
+    def art(self, roll: Roll) -> list[str]:
+        key = (roll.id, self.small)
+        if key not in self._art:
+            self._art[key] = face_art(roll.face, small=self.small)
+        return self._art[key]
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        return self._line(y).extend_cell_length(width).crop(0, width).apply_style(self.rich_style)
+
+    def _line(self, y: int) -> Strip:
+        rolls = self.fitting()
+        if not self.rolls:
+            if y == self.size.height // 2:
+                return Strip([Segment("no rolls yet: the faces appear here", Style(dim=True))])
+            return Strip([])
+        cells = self.face_cells
+        rows = FACE_ROWS // 2 if self.small else FACE_ROWS
+        gap = Segment(" " * FACE_GAP)
+        segments: list[Segment] = []
+        for i, roll in enumerate(rolls):
+            if i:
+                segments.append(gap)
+            if y < rows:
+                segments.append(Segment(self.art(roll)[y], OLED))
+            elif y == rows:
+                caption = words.roll_caption(roll, cells).ljust(cells)
+                segments.append(Segment(caption, Style(bold=True) if i == 0 else Style(dim=True)))
+        return Strip(segments)
+
+
+class DieHistogram(Widget):
+    """Six bars, one per face, with their counts, and the fair share they are measured against."""
+
+    DEFAULT_CSS = """
+    DieHistogram { width: 20; height: 8; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.fairness: Fairness | None = None
+
+    def show(self, fairness: Fairness) -> None:
+        if fairness != self.fairness:
+            self.fairness = fairness
+            self.refresh()
+
+    def render(self) -> Text:
+        f = self.fairness
+        if f is None:
+            return Text()
+        counts = [f"{c:,}" for c in f.counts.values()]
+        count_cells = max(len(c) for c in counts)
+        cells = self.size.width - 3 - count_cells  # "6 " before the bar, " " after it
+        bar_style = "bold red" if words.unfair(f) else "#5fafff"
+        text = Text(no_wrap=True, overflow="crop")
+        for face, bar, count in zip(f.counts, histogram_bars(f.counts, cells), counts,
+                                    strict=True):
+            text.append(f"{face} ", style="bold")
+            body, mark, rest = bar.partition(SHARE_MARK)
+            text.append(body, style=bar_style)
+            text.append(mark + rest, style="dim")
+            text.append(f" {count:>{count_cells}}\n")
+        if f.rolls:
+            text.append(f"\n{SHARE_MARK} {words.fair_share(f)}", style="dim")
+        return text
+
+
+class DiePanel(Vertical):
+    """The dice in the room: the last faces, the histogram, the fairness test in words."""
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="die-top"):
+            yield DieFaces(id="die-faces")
+            yield DieHistogram(id="die-histogram")
+        yield Static(id="die-fairness")
+
+    def show(self, dice: DiceSnapshot) -> None:
+        f = dice.fairness
+        self.query_one(DieFaces).show(dice.rolls)
+        self.query_one(DieHistogram).show(f)
+        style = "bold red" if words.unfair(f) else ("yellow" if words.few_rolls(f) else "")
+        self.query_one("#die-fairness", Static).update(Text(words.fairness_words(f), style=style))

@@ -13,7 +13,9 @@ from installation.words import plural
 from quantum.source import EntropySource
 
 if TYPE_CHECKING:
-    from installation.gallery import Exhibit
+    from installation.dice import Fairness
+    from installation.gallery import Exhibit, Roll
+    from installation.station import DiceSnapshot
     from installation.units.supervisor import UnitStatus
 
 BAR_CELLS = 10  # width of the per-job progress bar in the units table
@@ -128,12 +130,16 @@ def policy_words(when_empty: str) -> str:
             "fail": "stop making cats"}.get(when_empty, when_empty or "-")
 
 
-def kiosk_status(units: list[UnitStatus], pool: dict[str, Any] | None, paused: bool) -> str:
-    """The kiosk's discreet line: units at work, and the pool in words."""
+def kiosk_status(units: list[UnitStatus], pool: dict[str, Any] | None, paused: bool,
+                 last_roll: Roll | None = None) -> str:
+    """The kiosk's discreet line: units at work, the pool in words, and, with a die in the room,
+    what it last rolled."""
     working = sum(u.state in WORKING_STATES for u in units)
     parts = [f"{working} of {plural(len(units), 'unit')} working" if units else "no units"]
     if paused:
         parts.append("paused")
+    if last_roll is not None and any(is_die(u) for u in units):
+        parts.append(f"the die last rolled {last_roll.pips}")
     if pool is None:
         parts.append("entropy pool unreadable")
     elif not pool_empty(pool):
@@ -152,3 +158,93 @@ def kiosk_status(units: list[UnitStatus], pool: dict[str, Any] | None, paused: b
 REFILL_WORDS = {"filled": "refilled from the ANU", "offline": "ANU unreachable",
                 "quota": "ANU quota used up", "budget": "this month's ANU requests spent",
                 "failed": "the last refill failed"}
+
+
+# --------------------------------------------------------------------------------------------
+# Dice
+
+# Below this many rolls (10 expected per face) the chi-square test can hardly tell a fair die from
+# a loaded one: the panel says so instead of letting a "fair" sound like proof.
+FEW_ROLLS = 60
+DICE_LINE_ROLLS = 5  # the last rolls the one-line form names
+
+
+def is_die(status: UnitStatus) -> bool:
+    return (status.identity or {}).get("kind") == "die"
+
+
+def made(status: UnitStatus) -> str:
+    """The units table's "made": a cat's exhibits as a number, a die's rolls as "12 rolls"."""
+    return plural(status.made, "roll") if is_die(status) else str(status.made)
+
+
+def die_doing(status: UnitStatus, rolls: list[Roll]) -> str:
+    """A die's "progress" cell: its last roll among `rolls` (newest first), "-" when none is
+    there. A die has no job and no layers: a roll takes a fraction of a second."""
+    serial = (status.identity or {}).get("serial")
+    last = next((r for r in rolls if r.serial == serial), None)
+    return "-" if last is None else f"last rolled {last.pips}"
+
+
+def roll_caption(roll: Roll, width: int) -> str:
+    """Under a face: "4 pips · SIM-1", shorter ("4 · SIM-1", then the serial cut) to fit `width`."""
+    for text in (f"{plural(roll.pips, 'pip')} · {roll.serial}", f"{roll.pips} · {roll.serial}"):
+        if len(text) <= width:
+            return text
+    return text[:max(0, width - 1)] + "…"
+
+
+def p_words(p: float) -> str:
+    """"p = 0.53", "p = 0.004", "p < 0.001"."""
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def level_words(level: float) -> str:
+    return f"{level * 100:g} %"
+
+
+def few_rolls(f: Fairness) -> bool:
+    return 0 < f.rolls < FEW_ROLLS
+
+
+def unfair(f: Fairness) -> bool:
+    """Rejected at the test's level (the panel says it loudly)."""
+    return f.rolls > 0 and not f.fair
+
+
+def fairness_words(f: Fairness) -> str:
+    """The die panel's verdict: "6,000 rolls: chi-square 4.1, p = 0.53 — consistent with a fair
+    die at the 1 % level", a loud "LOOKS UNFAIR" when the test rejects, "no rolls yet", and a
+    warning that few rolls prove little either way."""
+    if f.rolls == 0:
+        return "no rolls yet"
+    level = level_words(f.level)
+    text = f"{plural(f.rolls, 'roll')}: chi-square {f.chi_square:.1f}, {p_words(f.p_value)} — "
+    if f.fair:
+        text += f"consistent with a fair die at the {level} level"
+    else:
+        text += f"LOOKS UNFAIR: a fair die rolls this unevenly less than {level} of the time"
+    if few_rolls(f):
+        text += ", but so few rolls prove little" if f.fair else " (so few rolls prove little)"
+    return text
+
+
+def fair_share(f: Fairness) -> str:
+    """The histogram's legend: what each face would count on a perfectly even die."""
+    share = f.rolls / len(f.counts) if f.counts else 0.0
+    return f"fair share {share:,.0f}" if share >= 10 else f"fair share {share:,.1f}"
+
+
+def dice_line(dice: DiceSnapshot) -> str:
+    """The die panel in one line, for a terminal too narrow for the faces."""
+    f = dice.fairness
+    if f.rolls == 0:
+        return "dice: no rolls yet"
+    last = " ".join(str(r.pips) for r in dice.rolls[:DICE_LINE_ROLLS])
+    counts = "/".join(f"{f.counts[face]:,}" for face in sorted(f.counts))
+    verdict = f"{p_words(f.p_value)}, " + ("LOOKS UNFAIR" if unfair(f) else "fair")
+    if few_rolls(f):
+        verdict += " (few rolls)"
+    return f"dice: last {last} · faces 1-6: {counts} · {plural(f.rolls, 'roll')}, {verdict}"
