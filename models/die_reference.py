@@ -168,6 +168,36 @@ def latent_from_bytes(data: bytes) -> np.ndarray:
     return gauss_table()[np.frombuffer(data, dtype=np.uint8)]
 
 
+# The roll (docs/protocol.md, "The die unit": firmware/die/die_unit.c's die_roll_recipe)
+REJECT = 252  # a pips byte at or above this is spent and skipped: 252 = 42 x 6, so no bias
+ROLL_BYTES = 1 + NZ  # a roll's bytes besides rejected ones: the pips byte, then the latent's
+
+
+@dataclass(frozen=True)
+class Roll:
+    """What a die makes of the entropy bytes at the front of its reserve: `used` bytes spent
+    (rejected pips bytes, the pips byte, NZ latent bytes), the pips 1..6 and the int8 latent."""
+
+    pips: int
+    z: np.ndarray  # (NZ,) int8
+    used: int
+    rejected: int
+
+
+def roll_from_bytes(data: bytes) -> Roll | None:
+    """The roll a die unit makes from `data` (its reserve from the roll's first byte on), or
+    None when those bytes cannot pay for a whole roll (the unit then spends nothing). The
+    controller re-derives a ROLL's pips and face with this and `run`/`run_banded` from the bytes
+    it drew at [entropy_offset, entropy_offset + entropy_used): they must agree exactly."""
+    i = 0
+    while i < len(data) and data[i] >= REJECT:
+        i += 1
+    if len(data) - i < ROLL_BYTES:
+        return None
+    return Roll(pips=1 + data[i] % PIPS, z=latent_from_bytes(bytes(data[i + 1:i + ROLL_BYTES])),
+                used=i + ROLL_BYTES, rejected=i)
+
+
 # --------------------------------------------------------------------------------------------
 # Whole maps (scatter form), over a batch
 
