@@ -47,12 +47,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from firmware import bench
 from firmware.cat_unit import CatUnit, Identity
-from firmware.die_engine import DieEngine
-from firmware.die_unit import DieUnit, Oled
-from firmware.die_unit import Identity as DieIdentity
+
+if TYPE_CHECKING:  # the die's binding needs numpy: `qcat sim cat` does not load it
+    from firmware.die_engine import DieEngine
+    from firmware.die_unit import Identity as DieIdentity
 
 # The SD card of `--timing realistic`: the original build's SPI-mode card (firmware/bench.py).
 REALISTIC_SD_BYTES_PER_S = bench.SD_THROUGHPUTS[0][1]
@@ -431,6 +433,8 @@ class DieSimulator(PtyBoard):
         if schedule_s is not None and schedule_s < MIN_SCHEDULE_S:
             raise ValueError(f"the button cannot be pressed more often than every "
                              f"{MIN_SCHEDULE_S} s")
+        from firmware.die_unit import DieUnit, Oled
+
         self.oled = Oled()
         self.presses = 0        # presses made (key, schedule, press())
         self._schedule_s = schedule_s

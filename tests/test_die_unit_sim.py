@@ -59,8 +59,8 @@ def test_handshake_topup_roll_request_and_no_entropy(qcat_home: Path) -> None:
         seq = ctl.send("ROLL_REQUEST")
         err = ctl.expect("ERROR")
         assert (err.code, err.about_seq, err.detail) == (E["NO_ENTROPY"], seq, 0)
-        # Top up in chunks the die's buffer takes, then roll until the reserve runs dry.
-        chunk = limits().topup_max
+        # Fill the reserve in two chunks the die's buffer takes, then roll until it runs dry.
+        chunk = min(limits().topup_max, limits().reserve_bytes // 2)
         sent = 0
         for _ in range(2):
             r = topup(ctl, sent, stream[sent:sent + chunk])

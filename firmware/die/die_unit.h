@@ -41,9 +41,11 @@
 
 /* The firmware version this core reports when the board does not set one: major.minor.patch. */
 #define DIE_UNIT_FIRMWARE ((0u << 16) | (1u << 8) | 0u)
-/* The largest payload the unit takes (HELLO.max_payload): the controller's 88-byte HELLO, and a
- * TOPUP of DIE_UNIT_TOPUP_MAX entropy bytes. A longer frame is refused as QP_E_TOO_LONG. */
-#define DIE_UNIT_MAX_PAYLOAD 100u
+/* The largest payload the unit takes (HELLO.max_payload): GENERATE's, the longest request of
+ * either kind of unit, so that whatever the controller sends a die by mistake is read and refused
+ * for what it is (QP_E_UNEXPECTED); it takes the controller's 88-byte HELLO, and a TOPUP of
+ * DIE_UNIT_TOPUP_MAX entropy bytes. A longer frame is refused as QP_E_TOO_LONG. */
+#define DIE_UNIT_MAX_PAYLOAD QP_GENERATE_SIZE
 #define DIE_UNIT_TOPUP_MAX (DIE_UNIT_MAX_PAYLOAD - QP_TOPUP_ENTROPY)
 /* The decoder's buffer: header, the largest payload, CRC. */
 #define DIE_UNIT_RX_BYTES (QP_HEADER_BYTES + DIE_UNIT_MAX_PAYLOAD + QP_CRC_BYTES)
