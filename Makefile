@@ -10,8 +10,10 @@ BIN    := $(VENV)/bin
 # drives the dashboard in the tests as a person would (and keeps it running over ssh).
 DEB_PACKAGES := espeak-ng libportaudio2 gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf tmux
 # For `make test` only: headless Chromium screenshots `qcat tui --web` (about 110 MB to fetch,
-# 4 s to unpack on the CI machine; the test skips, saying why, where it is absent).
-TEST_DEB_PACKAGES := chromium
+# 4 s to unpack on the CI machine; the test skips, saying why, where it is absent); QEMU's RISC-V
+# system emulator runs the die unit's rv32ec build (its bytes against the host's, its
+# instructions per roll).
+TEST_DEB_PACKAGES := chromium qemu-system-misc
 STAMP  := $(VENV)/.qcat-installed
 
 .PHONY: demo test lint bench system-deps test-deps deb-install venv clean help firmware-sizes

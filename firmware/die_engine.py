@@ -91,6 +91,12 @@ class DieEngine:
         c.label_shift = label_shift
         self._model = c
 
+    @property
+    def c_model(self) -> DieModelC:
+        """The die_model_t the C reads (valid while this engine lives): what the die unit's
+        core (firmware.die_unit) takes to run another decoder than the one compiled in."""
+        return self._model
+
     def run(self, z: np.ndarray, pips: np.ndarray | int,
             layers: bool = False) -> tuple[np.ndarray, list[np.ndarray] | None]:
         """z (B, NZ) int8, pips (B,) or one int -> pages (B, 128) uint8 and, when `layers`,

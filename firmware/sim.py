@@ -1,15 +1,18 @@
-"""The simulated cat unit: the unit's own C core (firmware/cat_unit.py) behind a real pseudo-terminal.
+"""Simulated units: the units' own C cores (firmware/cat_unit.py, firmware/die_unit.py) behind a
+real pseudo-terminal.
 
-`CatSimulator.serve()` opens a pty, announces the slave's path (/dev/pts/N) and moves bytes between
-the pty's master side and the core until asked to stop. The controller opens that path like any
-serial port (installation.units.link), so it meets the identical code path a USB unit gives it.
-Nothing here decides what the unit answers; this module is the *board*: the serial line, the
-weight image as the SD card, the clock, the DAC, and the faults of a bad cable or a bad unit.
+`serve()` opens a pty, announces the slave's path (/dev/pts/N) and moves bytes between the pty's
+master side and the core until asked to stop. The controller opens that path like any serial
+port (installation.units.link), so it meets the identical code path a USB unit gives it. Nothing
+here decides what a unit answers; this module is the *board*. `PtyBoard` is the part both units
+share: the serial line, the clock, the faults of a bad cable or a bad unit, the re-plugs and the
+serve loop. `CatSimulator` adds the weight image as the SD card and the DAC; `DieSimulator` adds
+the SSD1306 and the button, pressed by key, by schedule or by hand (`press()`).
 
-Timing: `fast` makes the SD card and the DAC instant. `realistic` spreads the unit's modelled
-generation time (firmware/bench.py: SPI-mode SD at 0.47 MB/s against the V5F core, per read unit
-max(read, compute)) over the weight reads, and keeps the DAC busy for the verdict's spoken length
-(`speak_ms`, from the clip bank; the caller supplies it).
+Timing (cat): `fast` makes the SD card and the DAC instant. `realistic` spreads the unit's
+modelled generation time (firmware/bench.py: SPI-mode SD at 0.47 MB/s against the V5F core, per
+read unit max(read, compute)) over the weight reads, and keeps the DAC busy for the verdict's
+spoken length (`speak_ms`, from the clip bank; the caller supplies it).
 
 Faults (seeded, each kind from its own random stream so one flag does not change another's
 draws), on the frames the unit sends:
@@ -21,9 +24,9 @@ draws), on the frames the unit sends:
                        pty (a new /dev/pts node, as a re-plugged USB device gets) is announced;
                        the unit keeps its state (it has its own supply), and it happens again
                        after N more frames on the new port
-  wrong_image_rate P   one bit of the image is flipped before its SHA-256 is taken, so every
-                       frame and the IMAGE_DONE hash are consistent and only a golden compare
-                       catches it
+  wrong_image_rate P   (cat) one bit of the image is flipped before its SHA-256 is taken, so
+                       every frame and the IMAGE_DONE hash are consistent and only a golden
+                       compare catches it
 
 Standard library and the firmware package only (never models, phrases or the appliance layer);
 never prints: the caller hands in `announce(path)` and `note(sentence)`.
@@ -37,15 +40,21 @@ import hashlib
 import os
 import random
 import select
+import threading
 import time
 import tty
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from firmware import bench
 from firmware.cat_unit import CatUnit, Identity
+
+if TYPE_CHECKING:  # the die's binding needs numpy: `qcat sim cat` does not load it
+    from firmware.die_engine import DieEngine
+    from firmware.die_unit import Identity as DieIdentity
 
 # The SD card of `--timing realistic`: the original build's SPI-mode card (firmware/bench.py).
 REALISTIC_SD_BYTES_PER_S = bench.SD_THROUGHPUTS[0][1]
@@ -57,6 +66,12 @@ MAX_IDLE_S = 0.05
 # (a USB CDC device with no host reading drops its packets too).
 MAX_QUEUED_BYTES = 64 * 1024
 READ_BYTES = 4096
+# A die's button pressed by key or schedule is held down this long, then left up this long: three
+# times the core's debounce (DIE_UNIT_DEBOUNCE_MS, 20 ms; a test holds them together), so each
+# press is seen exactly once.
+PRESS_S = 0.06
+# The shortest --schedule: a press and its release, with room to spare.
+MIN_SCHEDULE_S = 0.2
 
 StopFn = Callable[[], bool]
 
@@ -174,15 +189,14 @@ class _Port:
                 os.close(fd)
 
 
-class CatSimulator:
-    """A cat unit on a pseudo-terminal: the C core, a board around it, and the faults."""
+class PtyBoard:
+    """What every simulated unit's board has: the serial line on a pty (with its faults and
+    re-plugs), the millisecond clock, and the loop that serves the unit. A subclass supplies the
+    unit core (`_rx`, `_poll`, `_line_reset`) and may watch more file descriptors."""
 
-    def __init__(self, weights: Path, identity: Identity, *, timing: Timing | None = None,
-                 faults: Faults | None = None, announce: Callable[[str], None] = lambda p: None,
-                 unplugged: Callable[[], None] = lambda: None,
-                 note: Callable[[str], None] = lambda s: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.timing = timing or Timing()
+    def __init__(self, faults: Faults | None, announce: Callable[[str], None],
+                 unplugged: Callable[[], None], note: Callable[[str], None],
+                 clock: Callable[[], float]) -> None:
         self.faults = faults or Faults()
         self.stats = SimStats()
         self._announce = announce
@@ -194,43 +208,43 @@ class CatSimulator:
         # One stream per kind of fault: switching one on never shifts another's draws.
         self._rng = {kind: random.Random(f"{seed}:{kind}")
                      for kind in ("drop", "corrupt", "wrong_image")}
-        self._weights = open(weights, "rb")  # noqa: SIM115 (closed by close())
-        self._read_s_per_byte = 0.0
-        self._speak_until = 0.0
         self._port: _Port | None = None
         self._next_port: _Port | None = None
         self._replug_at = 0.0
         self._port_frames = 0
         self._stop: StopFn = lambda: False
-        self.unit = CatUnit(self, identity, image_hook=self._on_image)
-        if self.timing.realistic and self.unit.layers:
-            model = bench.unit_time(self.unit.layers, self.timing.sd_bytes_per_s)
-            weight_bytes = sum(lay.slice_bytes * lay.c_out for lay in self.unit.layers)
-            self._read_s_per_byte = model.total_s / weight_bytes
 
-    @property
-    def modelled_generation_s(self) -> float:
-        """The seconds a generation takes here (0 with fast timing)."""
-        return self._read_s_per_byte * sum(lay.slice_bytes * lay.c_out for lay in self.unit.layers)
+    # -- what a unit's board must supply -------------------------------------------------------
 
-    # -- the board (firmware.cat_unit.Board) ---------------------------------------------------
+    def _rx(self, data: bytes) -> None:
+        """Bytes from the controller, for the unit core."""
+        raise NotImplementedError
+
+    def _poll(self) -> float:
+        """The unit's due work; the seconds it may sleep."""
+        raise NotImplementedError
+
+    def _line_reset(self) -> None:
+        """A new port: the core forgets a half-received frame."""
+        raise NotImplementedError
+
+    def _readers(self) -> list[int]:
+        """More file descriptors to watch (a terminal's keys)."""
+        return []
+
+    def _readable(self, fd: int) -> None:
+        """One of `_readers()` has input."""
+
+    def _starting(self) -> None:
+        """Just before the first port is plugged in: what the operator should know."""
+
+    def _closing(self) -> None:
+        """After the last port is closed: the unit's own resources."""
+
+    # -- the board's serial line and clock (both units' callbacks) -----------------------------
 
     def millis(self) -> int:
         return int((self._clock() - self._t0) * 1000)
-
-    def read(self, offset: int, length: int) -> bytes | None:
-        if self._stop():
-            return None  # shutting down: end a long realistic generation now
-        if self._read_s_per_byte:
-            time.sleep(length * self._read_s_per_byte)
-        return os.pread(self._weights.fileno(), length, offset)
-
-    def speak_start(self, verdict: int) -> int:
-        self._speak_until = self._clock() + self.timing.speak_ms(verdict) / 1000
-        return 0
-
-    def speak_busy(self) -> bool:
-        return self._clock() < self._speak_until
 
     def write(self, frame: bytes) -> None:
         self.stats.frames += 1
@@ -262,20 +276,13 @@ class CatSimulator:
         data[at] ^= 1 << rng.choice(bits)
         return bytes(data)
 
-    def _on_image(self, rgb: memoryview) -> None:
-        rng = self._rng["wrong_image"]
-        if rng.random() < self.faults.wrong_image_rate:
-            bit = rng.randrange(len(rgb) * 8)
-            rgb[bit // 8] ^= 1 << (bit % 8)
-            self.stats.wrong_images += 1
-
     # -- the line ------------------------------------------------------------------------------
 
     def _plug(self, port: _Port) -> None:
         self._port = port
         self._port_frames = 0
         self.stats.ports.append(port.path)
-        self.unit.line_reset()
+        self._line_reset()
         self._announce(port.path)
 
     def _unplug(self) -> None:
@@ -292,9 +299,7 @@ class CatSimulator:
     def serve(self, stop: StopFn) -> SimStats:
         """Run until `stop()` is true (checked at least every MAX_IDLE_S)."""
         self._stop = stop
-        if self.unit.engine_code:
-            self._note("the engine refused the weight image (CAT_E code "
-                       f"{self.unit.engine_code}): the unit answers in its fault state")
+        self._starting()
         self._plug(_Port())
         wait_s = 0.0
         try:
@@ -304,7 +309,8 @@ class CatSimulator:
                     self._plug(self._next_port)
                     self._next_port = None
                 port = self._port
-                readers = [port.master] if port else []
+                extra = self._readers()
+                readers = ([port.master] if port else []) + extra
                 writers = [port.master] if port and port.pending else []
                 timeout = min(wait_s, MAX_IDLE_S)
                 if self._port is None:
@@ -312,14 +318,17 @@ class CatSimulator:
                 ready_r, ready_w, _ = select.select(readers, writers, [], timeout)
                 if port and ready_w:
                     port.flush()
-                if port and ready_r:
+                for fd in extra:
+                    if fd in ready_r:
+                        self._readable(fd)
+                if port and port.master in ready_r:
                     data = port.read()
                     if data and not self.stats.hung:
-                        self.unit.rx(data)
+                        self._rx(data)
                 if self.stats.hung:
                     wait_s = MAX_IDLE_S
                     continue
-                wait_s = self.unit.poll() / 1000
+                wait_s = self._poll()
         finally:
             self.close()
         return self.stats
@@ -329,4 +338,171 @@ class CatSimulator:
             if port is not None:
                 port.close()
         self._port = self._next_port = None
+        self._closing()
+
+
+class CatSimulator(PtyBoard):
+    """A cat unit on a pseudo-terminal: the C core, a board around it (the weight image as the
+    SD card, the DAC), and the faults."""
+
+    def __init__(self, weights: Path, identity: Identity, *, timing: Timing | None = None,
+                 faults: Faults | None = None, announce: Callable[[str], None] = lambda p: None,
+                 unplugged: Callable[[], None] = lambda: None,
+                 note: Callable[[str], None] = lambda s: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(faults, announce, unplugged, note, clock)
+        self.timing = timing or Timing()
+        self._weights = open(weights, "rb")  # noqa: SIM115 (closed by close())
+        self._read_s_per_byte = 0.0
+        self._speak_until = 0.0
+        self.unit = CatUnit(self, identity, image_hook=self._on_image)
+        if self.timing.realistic and self.unit.layers:
+            model = bench.unit_time(self.unit.layers, self.timing.sd_bytes_per_s)
+            weight_bytes = sum(lay.slice_bytes * lay.c_out for lay in self.unit.layers)
+            self._read_s_per_byte = model.total_s / weight_bytes
+
+    @property
+    def modelled_generation_s(self) -> float:
+        """The seconds a generation takes here (0 with fast timing)."""
+        return self._read_s_per_byte * sum(lay.slice_bytes * lay.c_out for lay in self.unit.layers)
+
+    # -- the board (firmware.cat_unit.Board) ---------------------------------------------------
+
+    def read(self, offset: int, length: int) -> bytes | None:
+        if self._stop():
+            return None  # shutting down: end a long realistic generation now
+        if self._read_s_per_byte:
+            time.sleep(length * self._read_s_per_byte)
+        return os.pread(self._weights.fileno(), length, offset)
+
+    def speak_start(self, verdict: int) -> int:
+        self._speak_until = self._clock() + self.timing.speak_ms(verdict) / 1000
+        return 0
+
+    def speak_busy(self) -> bool:
+        return self._clock() < self._speak_until
+
+    def _on_image(self, rgb: memoryview) -> None:
+        rng = self._rng["wrong_image"]
+        if rng.random() < self.faults.wrong_image_rate:
+            bit = rng.randrange(len(rgb) * 8)
+            rgb[bit // 8] ^= 1 << (bit % 8)
+            self.stats.wrong_images += 1
+
+    # -- PtyBoard ------------------------------------------------------------------------------
+
+    def _rx(self, data: bytes) -> None:
+        self.unit.rx(data)
+
+    def _poll(self) -> float:
+        return self.unit.poll() / 1000
+
+    def _line_reset(self) -> None:
+        self.unit.line_reset()
+
+    def _starting(self) -> None:
+        if self.unit.engine_code:
+            self._note("the engine refused the weight image (CAT_E code "
+                       f"{self.unit.engine_code}): the unit answers in its fault state")
+
+    def _closing(self) -> None:
         self._weights.close()
+
+
+class DieSimulator(PtyBoard):
+    """A die unit on a pseudo-terminal: the C core (the decoder compiled into the firmware, or
+    `engine`'s), a board around it (the SSD1306's memory, the button) and the faults.
+
+    The button is pressed by `press()` (thread-safe: the caller's key reader or a test), by a
+    key on `keys_fd` (Enter or space; the caller puts the terminal in cbreak mode) and every
+    `schedule_s` seconds when given. A press holds the button down for PRESS_S, then up for
+    PRESS_S, so the core's debounce sees a clean press; presses that come faster queue up. The
+    reserve starts empty, as a die's does at power-on: the controller fills it with TOPUP."""
+
+    KEYS = b"\r\n "
+
+    def __init__(self, identity: DieIdentity, *, engine: DieEngine | None = None,
+                 schedule_s: float | None = None, keys_fd: int | None = None,
+                 faults: Faults | None = None, announce: Callable[[str], None] = lambda p: None,
+                 unplugged: Callable[[], None] = lambda: None,
+                 note: Callable[[str], None] = lambda s: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(faults, announce, unplugged, note, clock)
+        if self.faults.wrong_image_rate:
+            raise ValueError("a die unit has no image to corrupt (wrong_image_rate)")
+        if schedule_s is not None and schedule_s < MIN_SCHEDULE_S:
+            raise ValueError(f"the button cannot be pressed more often than every "
+                             f"{MIN_SCHEDULE_S} s")
+        from firmware.die_unit import DieUnit, Oled
+
+        self.oled = Oled()
+        self.presses = 0        # presses made (key, schedule, press())
+        self._schedule_s = schedule_s
+        self._next_press = clock() + schedule_s if schedule_s else None
+        self._keys_fd = keys_fd
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._down_until = 0.0  # the button is down until then ...
+        self._busy_until = 0.0  # ... and the core sees it released until then
+        self.unit = DieUnit(self, identity, engine)
+
+    def press(self) -> None:
+        """Press the die's button once (from any thread)."""
+        with self._lock:
+            self._queued += 1
+
+    # -- the board (firmware.die_unit.Board) ---------------------------------------------------
+
+    def oled_write(self, page: int, col: int, data: bytes) -> None:
+        self.oled.write(page, col, data)
+
+    def button(self) -> bool:
+        return self._clock() < self._down_until
+
+    # -- PtyBoard ------------------------------------------------------------------------------
+
+    def _rx(self, data: bytes) -> None:
+        self.unit.rx(data)
+
+    def _poll(self) -> float:
+        now = self._clock()
+        if self._next_press is not None and now >= self._next_press:
+            self.press()
+            assert self._schedule_s is not None
+            while self._next_press <= now:
+                self._next_press += self._schedule_s
+        if now >= self._busy_until:
+            with self._lock:
+                start, self._queued = self._queued > 0, max(0, self._queued - 1)
+            if start:
+                self.presses += 1
+                self._down_until = now + PRESS_S
+                self._busy_until = now + 2 * PRESS_S
+        wait_s = self.unit.poll() / 1000
+        if now < self._busy_until + PRESS_S:
+            return wait_s  # the core is watching the button: its own rhythm
+        # Idle: nothing for the debounce to see; wake for the heartbeat or the next press.
+        idle = MAX_IDLE_S
+        if self._next_press is not None:
+            idle = min(idle, max(0.0, self._next_press - self._clock()))
+        return idle
+
+    def _line_reset(self) -> None:
+        self.unit.line_reset()
+
+    def _readers(self) -> list[int]:
+        return [self._keys_fd] if self._keys_fd is not None else []
+
+    def _readable(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 64)
+        except (BlockingIOError, InterruptedError):
+            return
+        for byte in data:
+            if byte in self.KEYS:
+                self.press()
+
+    def _starting(self) -> None:
+        if self.unit.engine_code:
+            self._note("the die engine refused the decoder (code "
+                       f"{self.unit.engine_code}): the unit answers in its fault state")

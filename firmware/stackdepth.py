@@ -56,7 +56,9 @@ def parse(folder: Path) -> tuple[dict[str, int], dict[str, set[str]], set[str]]:
     return frames, edges, dynamic
 
 
-def worst(frames: dict[str, int], edges: dict[str, set[str]]) -> tuple[int, list[str]]:
+def worst(frames: dict[str, int], edges: dict[str, set[str]],
+          root: str = ROOT) -> tuple[int, list[str]]:
+    """The deepest chain from `root` (main; or one function, for its share of the stack)."""
     called = {d for targets in edges.values() for d in targets}
     callbacks = [f for f in frames if f not in called and f != ROOT and ":" in f]
     memo: dict[str, tuple[int, list[str]]] = {}
@@ -82,7 +84,7 @@ def worst(frames: dict[str, int], edges: dict[str, set[str]]) -> tuple[int, list
         memo[fn] = (frames.get(fn, 0) + best[0], [fn, *best[1]])
         return memo[fn]
 
-    return depth(ROOT)
+    return depth(root)
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,7 @@ handed out again, whatever becomes of the die), and a die's **stream** is the co
 draws in the order they were made: stream position p is the same byte for the controller and the
 unit. A roll the unit reports names its stretch of that stream (`entropy_offset`,
 `entropy_used`); the controller re-derives pips and face from those bytes with the golden
-reference (`models.die_roll`) and archives the roll with the draws it came from (E2) only when
+reference (`models.die_reference.roll_from_bytes`) and archives the roll with the draws it came from (E2) only when
 everything agrees. Bytes a die held when it lost power are simply never rolled: spent, not reused.
 
 The fairness test is Pearson's chi-square over the six faces, with its p-value computed exactly
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from installation.errors import CheckFailed, InputError
 from installation.gallery import NewRoll, Roll
-from models import die_reference, die_roll
+from models import die_reference
 from quantum.pool import Draw, EntropyPool, utc_now
 from quantum.source import EntropySource
 
@@ -116,7 +116,7 @@ def check_roll(ref: DieModelRef, stream: DieStream, *, pips: int, face: bytes, o
     """A roll as the unit reported it -> the record to archive, or CheckFailed naming what the
     unit got wrong (a unit fault: the bytes it was sent make another roll)."""
     data, draws, source = stream.slice(offset, used)
-    expected = die_roll.recipe(data)
+    expected = die_reference.roll_from_bytes(data)
     where = f"die {stream.serial}'s roll at stream byte {offset}"
     if expected is None or expected.used != used:
         raise CheckFailed(f"{where} spent {used} bytes; those bytes make a roll of "
@@ -125,7 +125,7 @@ def check_roll(ref: DieModelRef, stream: DieStream, *, pips: int, face: bytes, o
     if expected.pips != pips:
         raise CheckFailed(f"{where} shows {pips} pips; its bytes roll {expected.pips}",
                           hint="the unit's firmware does not roll as the reference does")
-    want = die_roll.face(ref.model, expected)
+    want = die_reference.roll_face(ref.model, expected)
     if want != bytes(face):
         first = next(i for i, (a, b) in enumerate(zip(want, face, strict=True)) if a != b)
         raise CheckFailed(f"{where}: its face differs from the reference's at page byte {first} "
@@ -163,15 +163,15 @@ class Fairness:
 
 def fairness(counts: Mapping[int, int], level: float = FAIRNESS_LEVEL) -> Fairness:
     """Chi-square of {pips: rolls} over faces 1..6 (5 degrees of freedom)."""
-    full = {face: int(counts.get(face, 0)) for face in range(1, die_roll.FACES + 1)}
+    full = {face: int(counts.get(face, 0)) for face in range(1, die_reference.PIPS + 1)}
     if any(v < 0 for v in full.values()) or set(counts) - set(full):
         raise InputError(f"die counts must be non-negative, for faces 1..6: {dict(counts)}")
     n = sum(full.values())
     if n == 0:
         return Fairness(full, 0, 0.0, 1.0, level)
-    expected = n / die_roll.FACES
+    expected = n / die_reference.PIPS
     chi2 = sum((v - expected) ** 2 for v in full.values()) / expected
-    return Fairness(full, n, chi2, chi_square_sf(chi2, die_roll.FACES - 1), level)
+    return Fairness(full, n, chi2, chi_square_sf(chi2, die_reference.PIPS - 1), level)
 
 
 def chi_square_sf(x: float, df: int) -> float:
@@ -213,12 +213,12 @@ def reverify(roll: Roll, ref: DieModelRef, pool: EntropyPool | None) -> list[str
         if not problems and bytes(drawn) != data:
             problems.append("archived entropy differs from the bytes the pool handed out in its "
                             "draws " + ", ".join(str(d[0]) for d in roll.draws))
-    expected = die_roll.recipe(data)
+    expected = die_reference.roll_from_bytes(data)
     if expected is None or expected.used != roll.used or expected.pips != roll.pips:
         problems.append(f"{roll.pips} pips from {roll.used} bytes does not follow from its bytes")
     elif roll.model_sha256 != ref.sha256:
         problems.append(f"die decoder {roll.model_sha256[:16]}… is not available to re-draw its "
                         "face")
-    elif die_roll.face(ref.model, expected) != roll.face:
+    elif die_reference.roll_face(ref.model, expected) != roll.face:
         problems.append("its face differs from the one its bytes draw")
     return problems

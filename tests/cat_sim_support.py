@@ -1,7 +1,7 @@
-"""Helpers for tests that talk to a simulated cat unit through a real pseudo-terminal.
+"""Helpers for tests that talk to a simulated unit through a real pseudo-terminal.
 
 `cat_sim(home, *flags)` starts `qcat sim cat --timing fast ...` as a child process and reads the
-port's path from its first line; `Controller(path)` is the controller's side made only of the
+port's path from its first line (`unit_sim(home, "die", ...)` the same for a die unit); `Controller(path)` is the controller's side made only of the
 production pieces (installation.units.link.Link and the installation.units.protocol codec): it
 sends messages and collects what the unit answers, keeping heartbeats apart. `exhibit_job(seed)`
 makes a real exhibit's GENERATE (203 bytes -> quantum.latent -> quantize_latent) and its golden
@@ -83,13 +83,22 @@ def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
 def cat_sim(home: Path, *flags: str, timing: str = "fast") -> Iterator[SimUnit]:
     """`qcat sim cat --timing TIMING FLAGS...` on a pty for the duration of the block; leaving
     it normally stops the simulator with SIGTERM and checks it exited 0 without a traceback."""
+    with unit_sim(home, "cat", "--timing", timing, *flags) as unit:
+        yield unit
+
+
+@contextmanager
+def unit_sim(home: Path, kind: str, *flags: str, stdin: int | None = None) -> Iterator[SimUnit]:
+    """`qcat sim KIND FLAGS...` (cat or die) as cat_sim runs it; `stdin` a file descriptor for
+    the simulator's standard input (a terminal's, for the die's keys), else none."""
     home.mkdir(parents=True, exist_ok=True)
     err = home / f"sim-{time.monotonic_ns()}.stderr"
     env = {**os.environ, "QCAT_HOME": str(home)}
     env.pop("QCAT_CONFIG", None)
     with open(err, "wb") as err_out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "installation.cli", "sim", "cat", "--timing", timing, *flags],
+            [sys.executable, "-m", "installation.cli", "sim", kind, *flags],
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=err_out, env=env, cwd=REPO, bufsize=0)
     try:
         try:

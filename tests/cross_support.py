@@ -24,3 +24,18 @@ def require_cross_compiler() -> None:
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+QEMU = "qemu-system-riscv32"
+
+
+def require_qemu() -> None:
+    """Skip (or, in CI, fail) unless the cross compiler and QEMU's RISC-V system emulator are
+    installed (the top Makefile's `make test` installs both)."""
+    require_cross_compiler()
+    if shutil.which(QEMU) is not None:
+        return
+    reason = f"{QEMU} is not installed (apt-get install qemu-system-misc)"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)

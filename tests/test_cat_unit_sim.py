@@ -274,9 +274,7 @@ def test_the_link_is_gone_while_unplugged_and_follows_the_replug(home: Path,
 # The command line
 
 
-def test_sim_die_is_not_built_and_bad_flags_are_one_sentence(run_qcat) -> None:
-    r = run_qcat("sim", "die")
-    assert r.code == 2 and "qcat cannot simulate a die unit yet" in r.err
+def test_bad_flags_are_one_sentence(run_qcat) -> None:
     r = run_qcat("sim", "cat", "--drop-rate", "1.5")
     assert r.code == 2 and "1.5 is not a probability between 0 and 1" in r.err
     r = run_qcat("sim", "cat", "--unplug-after", "0")

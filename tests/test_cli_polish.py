@@ -22,7 +22,6 @@ from tests.conftest import REPO
 
 # Words that speak of our plans and trackers, not of the program a person is running.
 INTERNAL_WORDS = re.compile(r"\b(issues?|releases?|tickets?)\b", re.IGNORECASE)
-NOT_BUILT = ("sim die",)
 
 
 # ----------------------------------------------------------------------------- output files
@@ -216,9 +215,14 @@ def test_no_help_text_speaks_of_issues_or_releases(run_qcat, path):
     assert not INTERNAL_WORDS.search(r.out), INTERNAL_WORDS.search(r.out)
 
 
-@pytest.mark.parametrize("name", NOT_BUILT)
-def test_a_command_not_built_yet_says_so_plainly(run_qcat, name):
-    r = run_qcat(*name.split())
+def test_a_command_not_built_yet_says_so_plainly(run_qcat, monkeypatch):
+    """Every command is built in this version; one that is not yet (a stand-in registered
+    through the same helper) says so plainly."""
+    from installation.commands import not_built, sim
+
+    monkeypatch.setattr(sim, "_die", not_built("simulate a die unit",
+                                               "meanwhile `qcat sim cat` simulates a cat unit"))
+    r = run_qcat("sim", "die")
     assert r.code == 2 and "Traceback" not in r.err
     first = r.err.splitlines()[0]
     assert first.startswith("qcat: error: qcat cannot ")

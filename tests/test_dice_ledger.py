@@ -15,7 +15,7 @@ import pytest
 from installation import dice
 from installation.errors import CheckFailed, InputError
 from installation.gallery import SCHEMA_VERSION, Gallery
-from models import die_reference, die_roll
+from models import die_reference
 from quantum.pool import EntropyPool
 
 
@@ -51,22 +51,22 @@ def test_a_die_stream_is_its_draws_end_to_end_and_survives_a_restart(pool):
 
 
 def test_the_recipe_skips_bytes_over_251_and_needs_the_whole_latent():
-    r = die_roll.recipe(bytes([252, 255, 11]) + bytes(range(100, 108)) + b"\x00")
+    r = die_reference.roll_from_bytes(bytes([252, 255, 11]) + bytes(range(100, 108)) + b"\x00")
     assert r is not None and (r.pips, r.used) == (1 + 11 % 6, 11)
-    assert list(r.latent) == list(die_reference.latent_from_bytes(bytes(range(100, 108))))
-    assert die_roll.recipe(bytes([255, 3]) + bytes(7)) is None  # one latent byte short: no roll
-    assert die_roll.recipe(bytes([252] * 20)) is None
+    assert list(r.z) == list(die_reference.latent_from_bytes(bytes(range(100, 108))))
+    assert die_reference.roll_from_bytes(bytes([255, 3]) + bytes(7)) is None  # one latent byte short: no roll
+    assert die_reference.roll_from_bytes(bytes([252] * 20)) is None
     # every face keeps exactly 42 of the 256 byte values
-    faces = [die_roll.recipe(bytes([b]) + bytes(8)) for b in range(256)]
+    faces = [die_reference.roll_from_bytes(bytes([b]) + bytes(8)) for b in range(256)]
     counts = {p: sum(1 for f in faces if f and f.pips == p) for p in range(1, 7)}
     assert counts == dict.fromkeys(range(1, 7), 42)
 
 
 def _honest_roll(ref, stream, offset):
     data, _, _ = stream.slice(offset, stream.end - offset)
-    r = die_roll.recipe(data)
+    r = die_reference.roll_from_bytes(data)
     assert r is not None
-    return r, die_roll.face(ref.model, r)
+    return r, die_reference.roll_face(ref.model, r)
 
 
 def test_an_honest_roll_is_accepted_with_its_bytes_and_draws(pool, ref):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware import cat_engine
+from firmware import cat_engine, stackdepth
 from firmware.die_engine import DieEngine, DieEngineError, arena_bytes
 from installation.errors import FormatError
 from models import die_reference as ref
@@ -209,27 +209,46 @@ def _sections(elf: Path) -> dict[str, int]:
 
 
 def test_rv32ec_image_fits_the_part(tmp_path: Path) -> None:
+    """The engine inside the whole unit's image (die_main.c: tests/test_die_unit_sizes.py holds
+    the unit's own figures): the part's limits, and the engine's share within its budgets."""
     stdout, elf = _rv32ec(tmp_path)
     sec = _sections(elf)
     flash = sec.get(".init", 0) + sec[".text"] + sec.get(".data", 0) + sec.get(".rodata", 0)
     static_ram = sec.get(".data", 0) + sec.get(".bss", 0)
     stack = re.search(r"worst stack depth: (\d+) bytes \((.+)\)", stdout)
     assert stack, stdout
-    depth, path = int(stack.group(1)), stack.group(2)
-    print(f"die unit: flash {flash} B, static RAM {static_ram} B, worst stack {depth} B ({path})")
-    assert path.split(" -> ")[:2] == ["main", "die_generate"]
+    depth = int(stack.group(1))
     assert 0 < depth <= sec[".stack"]  # the stack picolibc reserves holds the worst path
     assert flash <= FLASH_BYTES and static_ram + sec[".stack"] <= RAM_BYTES
-    assert flash <= ENGINE_FLASH_BYTES
-    # The engine's RAM: its arena, the face it fills, the deepest call chain.
-    assert arena_bytes() + ref.PAGE_BYTES == static_ram
-    assert static_ram + depth <= ENGINE_RAM_BYTES
+    # The engine's flash: its code (die_engine.o) and the weights' arrays in the image.
+    engine_o = subprocess.run(["riscv64-unknown-elf-size", str(elf.parent / "die_engine.o")],
+                              capture_output=True, text=True, check=True).stdout
+    engine_code = int(engine_o.splitlines()[1].split()[0])
+    nm = subprocess.run(["riscv64-unknown-elf-nm", "-S", str(elf)], capture_output=True,
+                        text=True, check=True).stdout
+    weights = sum(int(m.group(1), 16) for m in
+                  re.finditer(r"^\S+ (\S+) \S (die_[wbs]\d|die_model)$", nm, re.M))
+    assert weights >= model_bytes()
+    print(f"die engine: code {engine_code} B, weights {weights} B")
+    assert engine_code + weights <= ENGINE_FLASH_BYTES
+    # The engine's RAM: its arena, the face it fills, the deepest chain from die_generate down.
+    frames, edges, _ = stackdepth.parse(elf.parent)
+    engine_depth, path = stackdepth.worst(frames, edges, root="die_generate")
+    assert path[0] == "die_generate" and engine_depth <= depth
+    assert arena_bytes() + ref.PAGE_BYTES + engine_depth <= ENGINE_RAM_BYTES
     # The weights are in flash as const data, not copied to RAM.
     assert sec.get(".data", 0) == 0
     elf_bytes = elf.read_bytes()
     assert elf_bytes[:4] == b"\x7fELF" and elf_bytes[4] == 1  # ELFCLASS32
     assert int.from_bytes(elf_bytes[18:20], "little") == 243  # EM_RISCV
     assert int.from_bytes(elf_bytes[36:40], "little") & 0x8  # EF_RISCV_RVE: 16 registers
+
+
+def model_bytes() -> int:
+    """Packed weights, biases and shifts of a model of the engine's shapes."""
+    m = ref.random_model(0)
+    return sum(len(ref.pack_nibbles(w)) + 4 * b.size + s.size
+               for w, b, s in zip(m.weights, m.bias, m.shift, strict=True))
 
 
 def test_rv32ec_image_never_multiplies(tmp_path: Path) -> None:

@@ -65,6 +65,10 @@ def test_bench_report(run_qcat) -> None:
         assert len(row["unit"][0]["layers"]) == 5
     if "error" not in doc["rv32"]:
         assert doc["rv32"]["text"] > 0 and doc["rv32"]["warnings"] == 0
+    if "error" not in doc["die"]:
+        die = doc["die"]["result"]
+        assert die["flash_bytes"] <= die["flash_limit"] and die["ram_bytes"] <= die["ram_limit"]
+        assert die["qemu_equals_host"] and die["ms_per_roll"] > 0
     units = doc["units"]["result"]  # through a simulated unit on a real pty, in a scratch home
     assert units["jobs"] == 30 and units["frames_per_s"] > 0
     assert units["unit_ms_per_exhibit"] > 0 and units["local_ms_per_exhibit"] > 0
@@ -73,3 +77,4 @@ def test_bench_report(run_qcat) -> None:
     res = run_qcat("bench", "--quick", "--no-torch", "--no-entropy", "--no-units")
     assert res.code == 0
     assert "c/numpy" in res.out and "26 s" in res.out and "layer 2:" in res.out
+    assert "die unit" in res.out

@@ -51,7 +51,7 @@ def add_rolls(ws: Workspace, n: int, serial: str = "D-1") -> list[Roll]:
     from its stretch of the die's stream (the shipped decoder) and taken in through `check_roll`,
     as a die unit's report is."""
     from installation.dice import DieStream, check_roll
-    from models import die_roll
+    from models import die_reference
 
     ref = ws.die_ref()
     made: list[Roll] = []
@@ -61,11 +61,11 @@ def add_rolls(ws: Workspace, n: int, serial: str = "D-1") -> list[Roll]:
         offset = last[0].stream_offset + last[0].used if last else 0
         while len(made) < n:
             data, _, _ = stream.slice(offset, stream.end - offset)
-            recipe = die_roll.recipe(data)
+            recipe = die_reference.roll_from_bytes(data)
             if recipe is None:  # the die's reserve ran out: the controller tops it up
-                stream.topup(die_roll.BYTES_PER_ROLL * (n - len(made)))
+                stream.topup(die_reference.ROLL_BYTES * (n - len(made)))
                 continue
-            face = die_roll.face(ref.model, recipe)
+            face = die_reference.roll_face(ref.model, recipe)
             made.append(gallery.add_roll(check_roll(ref, stream, pips=recipe.pips, face=face,
                                                     offset=offset, used=recipe.used)))
             offset += recipe.used

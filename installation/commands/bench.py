@@ -7,7 +7,9 @@ C engine (host build, single-threaded compute; with and without its prefetch thr
 golden reference and the float torch model (torch.set_num_threads(1)), all measured in this run,
 with the ratios; the arena bytes; the rv32 build's text/data/bss and worst stack depth; and the
 modelled time on the unit per layer for the SD throughputs of firmware.bench, next to the 26 s
-anchor. Numbers taken while other programs run are noisy: the ratios of one run are what count.
+anchor; and the die unit (firmware.die_bench): its CH32V003 image's flash and RAM, and its time per
+roll from the instructions QEMU counts. Numbers taken while other programs run are noisy: the
+ratios of one run are what count.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def register(sub: Any) -> None:
     p.add_argument("--no-entropy", action="store_true", help="skip the entropy benchmark")
     p.add_argument("--no-units", action="store_true",
                    help="skip the units benchmark (a simulated unit on a pty)")
+    p.add_argument("--no-die", action="store_true",
+                   help="skip the die unit (its rv32ec build and a QEMU run)")
     p.add_argument("--no-tui", action="store_true",
                    help="skip the dashboard's cold start and memory (two simulated units)")
     add_json(p)
@@ -137,6 +141,19 @@ def entropy_section(progress: Any = None) -> dict[str, Any]:
     return {"available": True, "result": result, "lines": list(qbench.lines(result))}
 
 
+def die_section(build_dir: Path) -> dict[str, Any]:
+    """The die unit's flash, RAM and time per roll, or why they could not be measured."""
+    from firmware import die_bench
+
+    try:
+        fig = die_bench.measure(build_dir)
+    except QcatError as exc:
+        return {"error": exc.message, "hint": exc.hint,
+                "lines": [f"die unit: not measured: {exc.message}"
+                          + (f" ({exc.hint})" if exc.hint else "")]}
+    return {"result": fig.as_dict(), "lines": die_bench.lines(fig)}
+
+
 def _bench(ctx: Context, args: argparse.Namespace) -> int:
     from firmware import bench as fb
 
@@ -145,6 +162,8 @@ def _bench(ctx: Context, args: argparse.Namespace) -> int:
         rv32: dict[str, Any] = fb.rv32_build(ctx.home.builds_dir / "firmware-rv32")
     except QcatError as exc:
         rv32 = {"error": exc.message, "hint": exc.hint}
+    die = ({"lines": ["die unit skipped (--no-die)"]} if args.no_die
+           else die_section(ctx.home.builds_dir / "firmware-die"))
     if args.no_entropy:
         entropy = {"available": False, "lines": ["entropy benchmark skipped (--no-entropy)"]}
     else:
@@ -167,7 +186,7 @@ def _bench(ctx: Context, args: argparse.Namespace) -> int:
             result = tui_bench.run(runs=1 if args.quick else tui_bench.RUNS, progress=bar)
         tui = {"result": result, "lines": tui_bench.lines(result)}
     report = {"engines": engines, "rv32": rv32, "unit_assumptions": fb.assumptions(),
-              "entropy": entropy, "units": units, "tui": tui}
+              "die": die, "entropy": entropy, "units": units, "tui": tui}
     if args.json:
         ctx.emit_json(report)
         return 0
@@ -217,6 +236,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
                                  f"read {lay['read_s']:6.2f} s, {lay['macs'] / 1e6:6.1f} M MAC "
                                  f"compute {lay['compute_s']:5.2f} s -> {lay['time_s']:6.2f} s "
                                  f"({lay['bound']}-bound)")
+    lines += report["die"]["lines"]
     lines += ["entropy:"] + [f"  {line}" for line in report["entropy"]["lines"]]
     lines += report["units"]["lines"]
     lines += report["tui"]["lines"]

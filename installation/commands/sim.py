@@ -3,12 +3,14 @@
     qcat sim cat [--weights FILE] [--clips FILE] [--serial S] [--timing fast|realistic]
                  [--drop-rate P] [--corrupt-rate P] [--hang-after N] [--unplug-after N]
                  [--wrong-image-rate P] [--seed S]
-    qcat sim die        (not built in this version)
+    qcat sim die [--serial S] [--schedule SECONDS] [--weights FILE.npz]
+                 [--drop-rate P] [--corrupt-rate P] [--hang-after N] [--unplug-after N]
+                 [--seed S] [--link PATH]
 
-`sim cat` prints the port's path (/dev/pts/N) alone on the first line of standard output and
-serves as a cat unit until SIGINT or SIGTERM, then exits 0 without a word. With --unplug-after,
-each re-plug prints the new port's path on a line of its own. Thin layer: parsing and printing;
-the work is in `installation.units.simulator.serve_cat` (and firmware/sim.py below it).
+Both print the port's path (/dev/pts/N) alone on the first line of standard output and serve
+until SIGINT or SIGTERM, then exit 0 without a word. With --unplug-after, each re-plug prints the
+new port's path on a line of its own. Thin layer: parsing and printing; the work is in
+`installation.units.simulator.serve_cat` / `serve_die` (and firmware/sim.py below them).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from installation.commands import command, group, not_built
+from installation.commands import command, group
 
 if TYPE_CHECKING:
+    from firmware.sim import Faults
     from installation.cli import Context
 
 CAT_DESCRIPTION = """\
@@ -39,6 +44,25 @@ faults act on the frames the unit sends, seeded by --seed:
 """
 
 
+DIE_DESCRIPTION = """\
+serve as a simulated die unit on a pseudo-terminal: the die's own C firmware core (protocol,
+entropy reserve, roll, decoder) behind /dev/pts/N. The port's path is printed alone on the first
+line; a re-plug (--unplug-after) prints the new path on a new line. Stop it with Ctrl-C or SIGTERM
+(exit 0).
+
+The die rolls when its button is pressed (Enter or space, when standard input is a terminal;
+every --schedule SECONDS) or when the controller sends ROLL_REQUEST; each roll is a ROLL frame
+with the pips and the face. Its entropy reserve starts empty, as a real die's does at power-on:
+the controller fills it with TOPUP, and a roll without enough is refused with ERROR
+QP_E_NO_ENTROPY.
+
+faults act on the frames the unit sends, seeded by --seed:
+  --drop-rate P         drop a frame              --corrupt-rate P   flip one bit of a frame
+  --hang-after N        silent and deaf after N frames (the port stays open)
+  --unplug-after N      close the port after N frames, re-plug as a new /dev/pts node 1 s later
+"""
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -46,6 +70,16 @@ def _probability(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not a probability between 0 and 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} seconds: give a positive number")
     return value
 
 
@@ -73,29 +107,45 @@ def register(sub: Any) -> None:
     p.add_argument("--timing", choices=["fast", "realistic"], default="fast",
                    help="fast: no delays; realistic: the unit's modelled SD-bound generation "
                         "time and each verdict's spoken length (default fast)")
+    p.add_argument("--wrong-image-rate", type=_probability, default=0.0, metavar="P")
+    _fault_arguments(p)
+
+    p = command(cmds, "die", "serve as a simulated die unit on a pseudo-terminal", _die,
+                description=DIE_DESCRIPTION)
+    p.add_argument("--serial", metavar="S", help="the serial number in HELLO (default simdie-PID)")
+    p.add_argument("--schedule", type=_seconds, metavar="SECONDS",
+                   help="press the die's button every SECONDS (a visitor who never stops)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="a die weights file (.npz) to run instead of the decoder built into the "
+                        "firmware")
+    _fault_arguments(p)
+
+
+def _fault_arguments(p: Any) -> None:
     p.add_argument("--drop-rate", type=_probability, default=0.0, metavar="P")
     p.add_argument("--corrupt-rate", type=_probability, default=0.0, metavar="P")
     p.add_argument("--hang-after", type=_frames, metavar="N")
     p.add_argument("--unplug-after", type=_frames, metavar="N")
-    p.add_argument("--wrong-image-rate", type=_probability, default=0.0, metavar="P")
     p.add_argument("--seed", type=int, default=0, help="seed of the faults (default 0)")
     p.add_argument("--link", metavar="PATH",
                    help="keep a symbolic link at PATH pointing at the current pty (a stable name "
                         "across --unplug-after re-plugs, as /dev/serial/by-id/ links are)")
 
-    command(cmds, "die", "serve as a simulated die unit on a pseudo-terminal",
-            not_built("simulate a die unit", "meanwhile `qcat sim cat` simulates a cat unit"))
 
-
-def _cat(ctx: Context, args: argparse.Namespace) -> int:
+def _faults(args: argparse.Namespace) -> Faults:
     from firmware.sim import Faults
-    from installation.units.simulator import CatSimOptions, StableLink, serve_cat
 
-    options = CatSimOptions(
-        weights=args.weights, clips=args.clips, serial=args.serial, timing=args.timing,
-        faults=Faults(drop_rate=args.drop_rate, corrupt_rate=args.corrupt_rate,
-                      hang_after=args.hang_after, unplug_after=args.unplug_after,
-                      wrong_image_rate=args.wrong_image_rate, seed=args.seed))
+    return Faults(drop_rate=args.drop_rate, corrupt_rate=args.corrupt_rate,
+                  hang_after=args.hang_after, unplug_after=args.unplug_after,
+                  wrong_image_rate=getattr(args, "wrong_image_rate", 0.0), seed=args.seed)
+
+
+def _serve(ctx: Context, args: argparse.Namespace, kind: str,
+           serve: Callable[..., object]) -> int:
+    """Run `serve(announce=, note=, stop=, unplugged=)` until SIGINT or SIGTERM: the port's path
+    on stdout (and at --link), notes on stderr."""
+    from installation.units.simulator import StableLink
+
     stopping = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stopping.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -108,14 +158,31 @@ def _cat(ctx: Context, args: argparse.Namespace) -> int:
         print(path, file=ctx.stdout, flush=True)
 
     def note(sentence: str) -> None:
-        print(f"qcat sim cat: {sentence}", file=sys.stderr, flush=True)
+        print(f"qcat sim {kind}: {sentence}", file=sys.stderr, flush=True)
 
     try:
-        serve_cat(ctx.workspace, options, announce=announce, note=note, stop=stopping.is_set,
-                  unplugged=link.remove if link is not None else lambda: None)
+        serve(announce=announce, note=note, stop=stopping.is_set,
+              unplugged=link.remove if link is not None else lambda: None)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if link is not None:
             link.remove()
     return 0
+
+
+def _cat(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.units.simulator import CatSimOptions, serve_cat
+
+    options = CatSimOptions(weights=args.weights, clips=args.clips, serial=args.serial,
+                            timing=args.timing, faults=_faults(args))
+    return _serve(ctx, args, "cat", partial(serve_cat, ctx.workspace, options))
+
+
+def _die(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.units.simulator import DieSimOptions, serve_die, terminal_keys
+
+    options = DieSimOptions(serial=args.serial, schedule_s=args.schedule, weights=args.weights,
+                            faults=_faults(args))
+    with terminal_keys(sys.stdin) as keys_fd:
+        return _serve(ctx, args, "die", partial(serve_die, options, keys_fd=keys_fd))

@@ -29,7 +29,7 @@ from installation.errors import CheckFailed, DeviceError, EntropyExhausted
 from installation.gallery import Gallery, Roll
 from installation.units import protocol as qp
 from installation.units.session import ZERO_SHA, UnitLost, UnitSession
-from models.die_roll import BYTES_PER_ROLL
+from models.die_reference import ROLL_BYTES
 
 if TYPE_CHECKING:
     from installation.units.link import TraceFn
@@ -123,7 +123,7 @@ class DieKeeper:
         """Bring the reserve up to capacity when it is low: resend what was drawn but never
         arrived, or draw new bytes (one recorded draw) and send them in chunks the die takes."""
         r = self.reserve or self.sync()
-        if r.held >= LOW_ROLLS * BYTES_PER_ROLL:
+        if r.held >= LOW_ROLLS * ROLL_BYTES:
             return r
         lost_memory = r.held == 0 and r.start == 0 and self.stream.end > 0
         if not lost_memory and r.end < self.stream.end:

@@ -1,11 +1,14 @@
-"""A simulated cat unit for this home: what `qcat sim cat` serves, set up from the Workspace.
+"""Simulated units for this home: what `qcat sim cat` and `qcat sim die` serve.
 
-The simulator itself (firmware/sim.py) runs the unit's own C core behind a pseudo-terminal and
-knows nothing of homes or configs; this service resolves what a unit would have on its card:
-the weight image (--weights, models.weights, else the shipped demo), the clip bank (--clips, else
-HOME/builds/verdicts.qcv, else none: zeros in HELLO), the identity hashes of both files, and how
-long a verdict takes to speak (the clip bank's clip lengths; without one, an estimate from the
-verdict's words at the configured speaking rate).
+The simulators themselves (firmware/sim.py) run the units' own C cores behind a pseudo-terminal
+and know nothing of homes or configs. For a cat unit this service resolves what the unit would
+have on its card: the weight image (--weights, models.weights, else the shipped demo), the clip
+bank (--clips, else HOME/builds/verdicts.qcv, else none: zeros in HELLO), the identity hashes of
+both files, and how long a verdict takes to speak (the clip bank's clip lengths; without one, an
+estimate from the verdict's words at the configured speaking rate). A die unit carries its
+decoder in flash: the one compiled into the firmware (firmware/die/die_weights.h), or, with
+--weights, a die weights file (.npz, models.die_reference) as if flashed with it; its HELLO then
+names that file's content SHA-256.
 
 Never prints: the caller hands in `announce(path)` (the port, one line per plug-in) and
 `note(sentence)` (what the operator should know, for stderr).
@@ -13,8 +16,9 @@ Never prints: the caller hands in `announce(path)` (the port, one line per plug-
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,11 +26,12 @@ from typing import TYPE_CHECKING
 from installation.errors import InputError
 
 if TYPE_CHECKING:
-    from firmware.sim import Faults, SimStats
+    from firmware.sim import DieSimulator, Faults, SimStats
     from installation.workspace import Workspace
 
 TIMINGS = ("fast", "realistic")
 SERIAL_PREFIX = "simcat-"  # the default serial: simcat-<pid>, distinct per simulator process
+DIE_SERIAL_PREFIX = "simdie-"
 SECONDS_PER_MINUTE = 60.0
 GAPS_PER_VERDICT = 3  # four clips joined with a gap between each
 
@@ -42,8 +47,8 @@ class CatSimOptions:
     faults: Faults | None = None
 
 
-def default_serial() -> str:
-    return f"{SERIAL_PREFIX}{os.getpid()}"
+def default_serial(prefix: str = SERIAL_PREFIX) -> str:
+    return f"{prefix}{os.getpid()}"
 
 
 def check_serial(serial: str) -> str:
@@ -130,4 +135,83 @@ def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callabl
                     else (lambda code: 0))
     sim = CatSimulator(weights, identity, timing=timing, faults=options.faults,
                        announce=announce, unplugged=unplugged, note=note)
+    return sim.serve(stop)
+
+
+@dataclass(frozen=True)
+class DieSimOptions:
+    """The command line of `qcat sim die`, as the service takes it."""
+
+    serial: str | None = None
+    schedule_s: float | None = None
+    weights: str | None = None
+    faults: Faults | None = None
+
+
+@contextlib.contextmanager
+def terminal_keys(stream: object) -> Iterator[int | None]:
+    """The file descriptor of `stream` in cbreak mode (keys arrive one by one, unechoed) while
+    the block runs, when it is a terminal; None otherwise (a pipe, a service manager)."""
+    fileno = getattr(stream, "fileno", None)
+    try:
+        fd = fileno() if fileno is not None else -1
+    except (OSError, ValueError):
+        fd = -1
+    if fd < 0 or not os.isatty(fd):
+        yield None
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def die_simulator(options: DieSimOptions, *, announce: Callable[[str], None],
+                  note: Callable[[str], None], keys_fd: int | None = None,
+                  unplugged: Callable[[], None] = lambda: None) -> DieSimulator:
+    """A simulated die unit set up from `options`, not yet serving (`serve(stop)` runs it; its
+    `press()` presses the button). `keys_fd`: a terminal in cbreak mode whose Enter and space
+    keys press the button."""
+    from firmware.die_unit import Identity
+    from firmware.sim import MIN_SCHEDULE_S, DieSimulator
+
+    serial = (check_serial(options.serial) if options.serial is not None
+              else default_serial(DIE_SERIAL_PREFIX))
+    if options.schedule_s is not None and not options.schedule_s >= MIN_SCHEDULE_S:
+        raise InputError(f"--schedule {options.schedule_s:g}: the button cannot be pressed more "
+                         f"often than every {MIN_SCHEDULE_S} s",
+                         hint=f"give a number of seconds of at least {MIN_SCHEDULE_S}")
+    engine = None
+    sha: bytes | None = None
+    if options.weights is not None:
+        from firmware.die_engine import DieEngine
+        from models import die_reference
+
+        path = Path(options.weights).expanduser()
+        if not path.is_file():
+            raise InputError(f"die weights {path} (from --weights) do not exist or are not a file",
+                             hint="leave --weights out to run the decoder built into the firmware")
+        model = die_reference.load(path)
+        engine = DieEngine(*model.engine_arrays())
+        sha = bytes.fromhex(die_reference.content_sha256(model))
+    return DieSimulator(Identity(serial, sha), engine=engine, schedule_s=options.schedule_s,
+                        keys_fd=keys_fd, faults=options.faults, announce=announce,
+                        unplugged=unplugged, note=note)
+
+
+def serve_die(options: DieSimOptions, *, announce: Callable[[str], None],
+              note: Callable[[str], None], stop: Callable[[], bool], keys_fd: int | None = None,
+              unplugged: Callable[[], None] = lambda: None) -> SimStats:
+    """Serve one simulated die unit until `stop()`; returns what its board did."""
+    sim = die_simulator(options, announce=announce, note=note, keys_fd=keys_fd,
+                        unplugged=unplugged)
+    if keys_fd is not None:
+        note("press Enter or space to roll the die")
+    if options.schedule_s is not None:
+        note(f"the button is pressed every {options.schedule_s:g} s")
     return sim.serve(stop)
