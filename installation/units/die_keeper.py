@@ -179,8 +179,9 @@ class DieKeeper:
         raise UnitLost(f"{self.port}: the die did not roll within {timeout_s:g} s")
 
     def watch(self, seconds: float) -> list[Roll]:
-        """Between requests: keep the reserve full and take in the rolls visitors make, for
-        `seconds`; the controller's heartbeats go out, a silent die is UnitLost."""
+        """Between requests: keep the reserve full and take in a roll a visitor makes, for up to
+        `seconds` (back at the first roll); the controller's heartbeats go out, a silent die is
+        UnitLost."""
         rolls: list[Roll] = []
         deadline = time.monotonic() + seconds
         pulse = 0.0
@@ -197,7 +198,7 @@ class DieKeeper:
             for msg in self.session.messages(min(deadline, pulse + qp.HEARTBEAT_S)):
                 if msg.SPEC.name == "ROLL":
                     rolls.append(self._take(msg))
-                    break  # top up again before listening on
+                    return rolls  # the caller counts it, then the reserve is topped up
                 if msg.SPEC.name == "ERROR" and msg.code == qp.ErrorCode["NO_ENTROPY"]:
                     self.reserve = None  # a visitor pressed an empty die: fill it now
                     break
