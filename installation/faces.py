@@ -95,6 +95,7 @@ class RoomPlan:
 
     ports: tuple[str, ...] = ()
     sim: int = 0
+    sim_dice: int = 0
     timing: str = "realistic"
     faults: tuple[str, ...] = ()
     kiosk: bool = False
@@ -106,12 +107,12 @@ class RoomPlan:
 def room_ports(home: Path, plan: RoomPlan) -> Iterator[list[str]]:
     """The plan's real ports plus its simulated units' links, the simulators running for the
     duration of the block (the web server's fleet, or the one under a station)."""
-    if not plan.sim:
+    if not plan.sim and not plan.sim_dice:
         yield list(plan.ports)
         return
     from installation.units.fleet import Fleet, specs
 
-    with Fleet(home, specs(plan.sim, timing=plan.timing, faults=plan.faults),
+    with Fleet(home, specs(plan.sim, timing=plan.timing, faults=plan.faults, dice=plan.sim_dice),
                config=plan.config) as fleet:
         yield list(plan.ports) + fleet.ports
 
@@ -125,8 +126,9 @@ def open_room(workspace: Workspace, plan: RoomPlan) -> Iterator[Station]:
     home = workspace.home.root
     with station_lock(home), room_ports(home, plan) as ports:
         station = Station(workspace, ports, kiosk=plan.kiosk, paused=plan.paused)
-        if plan.sim:
-            station.note(f"{plan.sim} simulated units on {', '.join(ports[-plan.sim:])} "
+        sims = plan.sim + plan.sim_dice
+        if sims:
+            station.note(f"{sims} simulated units on {', '.join(ports[-sims:])} "
                          f"(their logs: {home / 'logs'}/sim-N.log)")
         try:
             yield station

@@ -115,3 +115,22 @@ def test_counts_out_of_range_are_refused() -> None:
     with pytest.raises(InputError, match="timing"):
         specs(1, timing="slow")
     assert [s.serial for s in specs(3)] == ["SIM-1", "SIM-2", "SIM-3"]
+
+
+def test_a_simulated_die_joins_the_fleet_and_its_visitor_rolls_it(tmp_path: Path) -> None:
+    from installation import config as config_mod
+    from installation.paths import Home
+    from installation.units.supervisor import Supervisor
+    from installation.workspace import Workspace
+
+    home = tmp_path / "home"
+    with Fleet(home, specs(1, timing="fast", dice=1, die_every_s=0.3)) as fleet:
+        assert [s.kind for s in fleet.units_spec] == ["cat", "die"]
+        with Controller(fleet.ports[1]) as ctl:
+            hello = ctl.hello()
+        assert hello.serial.rstrip(b"\0") == b"SIMDIE-1"
+        ws = Workspace.open(Home(home), config_mod.defaults())
+        sup = Supervisor(ws, [fleet.ports[1]], count=2)
+        sup.run()
+    assert len(sup.rolled) >= 2 and {r.serial for r in sup.rolled} == {"SIMDIE-1"}
+    assert "Traceback" not in (home / "logs" / "sim-2.log").read_text()

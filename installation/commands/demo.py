@@ -2,7 +2,8 @@
 
 Sets up what the demo needs from what ships with qcat (the trained demo cat model; the verdict
 clip bank when espeak-ng is present). On a terminal (standard input and output both ttys) the
-demo is the real thing: two simulated cat units start (`qcat sim cat`, realistic timing) and the
+demo is the real thing: two simulated cat units start (`qcat sim cat`, realistic timing) and a
+simulated die (`qcat sim die`, a visitor pressing it every few seconds), and the
 operator dashboard opens on them; cats appear as the units return them, until you quit (q).
 Without a terminal (CI, a pipe), or with --headless, it generates a few exhibits here (offline
 the pool is empty, and the demo says plainly that those cats use os randomness) and shows the
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DEMO_COUNT = 4
 DASHBOARD_SIM_UNITS = 2  # on a terminal: two simulated cat units, so two jobs run side by side
+DASHBOARD_SIM_DICE = 1  # and a die, rolled by a simulated visitor every few seconds
 CAT_COLUMNS = 64  # a 64x64 cat is 64 terminal columns wide in half blocks
 
 
@@ -112,8 +114,8 @@ def _dashboard(ctx: Context) -> int:
     from installation.faces import RoomPlan
 
     before = _exhibit_count(ctx)
-    code = show(ctx, RoomPlan(sim=DASHBOARD_SIM_UNITS, config=sims_config(ctx)),
-                mode="dashboard")
+    code = show(ctx, RoomPlan(sim=DASHBOARD_SIM_UNITS, sim_dice=DASHBOARD_SIM_DICE,
+                              config=sims_config(ctx)), mode="dashboard")
     made = _exhibit_count(ctx) - before
     ctx.out(f"{plural(made, 'exhibit')} made by the simulated units in this demo")
     ctx.out("next: `qcat gallery list`, `qcat gallery verify --all`, `qcat tui --sim 2`")

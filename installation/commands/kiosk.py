@@ -1,7 +1,7 @@
 """`qcat kiosk`: the unattended kiosk mode that starts on boot, and `qcat kiosk install`, the
 systemd unit that starts it.
 
-    qcat kiosk [--port P ...] [--sim N] [--paused]
+    qcat kiosk [--port P ...] [--sim N] [--sim-dice N] [--paused]
     qcat kiosk install [--dry-run] [--output FILE] [--user NAME]
                                             write /etc/systemd/system/qcat-kiosk.service
 

@@ -1,7 +1,7 @@
 """`qcat tui`: the operator dashboard (Textual) over the room's units, in a terminal or a browser.
 
-    qcat tui [--port P ...] [--sim N] [--paused]
-    qcat tui --web [--host H] [--web-port N] [--port P ...] [--sim N] [--paused]
+    qcat tui [--port P ...] [--sim N] [--sim-dice N] [--paused]
+    qcat tui --web [--host H] [--web-port N] [--port P ...] [--sim N] [--sim-dice N] [--paused]
 
 Ports as `qcat units run` finds them (--port, else units.ports, else USB discovery), plus N
 simulated units (`--sim N`, started for the session and stopped when it ends). `--web` serves
@@ -50,7 +50,8 @@ log = logging.getLogger("qcat.tui")
 DESCRIPTION = """\
 Open the operator dashboard: the units and their jobs, the entropy pool, the newest exhibits,
 the log, and the operator's actions. Ports: --port, else units.ports in the config, else the
-units found on USB; --sim N adds N simulated cat units (stopped when the dashboard closes).
+units found on USB; --sim N adds N simulated cat units, --sim-dice N simulated die units (stopped
+when the dashboard closes).
 
 --web serves the same dashboard to a browser (textual-serve) on 127.0.0.1 unless --host names
 another address. The simulated units are started once by the web server; each browser session
@@ -59,11 +60,14 @@ is a dashboard of its own over them, and one session at a time drives the units.
 
 
 def add_room_options(p: argparse.ArgumentParser, *, sim_help: str) -> None:
-    """--port, --sim and --paused, shared by `qcat tui` and `qcat kiosk`."""
+    """--port, --sim, --sim-dice and --paused, shared by `qcat tui` and `qcat kiosk`."""
     p.add_argument("--port", action="append", default=[], metavar="P",
                    help="a unit's port (repeat for several; default: units.ports, else the "
                         "units found on USB)")
     p.add_argument("--sim", type=int, default=0, metavar="N", help=sim_help)
+    p.add_argument("--sim-dice", type=int, default=0, metavar="N",
+                   help="add N simulated die units (qcat sim die), each pressed by a simulated "
+                        "visitor every few seconds")
     p.add_argument("--paused", action="store_true",
                    help="start with the loop paused (units watched, no new jobs)")
 
@@ -88,12 +92,13 @@ def room_plan(ctx: Context, args: argparse.Namespace, *, kiosk: bool = False) ->
     from installation.faces import RoomPlan
     from installation.units.link import resolve_ports
 
-    if args.sim < 0:
-        raise UsageError(f"--sim {args.sim}: give a number of simulated units, 0 or more")
+    if args.sim < 0 or args.sim_dice < 0:
+        raise UsageError(f"--sim {args.sim} --sim-dice {args.sim_dice}: give numbers of "
+                         "simulated units, 0 or more")
     # With --sim alone and no units.ports, USB discovery still runs: real units join the sims.
     ports = resolve_ports(args.port, ctx.config["units.ports"])
-    return RoomPlan(tuple(ports), sim=args.sim, kiosk=kiosk, paused=args.paused,
-                    config=sims_config(ctx))
+    return RoomPlan(tuple(ports), sim=args.sim, sim_dice=args.sim_dice, kiosk=kiosk,
+                    paused=args.paused, config=sims_config(ctx))
 
 
 def sims_config(ctx: Context) -> Path | None:
@@ -236,7 +241,8 @@ def _web(ctx: Context, args: argparse.Namespace) -> int:
         command_line = web_session_command(ctx.home.root, ports, config=sims_config(ctx),
                                            paused=plan.paused)
         ctx.out(f"qcat tui --web: http://{host}:{port}/ (Ctrl-C stops it"
-                + (f"; {plan.sim} simulated units)" if plan.sim else ")"))
+                + (f"; {plan.sim + plan.sim_dice} simulated units)"
+                   if plan.sim + plan.sim_dice else ")"))
         ctx.stdout.flush()
         serve_web(command_line, host, port)
     return 0

@@ -44,6 +44,8 @@ STOP_TIMEOUT_S = 10.0
 SERIAL_PREFIX = "SIM-"
 LINK_PREFIX = "sim-"
 TIMINGS = ("fast", "realistic")
+DIE_SERIAL_PREFIX = "SIMDIE-"
+DIE_EVERY_S = 8.0  # a simulated visitor presses a simulated die this often
 MAX_UNITS = 16  # each is a process and a pty; more is a typing mistake, not a bigger room
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -51,20 +53,27 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 @dataclass(frozen=True)
 class SimSpec:
     """One simulated unit: its serial (what HELLO says), its timing, and `qcat sim cat` fault
-    options as they are typed (e.g. `("--unplug-after", "400", "--seed", "3")`)."""
+    options as they are typed (e.g. `("--unplug-after", "400", "--seed", "3")`). A die
+    (`kind` "die") has no timing; its options are `qcat sim die`'s (its `--schedule`)."""
 
     serial: str
     timing: str = "realistic"
     faults: tuple[str, ...] = ()
+    kind: str = "cat"
 
 
-def specs(count: int, *, timing: str = "realistic", faults: Sequence[str] = ()) -> list[SimSpec]:
-    """`count` alike units SIM-1..SIM-count (InputError for a count out of range)."""
-    if not 1 <= count <= MAX_UNITS:
-        raise InputError(f"--sim {count}: give between 1 and {MAX_UNITS} simulated units")
+def specs(count: int, *, timing: str = "realistic", faults: Sequence[str] = (), dice: int = 0,
+          die_every_s: float = DIE_EVERY_S) -> list[SimSpec]:
+    """`count` alike cat units SIM-1..SIM-count, then `dice` die units SIMDIE-1.. whose button
+    a visitor presses every `die_every_s` (InputError for a count out of range)."""
+    if not 0 <= count <= MAX_UNITS or not 0 <= dice <= MAX_UNITS or count + dice < 1:
+        raise InputError(f"--sim {count} --sim-dice {dice}: give between 1 and {MAX_UNITS} "
+                         "simulated units of each kind")
     if timing not in TIMINGS:
         raise InputError(f"timing must be one of {', '.join(TIMINGS)}, not {timing!r}")
-    return [SimSpec(f"{SERIAL_PREFIX}{n}", timing, tuple(faults)) for n in range(1, count + 1)]
+    cats = [SimSpec(f"{SERIAL_PREFIX}{n}", timing, tuple(faults)) for n in range(1, count + 1)]
+    return cats + [SimSpec(f"{DIE_SERIAL_PREFIX}{n}", faults=("--schedule", f"{die_every_s:g}"),
+                           kind="die") for n in range(1, dice + 1)]
 
 
 @dataclass
@@ -85,7 +94,7 @@ class SimProcess:
 
 
 class Fleet:
-    """N simulated cat units for one home, started by `start()` (or `with`), stopped by `stop()`.
+    """N simulated units (cats, dice) for one home, started by `start()` (or `with`), stopped by `stop()`.
 
     `home`: the qcat home the units read their card from (the weight image and clip bank the
     controller uses) and where `run/` holds their links and `logs/` their stderr. `config`: the
@@ -135,8 +144,9 @@ class Fleet:
         cmd = [self.python, "-m", "installation.cli", "--home", str(self.home)]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
-        return cmd + ["sim", "cat", "--timing", spec.timing, "--serial", spec.serial,
-                      "--link", str(link), *spec.faults]
+        timing = ["--timing", spec.timing] if spec.kind == "cat" else []
+        return cmd + ["sim", spec.kind, *timing, "--serial", spec.serial, "--link", str(link),
+                      *spec.faults]
 
     def _spawn(self, n: int, spec: SimSpec) -> SimProcess:
         link = self.run_dir / f"{LINK_PREFIX}{n}"
