@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from installation.errors import CheckFailed, InputError
@@ -109,6 +109,26 @@ class DieModelRef:
     def load(cls, path: str | None = None) -> DieModelRef:
         model = die_reference.load(die_reference.SHIPPED_DECODER if path is None else Path(path))
         return cls(model, die_reference.content_sha256(model))
+
+
+def recover_rolls(ref: DieModelRef, stream: DieStream, start: int, end: int) -> list[NewRoll]:
+    """The rolls a die made from stream bytes [start, end) whose ROLL frames never arrived (the
+    cable was out): re-derived from the bytes, one after another, as the die made them, and
+    marked `reported=0`. CheckFailed when the stretch is not a whole number of rolls."""
+    data, _, _ = stream.slice(start, end - start)
+    out: list[NewRoll] = []
+    at = 0
+    while at < len(data):
+        r = die_reference.roll_from_bytes(data[at:])
+        if r is None:
+            raise CheckFailed(f"die {stream.serial} spent stream bytes {start}..{end - 1} unseen, "
+                              f"and bytes {start + at}..{end - 1} are not a whole roll",
+                              hint="the unit's firmware does not roll as the reference does")
+        face = die_reference.roll_face(ref.model, r)
+        new = check_roll(ref, stream, pips=r.pips, face=face, offset=start + at, used=r.used)
+        out.append(replace(new, reported=0))
+        at += r.used
+    return out
 
 
 def check_roll(ref: DieModelRef, stream: DieStream, *, pips: int, face: bytes, offset: int,

@@ -79,6 +79,7 @@ MIGRATIONS: dict[int, list[str]] = {
             face_hex      TEXT NOT NULL,
             model_sha256  TEXT NOT NULL,
             created       TEXT NOT NULL,
+            reported      INTEGER NOT NULL,
             UNIQUE (serial, stream_offset))""",
         "CREATE INDEX die_rolls_created ON die_rolls (created)"],
 }
@@ -404,13 +405,16 @@ class NewRoll:
     face_hex: str  # the 128 SSD1306 page bytes
     model_sha256: str  # the die decoder's content SHA-256
     created: str
+    # 1: the unit's ROLL arrived and agreed; 0: its report was lost (a pulled cable) and the roll
+    # was re-derived from the bytes the die's reserve shows it spent
+    reported: int = 1
 
 
 @dataclass(frozen=True)
 class Roll(NewRoll):
     """One archived die roll and the number the archive gave it."""
 
-    id: int
+    id: int = 0
 
     @property
     def face(self) -> bytes:
@@ -426,6 +430,7 @@ _ROLL_COLUMNS = [f.name for f in fields(NewRoll)]
 def _roll(row: sqlite3.Row) -> Roll:
     data = dict(row)
     data["draws"] = json.loads(data["draws"])
+    data["reported"] = int(data["reported"])
     return Roll(**data)
 
 

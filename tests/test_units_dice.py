@@ -111,3 +111,28 @@ def test_a_die_with_another_decoder_or_a_cat_is_refused(run_qcat, qcat_home, tmp
     assert r.code != 0 and "is a cat unit, not a die" in r.err, r.out + r.err
     with EntropyPool(qcat_home / "entropy.sqlite") as pool:
         assert pool.draws() == []  # nothing was drawn for a unit that was refused
+
+
+def test_a_die_unplugged_between_rolls_is_reconnected_and_loses_nothing(
+        run_qcat, qcat_home, tmp_path) -> None:
+    _stock(qcat_home, 8192)
+    link = tmp_path / "by-id-die"
+    # a roll and a heartbeat or two between presses: the cable is pulled every 6 frames, and
+    # the visitor keeps rolling while it is out (1 s): those ROLL frames go nowhere
+    with unit_sim(qcat_home, "die", "--serial", "PLUG", "--schedule", "0.25",
+                  "--unplug-after", "6", "--link", str(link)) as sim:
+        r = run_qcat("units", "run", "--port", str(link), "--count", "16", "--json")
+        assert sim.next_path() != sim.path  # it was re-plugged at least once
+    assert r.code == 0, r.out + r.err
+    doc = json.loads(r.out)
+    rolls = sorted(doc["rolls"], key=lambda x: x["stream_offset"])
+    assert len(rolls) >= 16
+    assert any(x["reported"] == 0 for x in rolls), "no roll was made while unplugged"
+    assert any(x["reported"] == 1 for x in rolls)
+    # every roll the die made is archived once: the stretches tile the stream from its start
+    at = 0
+    for x in rolls:
+        assert x["stream_offset"] == at, (at, x["stream_offset"])
+        at += x["used"]
+    report = _audit_and_verify(run_qcat)
+    assert report["ok"] and report["rolls_checked"] == len(rolls)

@@ -13,6 +13,9 @@ what it has ever drawn for that die. Squaring the two after every RESERVE:
 - the die lost its memory (power cut: start 0, nothing held) while bytes had been sent: whatever
   it held is gone (it may have rolled some unseen); new bytes from `end`, the old ones never again;
 - start + held > end: the die holds bytes this controller never sent it: a unit fault.
+And when the die's reserve starts past the last roll taken in, it rolled while its ROLL frames
+could not arrive (the cable out, a frame damaged): those rolls are re-derived from the bytes it
+spent, one after another as the die made them, and archived with `reported` 0.
 
 Never prints; raises DeviceError subclasses as the session does.
 """
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from installation.dice import DieModelRef, DieStream, check_roll
+from installation.dice import DieModelRef, DieStream, check_roll, recover_rolls
 from installation.errors import CheckFailed, DeviceError, EntropyExhausted
 from installation.gallery import Gallery, Roll
 from installation.units import protocol as qp
@@ -75,7 +78,7 @@ class DieKeeper:
     on_roll: RollFn = field(default=lambda roll: None)
     reserve: Reserve | None = None
     starved: str | None = None  # why the last top-up found no bytes (None: it did not)
-    lost_reports: int = 0  # rolls the die made whose ROLL never arrived (seen from its reserve)
+    lost_reports: int = 0  # rolls whose ROLL never arrived, re-derived from the bytes spent
     _rolled_to: int = 0  # the stream end of the last roll taken in
 
     def __post_init__(self) -> None:
@@ -94,6 +97,7 @@ class DieKeeper:
             name = msg.SPEC.name
             if name == "RESERVE":
                 self.reserve = Reserve(msg.start, msg.held, msg.capacity)
+                self._note_gap(self.reserve)
                 return self.reserve
             if name == "ERROR" and msg.about_seq in (seq, qp.NO_SEQ):
                 raise qp.unit_error(msg, self.port)
@@ -104,7 +108,6 @@ class DieKeeper:
     def sync(self) -> Reserve:
         """Ask what the die holds (a TOPUP of no bytes) and square it with the stream."""
         r = self._topup(0, b"")
-        self._note_gap(r)
         if r.end > self.stream.end:
             raise WrongRoll(f"{self.port}: the die holds stream bytes up to {r.end}, but only "
                             f"{self.stream.end} were ever sent to {self.serial}",
@@ -114,9 +117,17 @@ class DieKeeper:
 
     def _note_gap(self, r: Reserve) -> None:
         """Rolls the die made whose ROLL never arrived (its reserve starts past the last roll
-        taken in): counted, not archived; their bytes stay spent."""
+        taken in: a visitor rolled while the cable was out): re-derived from the bytes it
+        spent and archived as such (`reported` 0), so the archive and the fairness count hold
+        every roll the die showed."""
         if r.start > self._rolled_to and not (r.start == 0 and r.held == 0):
-            self.lost_reports += 1
+            try:
+                recovered = recover_rolls(self.ref, self.stream, self._rolled_to, r.start)
+                for new in recovered:
+                    self.on_roll(self.gallery.add_roll(new))
+            except CheckFailed as exc:
+                raise WrongRoll(exc.message, hint=exc.hint) from None
+            self.lost_reports += len(recovered)
             self._rolled_to = r.start
 
     def fill(self) -> Reserve:
