@@ -136,3 +136,10 @@ def test_a_die_unplugged_between_rolls_is_reconnected_and_loses_nothing(
         at += x["used"]
     report = _audit_and_verify(run_qcat)
     assert report["ok"] and report["rolls_checked"] == len(rolls)
+
+
+def test_units_generate_on_a_die_says_what_it_is(run_qcat, qcat_home) -> None:
+    with unit_sim(qcat_home, "die", "--serial", "NOTCAT") as sim:
+        r = run_qcat("units", "generate", sim.path)
+    assert r.code == 3, r.out + r.err
+    assert "is a die unit, not a cat unit" in r.err and "units roll" in r.err

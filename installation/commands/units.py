@@ -109,7 +109,7 @@ def ping(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _supervise(ctx: Context, args: argparse.Namespace, ports: list[str],
-               count: int | None) -> int:
+               count: int | None, kinds: tuple[str, ...] = ("cat", "die")) -> int:
     from installation.errors import DeviceError
     from installation.units.supervisor import Supervisor
 
@@ -119,7 +119,8 @@ def _supervise(ctx: Context, args: argparse.Namespace, ports: list[str],
         # sentences from errors name the port themselves
         ctx.out(event.text if event.port in event.text else f"{event.port}: {event.text}")
 
-    sup = Supervisor(ctx.workspace, ports, count=count, on_event=show, trace=_tracer(args))
+    sup = Supervisor(ctx.workspace, ports, count=count, on_event=show, trace=_tracer(args),
+                     kinds=kinds)
     try:
         made = sup.run()
     except KeyboardInterrupt:
@@ -143,7 +144,7 @@ def _supervise(ctx: Context, args: argparse.Namespace, ports: list[str],
 def generate(ctx: Context, args: argparse.Namespace) -> int:
     if args.count < 1:
         raise UsageError(f"--count must be at least 1, not {args.count}")
-    return _supervise(ctx, args, [args.port], args.count)
+    return _supervise(ctx, args, [args.port], args.count, kinds=("cat",))
 
 
 def roll(ctx: Context, args: argparse.Namespace) -> int:

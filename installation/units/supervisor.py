@@ -160,6 +160,7 @@ class Supervisor:
     reconnect_for_s: float | None = RECONNECT_FOR_S
     rest_after_faults_s: float | None = None
     engine: str | None = None
+    kinds: tuple[str, ...] = ("cat", "die")  # the kinds of unit served (`units generate`: cats)
     _stop: threading.Event = field(default_factory=threading.Event)
     _running: threading.Event = field(default_factory=threading.Event)
     _board: JobBoard = field(default_factory=JobBoard)
@@ -279,11 +280,15 @@ class Supervisor:
                     if self._stop.wait(self.rest_after_faults_s):
                         break
             self._set(port, state="stopped", job=None, progress=None)
-        except QcatError as exc:
-            self.failures.append(exc.message)
+        except Exception as exc:  # a worker's end is reported, never a thread's traceback
+            message = exc.message if isinstance(exc, QcatError) else (
+                f"{port}: the worker stopped on an unexpected error: {exc!r}")
+            if not isinstance(exc, QcatError):
+                log.exception("%s: unexpected error", port)
+            self.failures.append(message)
             state = "refused" if self._status[port].state == "refused" else "stopped"
-            self._set(port, state=state, job=None, progress=None, last_fault=exc.message)
-            self._emit(port, "stopped", exc.message)
+            self._set(port, state=state, job=None, progress=None, last_fault=message)
+            self._emit(port, "stopped", message)
         finally:
             with self._lock:
                 self._sessions.pop(port, None)
@@ -310,6 +315,12 @@ class Supervisor:
         faults_in_a_row = line_retries = 0
         waiting_said = False
         session, unit = self._connect(port, expected, first=True)
+        if unit.kind not in self.kinds:
+            session.link.close()
+            self._set(port, state="refused", identity=unit.as_dict())
+            raise DeviceError(f"{unit.name} on {port} is a {unit.kind} unit, not a "
+                              f"{' or '.join(self.kinds)} unit (`qcat units roll {port}` rolls a "
+                              "die; `qcat units run` serves every kind)")
         if unit.kind == "die":
             self._serve_die(port, gen, expected, session, unit)
             return
