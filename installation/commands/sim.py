@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -146,9 +145,16 @@ def _serve(ctx: Context, args: argparse.Namespace, kind: str,
     on stdout (and at --link), notes on stderr."""
     from installation.units.simulator import StableLink
 
-    stopping = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    # A plain flag, not a threading.Event: a handler runs between bytecodes of the main thread,
+    # so a second signal arriving inside Event.set would wait forever on the lock the first one
+    # holds (seen: a simulator deaf to SIGTERM after its parent died and the kernel's SIGTERM
+    # met the fleet's).
+    stopping = [False]
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping[0] = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     link = StableLink(args.link) if args.link else None
 
@@ -161,7 +167,7 @@ def _serve(ctx: Context, args: argparse.Namespace, kind: str,
         print(f"qcat sim {kind}: {sentence}", file=sys.stderr, flush=True)
 
     try:
-        serve(announce=announce, note=note, stop=stopping.is_set,
+        serve(announce=announce, note=note, stop=lambda: stopping[0],
               unplugged=link.remove if link is not None else lambda: None)
     finally:
         for sig, handler in previous.items():

@@ -208,7 +208,14 @@ def ending_gracefully(app: Any, station: Station) -> Iterator[None]:
         logging.shutdown()
         os._exit(0)  # the simulators get SIGTERM from the kernel (PR_SET_PDEATHSIG)
 
+    ending = [False]
+
     def on_signal(signum: int, frame: object) -> None:
+        # once only, and nothing that takes a lock before the check: a second signal can arrive
+        # inside this handler, and a lock the first one holds would never be given back
+        if ending[0]:
+            return
+        ending[0] = True
         log.info("signal %d: ending gracefully", signum)
         threading.Thread(target=end, name="ending", daemon=True).start()
 
