@@ -454,7 +454,15 @@ def c_header(model: DieModel) -> str:
 
 
 HEADER_PATH = Path(__file__).resolve().parent.parent / "firmware" / "die" / "die_weights.h"
-DEFAULT_SEED = 0  # the header's model until a trained decoder is exported
+# The trained decoder the unit ships with (`qcat models train die`): the header is made from it,
+# and the controller verifies every roll's face against the reference running it.
+SHIPPED_DECODER = Path(__file__).resolve().parent / "shipped" / "die-decoder.npz"
+DEFAULT_SEED = 0  # the seeded random model tests use (and the header's, were nothing shipped)
+
+
+def load_shipped() -> DieModel:
+    """The shipped trained decoder (`SHIPPED_DECODER`), checked."""
+    return load(SHIPPED_DECODER)
 
 
 def write_header(model: DieModel, path: Path = HEADER_PATH) -> None:
@@ -465,14 +473,18 @@ def write_header(model: DieModel, path: Path = HEADER_PATH) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m models.die_reference header [WEIGHTS.npz]`: regenerate die_weights.h from a
-    container, or from the seeded random model when none is named."""
+    container, by default the shipped trained decoder (the seeded random model only when no
+    decoder is shipped)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "header" or len(args) > 2:
         print(f"usage: {HEADER_COMMAND} [WEIGHTS.npz]", file=sys.stderr)
         return 2
-    model = load(Path(args[1])) if len(args) == 2 else random_model(DEFAULT_SEED)
+    if len(args) == 2:
+        model = load(Path(args[1]))
+    else:
+        model = load(SHIPPED_DECODER) if SHIPPED_DECODER.exists() else random_model(DEFAULT_SEED)
     write_header(model)
     return 0
 
