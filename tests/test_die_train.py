@@ -22,7 +22,7 @@ from models import die_reference as ref
 torch = pytest.importorskip("torch")
 from models import die_train  # noqa: E402  (needs torch)
 
-TINY = die_train.Settings(epochs=2, faces=96, batch_size=32)
+TINY = die_train.Settings(epochs=2, faces=96, batch_size=32, max_tilt=90)  # every face kept
 
 
 def _float64_layers(decoder: die_train.QuantDecoder, z: np.ndarray,
@@ -152,11 +152,11 @@ def test_train_die_cli_then_compare_and_quality(run_qcat, tmp_path: Path) -> Non
     r = run_qcat("models", "train", "die", "--epochs", "1", "--images", "64", "--out", out,
                  "--threads", "1")
     assert r.code == 0, r.err
-    assert "trained the die decoder (3,072 4-bit weights, 1 epochs" in r.out
+    assert "trained the die decoder (7,616 4-bit weights, 1 epochs" in r.out
     assert out.with_suffix(".ckpt").exists()
     model = ref.load(out)
     assert model.provenance["command"] == (f"qcat models train die --epochs 1 --seed 0 "
-                                           f"--data-seed 11 --images 64 --out {out}")
+                                           f"--data-seed 11 --images 64 --threads 1 --out {out}")
     r = run_qcat("engine", "compare", "die", "--decoder", out, "--latents", "30", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out)["identical"] is True

@@ -250,7 +250,7 @@ def _train_die(ctx: Context, args: argparse.Namespace) -> int:
         faces=d.faces if args.images is None else args.images)
     command_line = canonical("models", "train", "die", "--epochs", settings.epochs, "--seed",
                              settings.seed, "--data-seed", settings.data_seed, "--images",
-                             settings.faces, "--out", out)
+                             settings.faces, "--threads", args.threads, "--out", out)
     with ProgressBar("training die decoder") as bar:
         trained = die_train.train(settings, checkpoint=checkpoint, resume=args.resume,
                                   command=command_line, progress=bar)
