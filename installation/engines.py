@@ -292,3 +292,136 @@ def compare(weights_path: Path | str, latents: int, seed: int,
             progress(i + 1, latents, f"{len(found)} differ")
     return CompareReport(weights=path, model_size=img.model_size, latents=latents, seed=seed,
                          layers=len(img.layers), mismatches=tuple(found))
+
+
+# --------------------------------------------------------------------------------------------
+# The die decoder: its C engine vs its integer reference (`qcat engine compare die`)
+
+
+def die_model(path: Path) -> Any:
+    """The checked die decoder (models.die_reference.DieModel) of a `.npz`, cached: the
+    reference's copy (a test may alter it to prove a difference is found)."""
+    from models import die_reference
+
+    return _cache.get("die", Path(path), die_reference.load)
+
+
+def die_c_engine(path: Path) -> Any:
+    """The die's C engine (firmware.die_engine.DieEngine) holding its own copy of the decoder's
+    arrays, as the unit holds them compiled into flash; cached."""
+    from firmware.die_engine import DieEngine
+    from models import die_reference
+
+    return _cache.get("die-c", Path(path),
+                      lambda p: DieEngine(*die_reference.load(p).engine_arrays()))
+
+
+@dataclass(frozen=True)
+class DieMismatch:
+    """The first difference on one face: latent `latent` rolled with `pips`; `where.layer`
+    counts from 1 (5 is the face), `where.pixel` is (row, col)."""
+
+    latent: int
+    pips: int
+    where: Mismatch
+
+    def describe(self) -> str:
+        w = self.where
+        y, x = w.pixel
+        return (f"latent {self.latent} with {plural(self.pips, 'pip')}, layer {w.layer}, "
+                f"channel {w.channel}, row {y}, col {x}: C {w.ours}, reference {w.theirs}; "
+                f"{w.differ:,} of {w.of:,} differ")
+
+    def as_dict(self) -> dict[str, Any]:
+        w = self.where
+        return {"latent": self.latent, "pips": self.pips, "layer": w.layer,
+                "channel": w.channel, "row": w.pixel[0], "col": w.pixel[1], "c": w.ours,
+                "reference": w.theirs, "differ": w.differ, "of": w.of}
+
+
+@dataclass(frozen=True)
+class DieCompareReport:
+    """The outcome of `compare_die`: every face (latent x pip count) that differed, first first."""
+
+    decoder: Path
+    latents: int
+    seed: int
+    layers: int
+    mismatches: tuple[DieMismatch, ...]
+
+    @property
+    def faces(self) -> int:
+        return self.latents * DIE_PIPS
+
+    @property
+    def identical(self) -> bool:
+        return not self.mismatches
+
+    @property
+    def first(self) -> DieMismatch | None:
+        return self.mismatches[0] if self.mismatches else None
+
+    def describe(self) -> str:
+        if self.first is None:
+            return (f"identical: {plural(self.latents, 'latent')} x {DIE_PIPS} pip counts x "
+                    f"{self.layers} layers of the die decoder, byte for byte (C engine vs numpy "
+                    "reference)")
+        return (f"C engine differs from the reference on {len(self.mismatches)} of "
+                f"{plural(self.faces, 'face')}; first: {self.first.describe()}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": "die", "decoder": str(self.decoder), "latents": self.latents,
+                "faces": self.faces, "seed": self.seed, "layers": self.layers,
+                "identical": self.identical, "mismatched_faces": len(self.mismatches),
+                "first_mismatch": self.first.as_dict() if self.first else None}
+
+
+DIE_PIPS = 6  # models.die_reference.PIPS (not imported at module level: numpy-only callers)
+DIE_BATCH = 500  # latents per C/reference batch
+
+
+def die_compare_latents(n: int, seed: int) -> np.ndarray:
+    """n int8 latents (n, 8), each from 8 seeded pseudo-random entropy bytes through the unit's
+    table (`latent_from_bytes`), so the comparison covers the latents rolls really make."""
+    from models import die_reference
+
+    rng = np.random.default_rng(seed)
+    raw = np.frombuffer(rng.bytes(n * die_reference.NZ), dtype=np.uint8)
+    return die_reference.gauss_table()[raw.reshape(n, die_reference.NZ)]
+
+
+def compare_die(decoder_path: Path | str, latents: int, seed: int,
+                progress: ProgressCallback | None = None) -> DieCompareReport:
+    """Every latent with every pip count through the die's C engine and the integer reference;
+    layers 1-4 and the face compared byte for byte (and the SSD1306 pages against the
+    reference's face). A difference is a result: the report names each differing face's first
+    one (layer, channel, row, col, both values)."""
+    from models import die_reference
+    from models.reference import first_mismatch
+
+    if latents < 1:
+        raise InputError(f"a comparison needs at least 1 latent, not {latents}")
+    path = Path(decoder_path)
+    model = die_model(path)
+    eng = die_c_engine(path)
+    z_all = die_compare_latents(latents, seed)
+    found: list[DieMismatch] = []
+    for start in range(0, latents, DIE_BATCH):
+        z = np.repeat(z_all[start:start + DIE_BATCH], DIE_PIPS, axis=0)
+        pips = np.tile(np.arange(1, DIE_PIPS + 1), len(z) // DIE_PIPS)
+        got_pages, got_maps = eng.run(z, pips, layers=True)
+        want = die_reference.run(model, z, pips)
+        got_faces = np.stack([die_reference.face_from_pages(p) for p in got_pages])[:, None]
+        got = [*got_maps, got_faces]
+        bad = np.zeros(len(z), dtype=bool)
+        for a, b in zip(got, want, strict=True):
+            bad |= (a != b).reshape(len(z), -1).any(axis=1)
+        for i in np.flatnonzero(bad):
+            where = first_mismatch([layer[i] for layer in got], [layer[i] for layer in want])
+            assert where is not None
+            found.append(DieMismatch(start + int(i) // DIE_PIPS, int(pips[i]), where))
+        done = min(start + DIE_BATCH, latents)
+        if progress is not None:
+            progress(done, latents, f"{len(found)} faces differ")
+    return DieCompareReport(decoder=path, latents=latents, seed=seed,
+                            layers=die_reference.LAYERS, mismatches=tuple(found))

@@ -7,12 +7,12 @@ is the contract; this module is its executable form, and firmware/die/die_engine
 byte for byte on every layer:
 
     layer  what                              output       weights (4-bit)
-    1      FC, z (8 int8) + one-hot pips (6)  8 x 2 x 2     32 x 14 =   448
-    2      ConvTranspose k4 s2 p1, ReLU       8 x 4 x 4      8 x 8 x 16 = 1,024
-    3      ConvTranspose k4 s2 p1, ReLU       8 x 8 x 8      8 x 8 x 16 = 1,024
-    4      ConvTranspose k4 s2 p1, ReLU       4 x 16 x 16    4 x 8 x 16 =   512
-    5      ConvTranspose k4 s2 p1, sign       1 x 32 x 32    1 x 4 x 16 =    64
-                                                              total      3,072
+    1      FC, z (8 int8) + one-hot pips (6)  16 x 2 x 2    64 x 14 =     896
+    2      ConvTranspose k4 s2 p1, ReLU       16 x 4 x 4    16 x 16 x 16 = 4,096
+    3      ConvTranspose k4 s2 p1, ReLU       8 x 8 x 8      8 x 16 x 16 = 2,048
+    4      ConvTranspose k4 s2 p1, ReLU       4 x 16 x 16    4 x 8 x 16 =    512
+    5      ConvTranspose k4 s2 p1, sign       1 x 32 x 32    1 x 4 x 16 =     64
+                                                              total        7,616
 
 Arithmetic (integers only; no multiply on the unit, so weights are 4-bit sign-magnitude -7..7
 and scales are right shifts): acc = bias[o] + sum(weight * input); layers 1-4 give
@@ -53,7 +53,8 @@ MAX_SHIFT = 24  # the engine refuses larger shifts (die_engine.c, DIE_E_SHIFT)
 WEIGHT_MAX = 7  # 4-bit sign-magnitude: -7..7
 KERNEL = 4
 # (channels, height = width) of each layer's output; layer 1 is the FC.
-SHAPES: tuple[tuple[int, int], ...] = ((8, 2), (8, 4), (8, 8), (4, 16), (1, 32))
+# Layers 1-2 are 16 channels wide: at 8 the trained decoder could not draw 3-6 rotated pips.
+SHAPES: tuple[tuple[int, int], ...] = ((16, 2), (16, 4), (8, 8), (4, 16), (1, 32))
 FC_IN = NZ + PIPS
 LAYERS = len(SHAPES)
 # Rows of each lower layer one band needs at most (die_engine.h, DIE_WIN1..4).
@@ -508,9 +509,15 @@ def c_gauss_header() -> str:
 
 HEADER_PATH = Path(__file__).resolve().parent.parent / "firmware" / "die" / "die_weights.h"
 GAUSS_HEADER_PATH = HEADER_PATH.with_name("die_gauss.h")
-# The trained decoder the units' headers are made from and the controller checks rolls with.
+# The trained decoder the unit ships with (`qcat models train die`): the header is made from it,
+# and the controller verifies every roll's face against the reference running it.
 SHIPPED_DECODER = Path(__file__).resolve().parent / "shipped" / "die-decoder.npz"
-DEFAULT_SEED = 0  # the header's model until a trained decoder is exported
+DEFAULT_SEED = 0  # the seeded random model tests use (and the header's, were nothing shipped)
+
+
+def load_shipped() -> DieModel:
+    """The shipped trained decoder (`SHIPPED_DECODER`), checked."""
+    return load(SHIPPED_DECODER)
 
 
 def write_header(model: DieModel, path: Path = HEADER_PATH,
@@ -525,14 +532,18 @@ def write_header(model: DieModel, path: Path = HEADER_PATH,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m models.die_reference header [WEIGHTS.npz]`: regenerate die_weights.h from a
-    container, or from the seeded random model when none is named."""
+    container, by default the shipped trained decoder (the seeded random model only when no
+    decoder is shipped)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "header" or len(args) > 2:
         print(f"usage: {HEADER_COMMAND} [WEIGHTS.npz]", file=sys.stderr)
         return 2
-    model = load(Path(args[1])) if len(args) == 2 else random_model(DEFAULT_SEED)
+    if len(args) == 2:
+        model = load(Path(args[1]))
+    else:
+        model = load(SHIPPED_DECODER) if SHIPPED_DECODER.exists() else random_model(DEFAULT_SEED)
     write_header(model)
     return 0
 

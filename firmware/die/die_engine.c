@@ -53,7 +53,7 @@ static uint8_t requantize(int32_t acc, uint32_t s)
     return (uint8_t)(acc > DIE_ACT_MAX ? DIE_ACT_MAX : acc);
 }
 
-/* Layer 1 (FC) into its window: both rows of the 8x2x2 map. Output j = (c, y, x) in C order. */
+/* Layer 1 (FC) into its window: both rows of the 16x2x2 map. Output j = (c, y, x) in C order. */
 static void fc(const die_model_t *m, const int8_t *z, uint32_t label, uint8_t *out)
 {
     const uint32_t n_out = 1u << (DIE_LOG_C1 + 2u * DIE_LOG_W1);

@@ -2,12 +2,16 @@
 
     qcat engine run [--weights FILE] --entropy-hex HEX --engine c|numpy|torch --out IMG.png
                     [--raw OUT.bin] [--checkpoint CKPT] [--json]
-    qcat engine compare [--weights FILE] [--latents N] [--seed S] [--json]
+    qcat engine compare [cat] [--weights FILE] [--latents N] [--seed S] [--json]
+    qcat engine compare die [--decoder FILE] [--latents N] [--seed S] [--json]
 
 `run` takes the 200 latent bytes of an exhibit (DESIGN §4) as hex. `compare` renders N latents
 (from seeded pseudo-random entropy) with the C engine and the numpy reference and compares every
 layer byte for byte; the first mismatch is reported as layer (from 1)/channel/pixel/values, exit 1.
-Thin layer: parsing and printing; the work is in `installation.engines` (`render`, `compare`).
+`compare die` does the same for the die unit's decoder: every latent (8 seeded entropy bytes
+through the unit's Gaussian table) with each of the six pip counts, layers 1-4 and the face.
+Thin layer: parsing and printing; the work is in `installation.engines` (`render`, `compare`,
+`compare_die`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     from installation.cli import Context
 
 DEFAULT_COMPARE_LATENTS = 16
+DEFAULT_DIE_COMPARE_LATENTS = 1000
 DEFAULT_COMPARE_SEED = 0
 LATENT_BYTES = 200  # quantum.latent.LATENT_BYTES; not imported here to keep `qcat --help` numpy-free
 
@@ -45,10 +50,15 @@ def register(sub: Any) -> None:
                    help="float checkpoint for --engine torch (default: the shipped demo's)")
     add_json(p)
 
-    p = command(cmds, "compare", "C engine vs the numpy reference on every layer, exactly",
-                _compare)
+    p = command(cmds, "compare", "C engine vs the numpy reference on every layer, exactly "
+                "(the cat's, or the die's decoder)", _compare)
+    p.add_argument("model", nargs="?", choices=["cat", "die"], default="cat")
     _add_weights(p)
-    p.add_argument("--latents", type=int, default=DEFAULT_COMPARE_LATENTS, metavar="N")
+    p.add_argument("--decoder", metavar="FILE",
+                   help="die decoder (.npz) for `compare die`; default: the shipped one")
+    p.add_argument("--latents", type=int, default=None, metavar="N",
+                   help=f"default {DEFAULT_COMPARE_LATENTS} for cat, "
+                        f"{DEFAULT_DIE_COMPARE_LATENTS} for die (each with all six pip counts)")
     p.add_argument("--seed", type=int, default=DEFAULT_COMPARE_SEED,
                    help="seed of the pseudo-random entropy the latents come from")
     add_json(p)
@@ -113,8 +123,17 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
 def _compare(ctx: Context, args: argparse.Namespace) -> int:
     from installation import engines
 
+    if args.latents is None:
+        args.latents = DEFAULT_DIE_COMPARE_LATENTS if args.model == "die" else \
+            DEFAULT_COMPARE_LATENTS
     if args.latents < 1:
         raise UsageError(f"--latents must be at least 1, not {args.latents}")
+    if args.model == "die":
+        if args.weights:
+            raise UsageError("--weights names a cat weight image; the die's is --decoder FILE")
+        return _compare_die(ctx, args)
+    if args.decoder:
+        raise UsageError("--decoder is for `qcat engine compare die`")
     path = ctx.workspace.weights_path(args.weights)
     with ProgressBar("compare", enabled=not args.json) as bar:
         report = engines.compare(path, args.latents, args.seed, progress=bar)
@@ -125,5 +144,23 @@ def _compare(ctx: Context, args: argparse.Namespace) -> int:
         raise CheckFailed(report.describe(),
                           hint="the C engine and models.reference must implement "
                                "docs/formats.md identically")
+    ctx.out(report.describe())
+    return 0
+
+
+def _compare_die(ctx: Context, args: argparse.Namespace) -> int:
+    from installation import engines
+    from models.die_reference import SHIPPED_DECODER
+
+    path = Path(args.decoder) if args.decoder else SHIPPED_DECODER
+    with ProgressBar("compare die", enabled=not args.json) as bar:
+        report = engines.compare_die(path, args.latents, args.seed, progress=bar)
+    if args.json:
+        ctx.emit_json(report.as_dict())
+        return 0 if report.identical else 1
+    if not report.identical:
+        raise CheckFailed(report.describe(),
+                          hint="firmware/die/die_engine.c and models/die_reference.py must "
+                               "implement docs/formats.md (\"The die decoder\") identically")
     ctx.out(report.describe())
     return 0

@@ -1,4 +1,4 @@
-"""`qcat models`: make, train, quantize and measure the cat DCGAN and the die judge.
+"""`qcat models`: make, train, quantize and measure the cat DCGAN, the die judge and decoder.
 
     qcat models init cat --size demo|full --seed N --out CKPT
     qcat models train cat --data DIR|procedural --size demo|full --epochs N --out CKPT
@@ -8,7 +8,9 @@
     qcat models quality [--weights FILE] [--state CKPT] [--latents N] [--json]
     qcat models train judge [--epochs N] [--out FILE.npz]   (the die face pip classifier)
     qcat models quality judge [--judge FILE] [--per-count N] [--seed S] [--json]
-    qcat models samples die --out PNG                (one row of die faces per pip count)
+    qcat models samples die [--source data|decoder] --out PNG   (one row of die faces per count)
+    qcat models train die [--epochs N] [--seed S] [--out FILE.npz] [--resume]   (the die decoder)
+    qcat models quality die [--decoder FILE] [--per-count N] [--seed S] [--json]
 
 Thin layer: parsing and printing only; the work is in `models.*`. torch is imported inside the
 handlers that need it, so `qcat --help` stays fast.
@@ -40,6 +42,7 @@ DEFAULT_CAT_SCALE = 2
 JUDGE_GOAL_PERCENT = 99.5
 DEFAULT_JUDGE_PER_COUNT = 100
 DEFAULT_JUDGE_OUT = "die-judge.npz"
+DEFAULT_DIE_OUT = "die-decoder.npz"
 DIE_SHEET_PER_ROW = 12
 DIE_SHEET_SCALE = 4
 
@@ -53,9 +56,9 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="CKPT")
 
-    p = command(cmds, "train", "train the cat DCGAN (resumes from --out if it exists) or the "
-                "die judge (a few minutes, from scratch)", _train)
-    p.add_argument("model", choices=["cat", "judge"])
+    p = command(cmds, "train", "train the cat DCGAN (resumes from --out if it exists), the "
+                "die judge (a few minutes, from scratch) or the die decoder", _train)
+    p.add_argument("model", choices=["cat", "judge", "die"])
     p.add_argument("--data", default="procedural", metavar="DIR|procedural",
                    help="a folder of face crops, or 'procedural' (the built-in cartoon cats)")
     p.add_argument("--images", type=int, default=None, metavar="N",
@@ -63,11 +66,17 @@ def register(sub: Any) -> None:
                         "for judge, the die faces to train on")
     p.add_argument("--size", choices=["demo", "full"], default="demo")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"default {DEFAULT_CAT_EPOCHS} for cat, 10 for judge")
-    p.add_argument("--seed", type=int, default=None, help="default 0 for cat, 1 for judge")
+                   help=f"default {DEFAULT_CAT_EPOCHS} for cat, 10 for judge, 40 for die")
+    p.add_argument("--seed", type=int, default=None,
+                   help="default 0 for cat, 1 for judge, 0 for die")
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="die: the seed of the training faces (default 11)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", metavar="CKPT|FILE.npz",
-                   help=f"needed for cat; for judge default ./{DEFAULT_JUDGE_OUT}")
+                   help=f"needed for cat; for judge default ./{DEFAULT_JUDGE_OUT}, for die "
+                        f"./{DEFAULT_DIE_OUT} (its checkpoint is FILE.ckpt beside it)")
+    p.add_argument("--resume", action="store_true",
+                   help="die: go on from the checkpoint beside --out (written every epoch)")
     p.add_argument("--samples", metavar="DIR",
                    help="folder for one sample grid PNG per epoch (default: next to CKPT)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -81,12 +90,16 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="PT")
 
     p = command(cmds, "samples", "render a grid of int8 cats (numpy reference), or of die "
-                "faces, as a PNG", _samples)
+                "faces (training data or the decoder's), as a PNG", _samples)
     p.add_argument("model", nargs="?", choices=["cat", "die"], default="cat")
     p.add_argument("--weights", metavar="FILE",
                    help="weight image (default: models.weights, else the shipped demo)")
     p.add_argument("--out", required=True, metavar="PNG")
     p.add_argument("-n", type=int, default=64, help="cats in the grid")
+    p.add_argument("--source", choices=["data", "decoder"], default="data",
+                   help="die: rendered training faces, or faces the decoder generates")
+    p.add_argument("--decoder", metavar="FILE",
+                   help="die decoder (.npz) for --source decoder; default: the shipped one")
     p.add_argument("--seed", type=int, default=0, help="seed of the entropy bytes (of the "
                    "die faces)")
     p.add_argument("--scale", type=int, default=None,
@@ -96,9 +109,10 @@ def register(sub: Any) -> None:
     p = command(cmds, "quantize", "quantize a checkpoint into a .qcw weight image", _quantize)
     _add_quantize_args(p)
 
-    p = command(cmds, "quality", "PSNR/SSIM of the int8 cat against the float model, or the "
-                "die judge's accuracy on fresh faces", _quality)
-    p.add_argument("model", nargs="?", choices=["cat", "judge"], default="cat")
+    p = command(cmds, "quality", "PSNR/SSIM of the int8 cat against the float model, the "
+                "die judge's accuracy on fresh faces, or the die decoder's legibility and "
+                "variety", _quality)
+    p.add_argument("model", nargs="?", choices=["cat", "judge", "die"], default="cat")
     p.add_argument("--weights", metavar="FILE",
                    help="weight image (default: models.weights, else the shipped demo)")
     p.add_argument("--state", metavar="CKPT",
@@ -110,8 +124,11 @@ def register(sub: Any) -> None:
                    help=f"exit 1 when the mean PSNR is below this (default {QUALITY_GOAL_DB} dB), "
                         f"or the judge's accuracy (default {JUDGE_GOAL_PERCENT} %%)")
     p.add_argument("--judge", metavar="FILE", help="judge file (default: the shipped one)")
-    p.add_argument("--per-count", type=int, default=DEFAULT_JUDGE_PER_COUNT, metavar="N",
-                   help="fresh faces per pip count the judge reads")
+    p.add_argument("--per-count", type=int, default=None, metavar="N",
+                   help=f"fresh faces per pip count the judge reads (default "
+                        f"{DEFAULT_JUDGE_PER_COUNT} for judge, 1000 for die)")
+    p.add_argument("--decoder", metavar="FILE",
+                   help="die decoder (.npz); default: the shipped one")
     add_json(p)
 
 
@@ -145,6 +162,8 @@ def _train(ctx: Context, args: argparse.Namespace) -> int:
 
     if args.model == "judge":
         return _train_judge(ctx, args)
+    if args.model == "die":
+        return _train_die(ctx, args)
     if args.out is None:
         raise UsageError("qcat models train cat needs --out CKPT (the checkpoint to write)")
     args.epochs = DEFAULT_CAT_EPOCHS if args.epochs is None else args.epochs
@@ -208,6 +227,45 @@ def _train_judge(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_die(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.engines import torch_models
+    from installation.files import check_target
+
+    if (args.epochs is not None and args.epochs < 1) or (args.images is not None
+                                                         and args.images < 6):
+        raise UsageError("--epochs must be at least 1 and --images at least 6 (one face per count)")
+    out = check_target(Path(args.out or DEFAULT_DIE_OUT), "--out")
+    checkpoint = out.with_suffix(".ckpt")
+    if args.resume and not checkpoint.exists():
+        raise UsageError(f"--resume: there is no checkpoint {checkpoint} to go on from",
+                         hint="train without --resume to start one")
+    torch_models().set_threads(args.threads)  # says so in one sentence when torch is missing
+    from models import die_train
+
+    d = die_train.Settings()
+    settings = die_train.Settings(
+        epochs=d.epochs if args.epochs is None else args.epochs,
+        seed=d.seed if args.seed is None else args.seed,
+        data_seed=d.data_seed if args.data_seed is None else args.data_seed,
+        faces=d.faces if args.images is None else args.images)
+    command_line = canonical("models", "train", "die", "--epochs", settings.epochs, "--seed",
+                             settings.seed, "--data-seed", settings.data_seed, "--images",
+                             settings.faces, "--threads", args.threads, "--out", out)
+    with ProgressBar("training die decoder") as bar:
+        trained = die_train.train(settings, checkpoint=checkpoint, resume=args.resume,
+                                  command=command_line, progress=bar)
+    from models import die_reference
+
+    die_reference.save(trained.model, out)
+    p = trained.model.provenance
+    ctx.out(f"trained the die decoder ({trained.model.n_weights():,} 4-bit weights, "
+            f"{settings.epochs} epochs, {p['train_seconds']} s) to {out} (checkpoint "
+            f"{checkpoint}): legibility min {100 * float(p['legibility_min']):.2f} %, distinct "
+            f"min {100 * float(p['distinct_min']):.2f} % over "
+            f"{p['quality_latents_per_count']} latents per count")
+    return 0
+
+
 def _export(ctx: Context, args: argparse.Namespace) -> int:
     from models import cat
 
@@ -250,6 +308,18 @@ def _samples_die(ctx: Context, args: argparse.Namespace) -> int:
     scale = DIE_SHEET_SCALE if args.scale is None else args.scale
     if scale < 1:
         raise UsageError("--scale must be at least 1")
+    if args.source == "decoder":
+        from models import die_quality, die_reference
+
+        path = Path(args.decoder) if args.decoder else die_reference.SHIPPED_DECODER
+        sheet = die_quality.sample_sheet(die_reference.load(path), args.seed,
+                                         per_row=DIE_SHEET_PER_ROW)
+        data.save_png(Path(args.out), np.repeat(sheet[:, :, None], 3, axis=2), scale=scale)
+        ctx.out(f"wrote {len(dice.PIP_COUNTS)} rows of {DIE_SHEET_PER_ROW} generated die faces "
+                f"(decoder {path}, entropy seed {args.seed}) to {args.out}")
+        return 0
+    if args.decoder:
+        raise UsageError("--decoder is for --source decoder")
     sheet = dice.sample_sheet(args.seed, per_row=DIE_SHEET_PER_ROW)
     data.save_png(Path(args.out), np.repeat(sheet[:, :, None], 3, axis=2), scale=scale)
     ctx.out(f"wrote {len(dice.PIP_COUNTS)} rows of {DIE_SHEET_PER_ROW} die faces (seed "
@@ -268,6 +338,8 @@ def _quality(ctx: Context, args: argparse.Namespace) -> int:
 
     if args.model == "judge":
         return _quality_judge(ctx, args)
+    if args.model == "die":
+        return _quality_die(ctx, args)
     args.seed = DEFAULT_CAT_SEED if args.seed is None else args.seed
     args.goal = QUALITY_GOAL_DB if args.goal is None else args.goal
     if args.latents < 1:  # checked before torch loads: a typo costs no start-up time
@@ -304,10 +376,11 @@ def _quality_judge(ctx: Context, args: argparse.Namespace) -> int:
 
     goal = JUDGE_GOAL_PERCENT if args.goal is None else args.goal
     seed = die_judge.DEFAULT_EVAL_SEED if args.seed is None else args.seed
+    per_count = DEFAULT_JUDGE_PER_COUNT if args.per_count is None else args.per_count
     path = Path(args.judge) if args.judge else die_judge.SHIPPED_JUDGE
     judge = die_judge.DieJudge.load(path)
     with ProgressBar("judging") as bar:
-        report = die_judge.evaluate(judge, args.per_count, seed, progress=bar)
+        report = die_judge.evaluate(judge, per_count, seed, progress=bar)
     report["judge"], report["goal_percent"] = str(path), goal
     report["ok"] = min(report["grey"]["overall"], report["one_bit"]["overall"]) * 100 >= goal
     if args.json:
@@ -320,4 +393,32 @@ def _quality_judge(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out(f"{label}  " + " ".join(f"{100 * v:6.2f}%" for v in row["per_count"].values())
                 + f"   {100 * row['overall']:6.2f}%")
     ctx.out(f"goal {goal} % on both: {'met' if report['ok'] else 'NOT met'}")
+    return 0 if report["ok"] else 1
+
+
+def _quality_die(ctx: Context, args: argparse.Namespace) -> int:
+    from models import die_quality, die_reference
+
+    if args.goal is not None:
+        raise UsageError("--goal is not for die: its goals are fixed (legibility "
+                         f"{die_quality.LEGIBILITY_GOAL}, distinct fraction "
+                         f"{die_quality.DISTINCT_GOAL} for every count)")
+    per_count = die_quality.DEFAULT_PER_COUNT if args.per_count is None else args.per_count
+    if per_count < 1:
+        raise UsageError(f"--per-count must be at least 1, not {per_count}")
+    seed = die_quality.DEFAULT_SEED if args.seed is None else args.seed
+    decoder = Path(args.decoder) if args.decoder else die_reference.SHIPPED_DECODER
+    judge = Path(args.judge) if args.judge else None
+    with ProgressBar("die quality", enabled=not args.json) as bar:
+        report = die_quality.measure_file(decoder, judge, per_count, seed, progress=bar)
+    if args.json:
+        ctx.emit_json(report)
+        return 0 if report["ok"] else 1
+    ctx.out(f"die decoder {decoder}: {plural(report['faces'], 'face')} ({per_count} latents per "
+            f"count, entropy seed {seed}), read by the {report['judge']} judge:")
+    for line in die_quality.summary_table(report):
+        ctx.out(line)
+    ctx.out(f"goals: legibility >= {100 * die_quality.LEGIBILITY_GOAL:.0f} % and distinct >= "
+            f"{100 * die_quality.DISTINCT_GOAL:.0f} % for every count: "
+            f"{'met' if report['ok'] else 'NOT met'}")
     return 0 if report["ok"] else 1
