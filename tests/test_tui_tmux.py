@@ -98,7 +98,8 @@ def test_demo_on_a_terminal_cats_appear_a_key_makes_one_more_and_quit_leaves_all
         assert len(exhibits(home)) == before + 1, "g made more than one exhibit"
 
         sims = qcat_processes(home)
-        assert len(sims) == 2, sims
+        assert len(sims) == 3, sims  # two cat units and the die a simulated visitor rolls
+        assert sum(" sim die " in cmd for _, cmd in sims) == 1, sims
         tmux.keys("q")
         assert tmux.wait_exit(SHOW_S) == 0, tmux.screen()
         assert "made by the simulated units in this demo" in tmux.screen()
