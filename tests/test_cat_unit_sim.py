@@ -224,13 +224,14 @@ def test_unplug_mid_job_and_the_job_completes_on_the_new_port(home: Path, job) -
     with cat_sim(home, "--unplug-after", "20") as sim:
         with Controller(sim.path) as c:
             c.hello()
-            generate(c, job, exhibit=31)
             first: list = []
+            # (on a loaded machine, early heartbeats can use up the port's frames before the
+            # job is even taken, or before it can be written at all: then the new port computes
+            # it; otherwise it re-sends it)
             with pytest.raises(DeviceError, match=sim.path):  # the device is gone
+                generate(c, job, exhibit=31)
                 while (item := c.receive(2.0)) is not None:
                     first.append(item)
-            # (on a loaded machine, early heartbeats can use up the port's frames before the
-            # job is even taken: then the new port computes it; otherwise it re-sends it)
             assert "IMAGE_DONE" not in names(first)
             took_job = "ACK" in names(first)
         new_path = sim.next_path()
