@@ -200,6 +200,18 @@ class WrongImage(DeviceError):
         self.exhibit_id = exhibit_id
 
 
+class WrongCardImage(DeviceError):
+    """A unit's journal names an image hash the golden render does not have: a unit fault."""
+
+    def __init__(self, unit: str, draw_id: int, journal: bytes, golden: bytes) -> None:
+        super().__init__(f"{unit} recorded image {journal.hex()[:16]}… for exhibit {draw_id}, "
+                         f"but the golden render is {golden.hex()[:16]}…; it was not archived",
+                         hint="the unit computed a wrong cat offline: check its weight image and "
+                              "SD card (`qcat sd verify`)")
+        self.unit = unit
+        self.draw_id = draw_id
+
+
 @dataclass(frozen=True)
 class EntropyPlan:
     """Before a run: how many of `count` new exhibits the pool's quantum bytes cover, and what
@@ -321,6 +333,17 @@ class Generator:
         if rgb.shape != rendered.rgb.shape or not np.array_equal(rgb, rendered.rgb):
             raise WrongImage(unit, job.draw.id, rgb, rendered.rgb)
         return self._archive(job.draw, job.model, rendered, engine=unit)
+
+    def finish_from_card(self, draw: Draw, model: Model, image_sha256: bytes,
+                         unit: str) -> Exhibit:
+        """Archive an exhibit a unit made offline from its card's reserve, known only by the
+        SHA-256 its journal recorded: the golden render must hash the same (F1), else it is the
+        unit's fault and nothing is archived."""
+        rendered = render(draw.data, model, self.engine)
+        got = hashlib.sha256(rendered.rgb.tobytes()).digest()
+        if got != image_sha256:
+            raise WrongCardImage(unit, draw.id, image_sha256, got)
+        return self._archive(draw, model, rendered, engine=unit)
 
     def _finish(self, draw: Draw, model: Model) -> Exhibit:
         return self._archive(draw, model, render(draw.data, model, self.engine), self.engine)
