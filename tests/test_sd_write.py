@@ -311,7 +311,11 @@ def test_a_declined_confirmation_writes_nothing(system: FakeSystem, card_image: 
         sdwrite.write_card(card_image, sdb, view=system.view(), show=shown.append,
                            confirm=lambda plan: False)
     assert shown and shown[0].disk is not None and shown[0].disk.name == "sdb"
+    assert "        everything on it will be overwritten" in shown[0].describe()
     assert untouched(sdb)
+    # a "yes" at the terminal writes it (the control: the refusal above was the answer's doing)
+    sdwrite.write_card(card_image, sdb, view=system.view(), confirm=lambda plan: True)
+    assert sdb.read_bytes() == card_image.read_bytes()
 
 
 def test_a_source_that_is_not_a_card_is_one_sentence(run_qcat, system: FakeSystem,

@@ -165,8 +165,9 @@ def _write(ctx: Context, args: argparse.Namespace) -> int:
         print("\n".join(plan.describe()), file=say)
 
     def confirm(plan: sdwrite.WritePlan) -> bool:
-        answer = input(f"overwrite everything on {plan.target}? type yes to write: ")
-        return answer.strip().lower() == "yes"
+        print(f"overwrite everything on {plan.target}? type yes to write: ", end="",
+              file=sys.stderr, flush=True)  # stderr: --json keeps stdout for the document
+        return sys.stdin.readline().strip().lower() == "yes"
 
     with ProgressBar("sd write") as bar:
         result = sdwrite.write_card(
