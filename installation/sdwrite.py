@@ -242,7 +242,7 @@ class SystemView:
 
     # -- what a node is ------------------------------------------------------------------------
 
-    def _node_of(self, source: str, majmin: str | None) -> str | None:
+    def node_of(self, source: str, majmin: str | None) -> str | None:
         """The /sys/block name (disk or partition) a mount or swap source lives on."""
         nodes: dict[str, str] = {}
         for d in self.disks():
@@ -292,11 +292,11 @@ class SystemView:
         found: dict[str, str] = {}
         for m in table:
             if m.mountpoint in wanted:
-                node = self._node_of(m.source, m.majmin)
+                node = self.node_of(m.source, m.majmin)
                 for d in self.disks_under(node) if node else ():
                     found.setdefault(d, f"it holds {wanted[m.mountpoint]}")
         for swap in self.swap_devices():
-            node = self._node_of(swap, None)
+            node = self.node_of(swap, None)
             for d in self.disks_under(node) if node else ():
                 found.setdefault(d, f"it holds the swap area {swap}")
         return found
@@ -314,7 +314,7 @@ class SystemView:
                 holders.add(h.name)
                 uses.append(f"{n} by {h.name}")
         for m in self.mount_table():
-            node = self._node_of(m.source, m.majmin)
+            node = self.node_of(m.source, m.majmin)
             if node in names or node in holders:
                 uses.append(f"{node} at {m.mountpoint}")
         return uses
@@ -598,7 +598,7 @@ def _plan_device(card: SourceCard, target: Path, real: Path, view: SystemView, y
 def _plan_folder(card: SourceCard, target: Path, real: Path, view: SystemView,
                  yes: bool) -> WritePlan:
     mount = next((m for m in view.mount_table() if m.mountpoint == str(real)), None)
-    node = view._node_of(mount.source, mount.majmin) if mount else None
+    node = view.node_of(mount.source, mount.majmin) if mount else None
     disks = view.disks_under(node) if node else set()
     system = view.system_disks()
     for d in sorted(disks):
