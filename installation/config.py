@@ -101,6 +101,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("phrases.sample_rate", int, 16000, "DAC sample rate of the rendered clips, in Hz.",
         choices=(8000, 11025, 16000, 22050)),
     Key("phrases.gap_ms", int, 90, "Silence between the four fragments of a verdict.", minimum=0),
+    # the units' SD cards
+    Key("sd.max_card_bytes", int, 256 * 10**9,
+        "`qcat sd write` refuses a device larger than this many bytes unless --yes names it: a "
+        "disk that big is more likely a backup drive than a unit's card.", minimum=1),
     # units (the supervisor)
     Key("units.ports", list, [],
         "Serial ports or pyserial URLs of the units; empty means discover USB devices."),

@@ -3,6 +3,7 @@
     qcat sd weights build CKPT --out FILE [--calibration N] [--seed N]
     qcat sd weights verify FILE [--json]        exit 1 naming the first bad slice
     qcat sd weights inspect FILE [--json]
+    qcat sd write SOURCE TARGET [--yes TARGET] [--json]   a card onto a device, folder or .img
 
 Thin layer: `models.quantize` builds (torch, imported inside the handler), `models.weightimage`
 reads and checks (numpy only).
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 def register(sub: Any) -> None:
     _, groups = group(sub, "sd", "files for the units' SD cards")
+    register_write(groups)
     _, cmds = group(groups, "weights", "the cat weight image (.qcw)")
 
     p = command(cmds, "build", "quantize a cat checkpoint into a .qcw weight image",
@@ -126,4 +128,57 @@ def _inspect(ctx: Context, args: argparse.Namespace) -> int:
     for key in ("tool", "command", "seed", "epochs", "final_losses", "created"):
         if key in prov:
             ctx.out(f"  {key:<12} {prov[key]}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# qcat sd write (installation/sdwrite.py does the work)
+
+
+def register_write(groups: Any) -> None:
+    p = command(groups, "write", "write a built card onto a microSD card, a folder or a .img file",
+                _write, description=(
+                    "Write the card SOURCE (a folder or .img from `qcat sd build`) to TARGET (the "
+                    "card's device, e.g. /dev/sdb; the folder it is mounted at; or a .img file), "
+                    "then read it back and compare. Refuses the system disk, mounted devices, "
+                    "partitions, non-removable or oversized disks (sd.max_card_bytes) and folders "
+                    "holding other files; --yes TARGET overrides the last three only."))
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("--yes", metavar="TARGET", default=None,
+                   help="write without asking; must name TARGET itself")
+    add_json(p)
+
+
+def _write(ctx: Context, args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from installation import sdwrite
+
+    sysroot = os.environ.get(sdwrite.SYSROOT_ENV)
+    view = (sdwrite.SystemView.under(Path(sysroot), home=ctx.home.root) if sysroot
+            else sdwrite.SystemView.host(home=ctx.home.root))
+    say = sys.stderr if args.json else ctx.stdout  # --json keeps stdout for the document
+
+    def show(plan: sdwrite.WritePlan) -> None:
+        print("\n".join(plan.describe()), file=say)
+
+    def confirm(plan: sdwrite.WritePlan) -> bool:
+        print(f"overwrite everything on {plan.target}? type yes to write: ", end="",
+              file=sys.stderr, flush=True)  # stderr: --json keeps stdout for the document
+        return sys.stdin.readline().strip().lower() == "yes"
+
+    with ProgressBar("sd write") as bar:
+        result = sdwrite.write_card(
+            Path(args.source), Path(args.target), view=view,
+            yes=Path(args.yes) if args.yes else None,
+            max_card_bytes=ctx.config["sd.max_card_bytes"], show=show,
+            confirm=confirm if sys.stdin.isatty() else None, progress=bar,
+            check_card=sdwrite.installed_card_check())
+    if args.json:
+        ctx.emit_json(result.as_dict())
+        return 0
+    ctx.out(f"wrote {result.target}: {result.bytes_written:,} bytes, read back and identical "
+            f"({result.seconds:.1f} s)" + (f"; {result.card_check}" if result.card_check else ""))
     return 0
