@@ -67,6 +67,9 @@ TOOLS = {"mkfs.fat": "dosfstools", "mcopy": "mtools", "fsck.fat": "dosfstools"}
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
 TOOL_TIMEOUT_S = 300
 STAGING_PREFIX = ".qcat-card-"
+# A card folder is the user's, not a secret: the usual modes (FAT ignores them anyway).
+CARD_FOLDER_MODE = 0o755
+CARD_FILE_MODE = 0o644
 # A reserve with every record damaged would otherwise list thousands of sentences.
 MAX_LISTED_RECORDS = 20
 
@@ -230,7 +233,9 @@ def _staging(out: Path) -> Path:
     """A fresh folder for the card's files: beside `out`, or inside it when `out` is an
     existing (empty) folder, perhaps a mounted card, which a rename cannot replace."""
     where = out if out.is_dir() else out.absolute().parent
-    return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=where))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=where))
+    os.chmod(staging, CARD_FOLDER_MODE)  # mkdtemp's 0700 would stay on the published folder
+    return staging
 
 
 def build_card(pool: EntropyPool, weights: Path, clips: Path, unit: str, reserve: int, out: Path,
@@ -253,8 +258,8 @@ def build_card(pool: EntropyPool, weights: Path, clips: Path, unit: str, reserve
     card_id = uuid.uuid4().hex
     staging = _staging(out)
     try:
-        write_atomic(staging / cardfmt.WEIGHTS, weight_bytes)
-        write_atomic(staging / cardfmt.CLIPS, clip_bytes)
+        write_atomic(staging / cardfmt.WEIGHTS, weight_bytes, mode=CARD_FILE_MODE)
+        write_atomic(staging / cardfmt.CLIPS, clip_bytes, mode=CARD_FILE_MODE)
         step(0, reserve, "leasing")
         try:
             lease = pool.lease(reserve, unit, card_id)
@@ -307,9 +312,9 @@ def _finish(lease: Lease, weight_bytes: bytes, image: WeightImage, clip_bytes: b
         "files": manifest_files({n: len(b) for n, b in contents.items()},
                                 {n: hashlib.sha256(b).hexdigest() for n, b in contents.items()}),
     })
-    write_atomic(staging / cardfmt.RESERVE, reserve_bytes)
-    write_atomic(staging / cardfmt.JOURNAL, journal_bytes)
-    write_atomic(staging / cardfmt.MANIFEST, pad_manifest(manifest))
+    write_atomic(staging / cardfmt.RESERVE, reserve_bytes, mode=CARD_FILE_MODE)
+    write_atomic(staging / cardfmt.JOURNAL, journal_bytes, mode=CARD_FILE_MODE)
+    write_atomic(staging / cardfmt.MANIFEST, pad_manifest(manifest), mode=CARD_FILE_MODE)
     sizes = {name: (staging / name).stat().st_size for name in cardfmt.CARD_FILES}
     image_bytes = None
     if is_image(out):
@@ -398,6 +403,23 @@ def resolve_clip_bank(workspace: Workspace, override: str | os.PathLike[str] | N
         raise InputError(f"there is no clip bank to put on the card: {status.reason}",
                          hint=f"{INSTALL_HINT}, or give one with --clips FILE")
     return status.bank.path
+
+
+def build_card_for(workspace: Workspace, unit: str, reserve: int, out: Path, *,
+                   weights: str | os.PathLike[str] | None = None,
+                   clips: str | os.PathLike[str] | None = None,
+                   progress: ProgressCallback | None = None) -> BuiltCard:
+    """`qcat sd build`: the workspace's weight image (--weights, config, shipped demo) and clip
+    bank (--clips, else the home's, built if need be), this home's pool. The cheap checks run
+    before the clip bank is rendered, so a typo costs nothing."""
+    check_unit(unit)
+    check_reserve(reserve)
+    check_out(Path(out))
+    workspace.require_writable("building a card (it leases exhibits from the pool)")
+    weight_path = workspace.weights_path(weights)
+    clip_path = resolve_clip_bank(workspace, clips, progress)
+    with workspace.open_pool() as pool:
+        return build_card(pool, weight_path, clip_path, unit, reserve, Path(out), progress)
 
 
 # ------------------------------------------------------------------------------------------------
