@@ -63,6 +63,8 @@ IMAGE_ROUND = 1024 * 1024
 VOLUME_LABEL = "QCAT"
 # The external tools an image needs, and the Debian package of each.
 TOOLS = {"mkfs.fat": "dosfstools", "mcopy": "mtools", "fsck.fat": "dosfstools"}
+# mkfs.fat and fsck.fat live in sbin, which a user's PATH may lack.
+SBIN_DIRS = ("/usr/sbin", "/sbin")
 # mtools refuses images whose size is not a whole number of "tracks" unless told not to check.
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
 TOOL_TIMEOUT_S = 300
@@ -200,8 +202,7 @@ def require_tools(*names: str) -> dict[str, str]:
     found = {}
     for name in names:
         path = shutil.which(name) or next(
-            (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.is_file()),
-            None)
+            (str(Path(d, name)) for d in SBIN_DIRS if Path(d, name).is_file()), None)
         if path is None:
             pkg = TOOLS[name]
             raise ToolMissing(f"{name}, which makes FAT32 card images, is not installed",
@@ -596,10 +597,16 @@ def _check_reserve(report: CardReport, contents: dict[str, bytes],
     except FormatError as exc:
         problems.append(exc.message)
         return None, None
+    # The weight image the card was built with is the manifest's (a damaged WEIGHTS.QCW is
+    # named under its own name, not here); without a manifest, the file's.
     weights = contents.get(cardfmt.WEIGHTS)
-    if weights is not None and hashlib.sha256(weights).digest() != header.weights_sha256:
-        problems.append("its latents were made for another weight image than WEIGHTS.QCW")
-        image = None  # its latents cannot be checked against this one
+    actual = hashlib.sha256(weights).hexdigest() if weights is not None else None
+    listed = ((manifest or {}).get("files", {}).get(cardfmt.WEIGHTS) or {}).get("sha256")
+    built_with = listed if isinstance(listed, str) else actual
+    if built_with is not None and header.weights_sha256.hex() != built_with:
+        problems.append("its latents were made for another weight image than the card's")
+    if actual != header.weights_sha256.hex():
+        image = None  # the latents cannot be checked against other weights
     if manifest is not None:
         said = (manifest.get("lease_id"), manifest.get("card_id"), manifest.get("unit"),
                 manifest.get("reserve_records"))
