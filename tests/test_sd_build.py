@@ -125,6 +125,8 @@ def test_the_default_weights_are_the_workspace_s(run_qcat, home, clips, tmp_path
     out = tmp_path / "card"
     build(run_qcat, out, clips, reserve=1)
     assert (out / cardfmt.WEIGHTS).read_bytes() == weightimage.SHIPPED_DEMO.read_bytes()
+    r = run_qcat("entropy", "status")
+    assert r.code == 0 and "leased               203 bytes = 1 exhibit on 1 card" in r.out, r.out
 
 
 @needs_tools
