@@ -62,7 +62,9 @@ IMAGE_OVERHEAD_BYTES = 8 * 1024 * 1024
 IMAGE_ROUND = 1024 * 1024
 VOLUME_LABEL = "QCAT"
 # The external tools an image needs, and the Debian package of each.
-TOOLS = {"mkfs.fat": "dosfstools", "mcopy": "mtools", "fsck.fat": "dosfstools"}
+TOOLS = {"mkfs.fat": ("dosfstools", "makes FAT32 card images"),
+         "mcopy": ("mtools", "copies files into card images"),
+         "fsck.fat": ("dosfstools", "checks card images")}
 # mkfs.fat and fsck.fat live in sbin, which a user's PATH may lack.
 SBIN_DIRS = ("/usr/sbin", "/sbin")
 # mtools refuses images whose size is not a whole number of "tracks" unless told not to check.
@@ -204,8 +206,8 @@ def require_tools(*names: str) -> dict[str, str]:
         path = shutil.which(name) or next(
             (str(Path(d, name)) for d in SBIN_DIRS if Path(d, name).is_file()), None)
         if path is None:
-            pkg = TOOLS[name]
-            raise ToolMissing(f"{name}, which makes FAT32 card images, is not installed",
+            pkg, does = TOOLS[name]
+            raise ToolMissing(f"{name}, which {does}, is not installed",
                               hint=f"install {pkg} (sudo apt-get install {pkg})")
         found[name] = path
     return found
@@ -655,8 +657,8 @@ def _check_journal(report: CardReport, contents: dict[str, bytes],
 def _fsck(report: CardReport, path: Path) -> None:
     try:
         tool = require_tools("fsck.fat")["fsck.fat"]
-    except ToolMissing as exc:
-        report.fsck = f"not run: {exc.message}"
+    except ToolMissing:
+        report.fsck = f"not run: {TOOLS['fsck.fat'][0]} is not installed"
         return
     proc = subprocess.run([tool, "-n", str(path)], capture_output=True, text=True,
                           timeout=TOOL_TIMEOUT_S)

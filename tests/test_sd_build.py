@@ -150,6 +150,11 @@ def test_an_image_card_passes_fsck_and_lists_its_five_files(run_qcat, home, clip
     r = run_qcat("sd", "verify", img, "--json")
     report = json.loads(r.out)
     assert r.code == 0 and report["ok"] and report["fsck"] == "ok", r.out
+    with pytest.MonkeyPatch.context() as mp:  # without dosfstools: checked, fsck said not run
+        mp.setattr(sdcard, "SBIN_DIRS", ())
+        mp.setenv("PATH", str(tmp_path))
+        report = sdcard.verify_card(img)
+        assert report.ok and report.fsck == "not run: dosfstools is not installed"
     # a flipped bit inside the reserve's clusters of the image is named
     at = card.extents(cardfmt.RESERVE)[0].image_at + 512 + 512 * 7 + 20  # type: ignore[attr-defined]
     flip(img, at)

@@ -101,7 +101,7 @@ def _verify_card(ctx: Context, args: argparse.Namespace) -> int:
         raise CheckFailed(f"the card {path} differs in {', '.join(bad)}: "
                           + "; ".join(report.problems()),
                           hint="build the card again with `qcat sd build`")
-    fsck = f"; fsck.fat {report.fsck}" if report.fsck else ""
+    fsck = f"; fsck.fat: {report.fsck}" if report.fsck else ""
     ctx.out(f"{path}: ok (card {report.card_id} of unit {report.unit}, lease {report.lease_id}: "
             f"{plural(report.records or 0, 'record')}, {len(report.struck)} struck; journal "
             f"{report.journal_state}, {plural(report.spent or 0, 'exhibit')} spent{fsck})")
