@@ -17,4 +17,5 @@ GROUND_MODULES = (
     "installation.progress",  # the progress callback type (and the stderr bar)
     "installation.database",  # opening an SQLite database read-write or read-only
     "installation.words",  # numbers in sentences ("1 exhibit", "2 exhibits")
+    "installation.faults",  # named crash points (QCAT_CRASH_AT) inside the pool's transactions
 )

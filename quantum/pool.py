@@ -9,6 +9,10 @@ One SQLite file (`<home>/entropy.sqlite`, WAL, synchronous=FULL) holds:
     draws         every draw with its exact bytes, purpose, source and provenance, including
                   os-fallback draws (so an exhibit can always be re-rendered from its record)
     spans         which bytes [start, stop) of which batch went to which draw or export
+    leases        exhibits leased to a unit's SD card: one draw of 203 bytes per record, purposes
+                  `lease:<lease_id>:<i>`, all made in one transaction (schema 3)
+    lease_returns records of a lease proven unused and given back: each lives again in one
+                  new usable batch (`batch_id`), once ever per record (schema 3)
     exports/packs packs moved out, packs taken in (a pack id is accepted once, ever)
     requests      every ANU request attempted, logged *before* it is sent; `reached` = 0 marks
                   one that provably never left this machine (DNS, refused connection, TLS
@@ -36,21 +40,21 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from installation import database
+from installation import database, faults
 from installation.errors import EntropyExhausted, ExternalError, FormatError, InputError
 from quantum import health
 from quantum import pack as packfmt
 from quantum.latent import EXHIBIT_BYTES
 from quantum.source import EntropySource
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # PRAGMA application_id of a qcat pool ("qcat" in ASCII): refuses to adopt a foreign database.
 APPLICATION_ID = 0x71636174
 # How long a writer waits for another process's transaction before giving up.
@@ -149,7 +153,40 @@ _SCHEMA_V2 = (
         CHECK (reached IN (0, 1))""",
     """UPDATE requests SET reached = 0 WHERE outcome IN ('dns', 'tls', 'no-key')""",
 )
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# Version 3: SD-card leases. A lease is `records` ordinary draws (so an exhibit made offline from
+# record i is archived later with draw i's id, and the gallery's `draw_id UNIQUE` holds as ever)
+# tied together by one row; a return puts records proven unused back as one new batch.
+_SCHEMA_V3 = (
+    """CREATE TABLE leases (
+        lease_id TEXT PRIMARY KEY CHECK (length(lease_id) = 32),
+        unit TEXT NOT NULL,
+        card_id TEXT NOT NULL,
+        records INTEGER NOT NULL CHECK (records > 0),
+        first_draw_id INTEGER NOT NULL REFERENCES draws (id),
+        created TEXT NOT NULL)""",
+    """CREATE TABLE lease_returns (
+        lease_id TEXT NOT NULL REFERENCES leases (lease_id),
+        record INTEGER NOT NULL CHECK (record >= 0),
+        batch_id INTEGER NOT NULL REFERENCES batches (id),
+        PRIMARY KEY (lease_id, record)) WITHOUT ROWID""",
+    """CREATE INDEX lease_returns_batch ON lease_returns (batch_id)""",
+    """CREATE TRIGGER leases_immutable BEFORE UPDATE ON leases
+        BEGIN SELECT RAISE(ABORT, 'leases are immutable'); END""",
+    """CREATE TRIGGER leases_no_delete BEFORE DELETE ON leases
+        BEGIN SELECT RAISE(ABORT, 'leases are never deleted'); END""",
+    """CREATE TRIGGER lease_returns_no_change BEFORE UPDATE ON lease_returns
+        BEGIN SELECT RAISE(ABORT, 'returned records are never changed'); END""",
+    """CREATE TRIGGER lease_returns_no_delete BEFORE DELETE ON lease_returns
+        BEGIN SELECT RAISE(ABORT, 'returned records are never deleted'); END""",
+)
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+# A lease's purposes: draw i of lease L is `lease:L:i`.
+LEASE_PREFIX = "lease:"
+# Largest lease (a sanity bound: 100,000 records are 20.3 MB of quantum bytes on one card).
+MAX_LEASE_RECORDS = 100_000
+MAX_UNIT_CHARS = 16
+LEASE_EMPTY_HINT = ("run `qcat entropy fetch --bytes N` while online, or `qcat entropy import "
+                    "FILE`; or lease fewer records")
 # The API whose requests the monthly budget counts (the legacy API is free and key-less).
 BUDGET_API = "keyed"
 
@@ -213,6 +250,42 @@ class AuditReport:
     @property
     def ok(self) -> bool:
         return not self.violations
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Exhibits leased to one unit's SD card: record i is draw `draw_ids[i]`, 203 bytes that left
+    the pool for good when the lease was made (E1); only `return_records` brings any back."""
+
+    lease_id: str  # 32 lowercase hex digits (a UUID4)
+    unit: str
+    card_id: str
+    records: int
+    created: str  # ISO-8601 UTC
+    draw_ids: list[int]
+    raw: list[bytes] = field(repr=False)  # record i's 203 bytes, as drawn
+
+    def record_bytes(self, index: int) -> bytes:
+        return self.raw[index]
+
+    @property
+    def size(self) -> int:
+        """Bytes leased: 203 per record."""
+        return self.records * EXHIBIT_BYTES
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"lease_id": self.lease_id, "unit": self.unit, "card_id": self.card_id,
+                "records": self.records, "bytes": self.size, "created": self.created,
+                "first_draw_id": self.draw_ids[0], "last_draw_id": self.draw_ids[-1]}
+
+
+def lease_purpose(lease_id: str, index: int) -> str:
+    return f"{LEASE_PREFIX}{lease_id}:{index}"
+
+
+def _is_hex_id(text: object) -> bool:
+    return (isinstance(text, str) and len(text) == 32
+            and all(c in "0123456789abcdef" for c in text))
 
 
 @dataclass(frozen=True)
@@ -592,6 +665,161 @@ class EntropyPool:
                 "SELECT count(*) FROM draws WHERE created >= ? AND substr(purpose, 1, ?) = ?",
                 (since, len(purpose_prefix), purpose_prefix)).fetchone()[0])
 
+    # -- SD-card leases -------------------------------------------------------------------------
+
+    def lease(self, records: int, unit: str, card_id: str) -> Lease:
+        """Lease `records` exhibits' bytes to one unit's card, for good, in one transaction.
+
+        Each record is one ordinary draw of 203 bytes (purpose `lease:<lease_id>:<i>`), so an
+        exhibit the unit makes offline from record i is later archived with draw i's id, and
+        the gallery's checks work unchanged. Quantum bytes only: a card's reserve is never
+        os-fallback, and a pool holding fewer than `records` exhibits leases nothing. A crash
+        at any instant leaves the whole lease or none of it.
+        """
+        if isinstance(records, bool) or not isinstance(records, int) or \
+                not 0 < records <= MAX_LEASE_RECORDS:
+            raise InputError(f"a lease needs between 1 and {MAX_LEASE_RECORDS:,} records, "
+                             f"not {records!r}")
+        if not isinstance(unit, str) or not 0 < len(unit) <= MAX_UNIT_CHARS or \
+                not unit.isascii() or not unit.isprintable():
+            raise InputError(f"unit serial {unit!r} is not 1 to {MAX_UNIT_CHARS} printable "
+                             "ASCII characters")
+        if not _is_hex_id(card_id):
+            raise InputError(f"card id {card_id!r} is not 32 lowercase hex digits")
+        need = records * EXHIBIT_BYTES
+        lease_id = uuid.uuid4().hex
+        with self._write() as db:
+            available = db.execute("SELECT coalesce(sum(size - consumed), 0) FROM batches "
+                                   "WHERE status = 'usable'").fetchone()[0]
+            if available < need:
+                raise EntropyExhausted(f"the entropy pool holds {available:,} usable bytes, "
+                                       f"{need:,} were needed (a lease of {records:,} "
+                                       f"records); nothing was leased", hint=LEASE_EMPTY_HINT)
+            draws: list[Draw] = []
+            for i in range(records):
+                if i == records // 2:
+                    faults.point("lease-mid")  # half the draws made: all or nothing must hold
+                spans, _ = self._take(db, EXHIBIT_BYTES)
+                if not spans:
+                    raise RuntimeError("the pool ran dry inside a lease it had counted")  # a bug
+                draws.append(self._record_draw(db, EXHIBIT_BYTES, lease_purpose(lease_id, i),
+                                               spans))
+            created = _iso(self._clock())
+            db.execute("INSERT INTO leases (lease_id, unit, card_id, records, first_draw_id, "
+                       "created) VALUES (?, ?, ?, ?, ?, ?)",
+                       (lease_id, unit, card_id, records, draws[0].id, created))
+            faults.point("lease-before-commit")
+        return Lease(lease_id, unit, card_id, records, created, [d.id for d in draws],
+                     [d.data for d in draws])
+
+    def _lease_row(self, db: sqlite3.Connection, lease_id: str) -> tuple[str, str, int, int, str]:
+        row = db.execute("SELECT unit, card_id, records, first_draw_id, created FROM leases "
+                         "WHERE lease_id = ?", (lease_id,)).fetchone() \
+            if isinstance(lease_id, str) else None
+        if row is None:
+            raise InputError(f"the entropy pool has no lease {lease_id!r}",
+                             hint="`qcat sd verify CARD` shows the lease id a card carries")
+        return row
+
+    def _lease_draws(self, db: sqlite3.Connection, lease_id: str, first: int,
+                     records: int) -> list[Draw]:
+        rows = db.execute(f"SELECT {self._DRAW_COLUMNS} FROM draws WHERE id >= ? AND id < ? "
+                          "ORDER BY id", (first, first + records)).fetchall()
+        found = [self._draw_from_row(r) for r in rows]
+        if [d.purpose for d in found] != [lease_purpose(lease_id, i) for i in range(records)]:
+            raise RuntimeError(f"lease {lease_id}'s draws are not where its row says")  # audit
+        return found
+
+    def get_lease(self, lease_id: str) -> Lease:
+        """A lease with its records' bytes; InputError for an unknown id."""
+        with self._lock:
+            unit, card_id, records, first, created = self._lease_row(self._db, lease_id)
+            found = self._lease_draws(self._db, lease_id, first, records)
+        return Lease(lease_id, unit, card_id, records, created, [d.id for d in found],
+                     [d.data for d in found])
+
+    def lease_draws(self, lease_id: str) -> list[Draw]:
+        """A lease's draws in record order, with their provenance (what an offline exhibit of
+        record i is archived with)."""
+        with self._lock:
+            _, _, records, first, _ = self._lease_row(self._db, lease_id)
+            return self._lease_draws(self._db, lease_id, first, records)
+
+    def leases(self) -> list[Lease]:
+        """Every lease, oldest first."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT lease_id FROM leases "
+                                                  "ORDER BY first_draw_id")]
+        return [self.get_lease(i) for i in ids]
+
+    def returned_records(self, lease_id: str) -> set[int]:
+        """The records of a lease already given back to the pool."""
+        with self._lock:
+            self._lease_row(self._db, lease_id)
+            return {int(r[0]) for r in self._db.execute(
+                "SELECT record FROM lease_returns WHERE lease_id = ?", (lease_id,))}
+
+    def return_records(self, lease_id: str, indices: Iterable[int]) -> StoredBatch:
+        """Give records of a lease that are proven unused back to the pool, in one transaction.
+
+        The records' bytes, in index order, become one new usable batch whose source is the
+        draws' (the first record's, should the lease have spanned batches of two sources: the
+        provenance keeps every original segment) and whose provenance says where they came
+        back from. A record goes back once, ever (`lease_returns`' primary key); after that its
+        bytes are drawable again exactly once, as any batch's.
+
+        Only a caller that has *proof* that the records were never shown may call this (a
+        clean journal, `firmware.cardfmt.Journal.proves_unused`): a byte that was spent on a
+        card must never come back.
+
+        The health tests and the replay detector are not run on these bytes, and their block
+        hashes are not added: the detector exists to refuse material *arriving from outside*
+        that this pool already holds, and returned bytes are, by construction, bytes it holds
+        (their original batches stay stored, spent), so it would be right to refuse them and
+        wrong to do so; they passed the health tests inside their original batch. `audit()`
+        checks a return batch instead against the lease draws it came from.
+        """
+        wanted = list(indices)
+        if not wanted:
+            raise InputError("no records were named to return", hint="name at least one record")
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in wanted):
+            raise InputError(f"record numbers must be whole numbers, not {wanted!r}")
+        if len(set(wanted)) != len(wanted):
+            twice = sorted({i for i in wanted if wanted.count(i) > 1})
+            raise InputError(f"record {twice[0]} is named twice in one return")
+        order = sorted(wanted)
+        with self._write() as db:
+            _, _, records, first, _ = self._lease_row(db, lease_id)
+            bad = [i for i in order if not 0 <= i < records]
+            if bad:
+                raise InputError(f"lease {lease_id} has records 0 to {records - 1}; there is no "
+                                 f"record {bad[0]}")
+            for i in order:
+                row = db.execute("SELECT batch_id FROM lease_returns WHERE lease_id = ? AND "
+                                 "record = ?", (lease_id, i)).fetchone()
+                if row is not None:
+                    raise InputError(f"record {i} of lease {lease_id} was already returned to "
+                                     f"the pool (batch {row[0]}); a record goes back once",
+                                     hint="nothing was returned this time")
+            draws = self._lease_draws(db, lease_id, first, records)
+            chosen = [draws[i] for i in order]
+            data = b"".join(d.data for d in chosen)
+            source = chosen[0].source
+            if source == OS_FALLBACK:
+                raise RuntimeError(f"lease {lease_id} holds os-fallback bytes")  # a bug
+            sha = hashlib.sha256(data).hexdigest()
+            prov = {"source": str(source), "sha256": sha, "size": len(data),
+                    "returned_from": {"lease_id": lease_id, "records": order},
+                    "segments": [seg for d in chosen for seg in d.provenance["segments"]]}
+            cur = db.execute(
+                "INSERT INTO batches (source, status, reason, size, sha256, data, provenance, "
+                "created) VALUES (?, 'usable', NULL, ?, ?, ?, ?, ?)",
+                (str(source), len(data), sha, data, json.dumps(prov, sort_keys=True), _iso()))
+            batch_id = int(cur.lastrowid or 0)
+            db.executemany("INSERT INTO lease_returns (lease_id, record, batch_id) VALUES "
+                           "(?, ?, ?)", ((lease_id, i, batch_id) for i in order))
+        return StoredBatch(batch_id, len(data), "usable", (), str(source))
+
     # -- packs ----------------------------------------------------------------------------------
 
     def export_pack(self, n: int, path: str | os.PathLike[str]) -> ExportResult:
@@ -735,12 +963,17 @@ class EntropyPool:
             fallback = one("SELECT coalesce(sum(size), 0), count(*), max(created) FROM draws "
                            "WHERE source = 'os-fallback'")
             exported = one("SELECT coalesce(sum(size), 0), count(*) FROM exports")
+            # a return batch (records given back by a card) is neither an import nor a fetch
+            not_returned = "id NOT IN (SELECT batch_id FROM lease_returns)"
             imported = one("SELECT coalesce(sum(size), 0), count(*) FROM batches "
-                           "WHERE source = 'import' AND status = 'usable'")
-            last_fetch = one("SELECT max(created) FROM batches WHERE source != 'import'")[0]
+                           f"WHERE source = 'import' AND status = 'usable' AND {not_returned}")
+            last_fetch = one("SELECT max(created) FROM batches WHERE source != 'import' "
+                             f"AND {not_returned}")[0]
             nxt = one("SELECT source FROM batches WHERE status = 'usable' AND consumed < size "
                       "ORDER BY id LIMIT 1")
             requests_total = one("SELECT count(*) FROM requests")[0]
+            leased = one("SELECT count(*), coalesce(sum(records), 0) FROM leases")
+            returned = one("SELECT count(*) FROM lease_returns")[0]
         return {
             "available_bytes": available,
             "exhibits_left": available // EXHIBIT_BYTES,
@@ -760,6 +993,10 @@ class EntropyPool:
             "os_fallback_draws": fallback[1],
             "os_fallback_bytes": fallback[0],
             "last_os_fallback": fallback[2],
+            "leases": leased[0],
+            "leased_records": leased[1],
+            "leased_bytes": leased[1] * EXHIBIT_BYTES,
+            "returned_records": returned,
             "pool_id": self.pool_id,
             "path": str(self.path),
         }
@@ -786,6 +1023,10 @@ class EntropyPool:
                     "ORDER BY batch_id, start"):
                 spans_by_batch.setdefault(batch_id, []).append((start, stop, draw_id, export_id))
             known_blocks = {bytes(r[0]) for r in db.execute("SELECT hash FROM block_hashes")}
+            # Return batches hold bytes this pool already held (their hashes are not added: see
+            # return_records); they are checked against their lease draws below instead.
+            return_batches = {r[0] for r in db.execute(
+                "SELECT DISTINCT batch_id FROM lease_returns")}
             for bid, _source, status, size, consumed, sha, length, data in batches.values():
                 data = bytes(data)
                 if length != size:
@@ -794,7 +1035,8 @@ class EntropyPool:
                     v.append(f"batch {bid}: its bytes no longer match their SHA-256")
                 if not 0 <= consumed <= size:
                     v.append(f"batch {bid}: cursor {consumed} is outside 0..{size}")
-                if any(h not in known_blocks for h in health.block_hashes(data)):
+                if bid not in return_batches and \
+                        any(h not in known_blocks for h in health.block_hashes(data)):
                     v.append(f"batch {bid}: some 64-byte block hashes are missing "
                              "(replays of it would go unnoticed)")
                 spans = spans_by_batch.pop(bid, [])
@@ -855,10 +1097,82 @@ class EntropyPool:
                                    "WHERE export_id = ?", (eid,)).fetchone()[0]
                 if total != size:
                     v.append(f"export {eid}: owns {total} bytes, its size says {size}")
+            n_leases = self._audit_leases(db, batches, v)
             rep.counts = {"batches": len(batches), "draws": n_draws,
-                          "os_fallback_draws": n_fallback,
+                          "os_fallback_draws": n_fallback, "leases": n_leases,
+                          "returned_records": db.execute(
+                              "SELECT count(*) FROM lease_returns").fetchone()[0],
                           "exports": db.execute("SELECT count(*) FROM exports").fetchone()[0]}
         return rep
+
+    @staticmethod
+    def _audit_leases(db: sqlite3.Connection, batches: dict[int, tuple[Any, ...]],
+                      v: list[str]) -> int:
+        """The leases' invariants (schema 3); appends violations to `v`, returns the lease count.
+
+        Every lease owns exactly `records` quantum draws of 203 bytes, `lease:<id>:<i>` in
+        record order; every return batch holds exactly its records' draw bytes in index order;
+        no record went back twice; no batch claims to be a return without the table saying so
+        (that would bring spent bytes back). With these and the per-batch span checks above, a
+        returned byte is handed out at most once after its return, and a byte spent on a card
+        never again.
+        """
+        n = 0
+        for lease_id, records, first in db.execute(
+                "SELECT lease_id, records, first_draw_id FROM leases ORDER BY first_draw_id"
+                ).fetchall():
+            n += 1
+            rows = db.execute("SELECT id, purpose, source, size FROM draws WHERE id >= ? AND "
+                              "id < ? ORDER BY id", (first, first + records)).fetchall()
+            if len(rows) != records:
+                v.append(f"lease {lease_id}: {records} records, but {len(rows)} of its draws "
+                         "exist")
+            for i, (did, purpose, source, size) in enumerate(rows):
+                if purpose != lease_purpose(lease_id, i):
+                    v.append(f"lease {lease_id}: draw {did} is {purpose!r}, not record {i}'s")
+                elif size != EXHIBIT_BYTES:
+                    v.append(f"lease {lease_id}: record {i} (draw {did}) holds {size} bytes, "
+                             f"not {EXHIBIT_BYTES}")
+                elif source == OS_FALLBACK:
+                    v.append(f"lease {lease_id}: record {i} (draw {did}) is os-fallback")
+            others = db.execute("SELECT count(*) FROM draws WHERE substr(purpose, 1, ?) = ?",
+                                (len(LEASE_PREFIX) + 33, f"{LEASE_PREFIX}{lease_id}:")
+                                ).fetchone()[0]
+            if others != records:
+                v.append(f"lease {lease_id}: {others} draws carry its purpose, it has "
+                         f"{records} records")
+        for lease_id, record, batch_id in db.execute(
+                "SELECT r.lease_id, r.record, r.batch_id FROM lease_returns r LEFT JOIN leases l "
+                "USING (lease_id) WHERE l.lease_id IS NULL OR r.record >= l.records").fetchall():
+            v.append(f"batch {batch_id}: returns record {record} of lease {lease_id}, which "
+                     "has no such record")
+        by_batch: dict[int, list[tuple[str, int]]] = {}
+        for lease_id, record, batch_id in db.execute(
+                "SELECT lease_id, record, batch_id FROM lease_returns ORDER BY batch_id, record"):
+            by_batch.setdefault(batch_id, []).append((lease_id, record))
+        for bid, row in batches.items():
+            returned = by_batch.get(bid)
+            claims = "returned_from" in json.loads(db.execute(
+                "SELECT provenance FROM batches WHERE id = ?", (bid,)).fetchone()[0])
+            if claims and returned is None:
+                v.append(f"batch {bid}: says it holds returned records, but no return names it")
+            if returned is None:
+                continue
+            if len({lease for lease, _ in returned}) != 1:
+                v.append(f"batch {bid}: holds records of more than one lease")
+            expect = b""
+            for lease_id, record in returned:
+                got = db.execute("SELECT d.data FROM leases l JOIN draws d ON d.id = "
+                                 "l.first_draw_id + ? WHERE l.lease_id = ? AND d.purpose = ?",
+                                 (record, lease_id, lease_purpose(lease_id, record))).fetchone()
+                expect += bytes(got[0]) if got else b""
+            if bytes(row[7]) != expect:
+                v.append(f"batch {bid}: its bytes differ from the lease records it returns"
+                         + _first_mismatch(bytes(row[7]), expect))
+        for bid in by_batch:
+            if bid not in batches:
+                v.append(f"returned records point at batch {bid}, which does not exist")
+        return n
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -252,7 +252,7 @@ def test_a_version_1_pool_opens_and_counts_only_requests_that_may_have_reached(t
         ("keyed", "2000-01", "stored"),  # another month
     ])
     with EntropyPool(path) as pool:
-        assert pool._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert pool._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert pool.pool_id == "old-pool"
         assert pool.requests_this_month() == 3
         assert pool.requests_this_month(api="legacy") == 1

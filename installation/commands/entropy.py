@@ -234,6 +234,11 @@ def _status(ctx: Context, args: argparse.Namespace) -> int:
     ctx.out(f"  served      {st['served_bytes']:>12,} bytes in {plural(st['draws'], 'draw')}")
     ctx.out(f"  exported    {st['exported_bytes']:>12,} bytes in {plural(st['exports'], 'pack')}")
     ctx.out(f"  imported    {st['imported_bytes']:>12,} bytes")
+    if st["leases"]:
+        back = st["returned_records"]
+        ctx.out(f"  leased      {st['leased_bytes']:>12,} bytes = "
+                f"{plural(st['leased_records'], 'exhibit')} on {plural(st['leases'], 'card')}"
+                + (f"  ({back:,} returned)" if back else ""))
     q = st["quarantined_batches"]
     ctx.out(f"  batches     {st['batches']:>12,} stored, {q} quarantined"
             + ("  (see `qcat entropy quarantine`)" if q else ""))

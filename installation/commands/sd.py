@@ -1,12 +1,14 @@
-"""`qcat sd`: files that go onto the units' SD cards. Here: the cat weight image (.qcw).
+"""`qcat sd`: the units' SD cards, and the cat weight image (.qcw) that goes onto them.
 
+    qcat sd build --unit NAME --reserve N --out DIR|IMAGE.img [--weights F] [--clips F] [--json]
+    qcat sd verify CARD [--json]                exit 1 naming each file that differs
     qcat sd weights build CKPT --out FILE [--calibration N] [--seed N]
     qcat sd weights verify FILE [--json]        exit 1 naming the first bad slice
     qcat sd weights inspect FILE [--json]
     qcat sd write SOURCE TARGET [--yes TARGET] [--json]   a card onto a device, folder or .img
 
-Thin layer: `models.quantize` builds (torch, imported inside the handler), `models.weightimage`
-reads and checks (numpy only).
+Thin layer: `installation.sdcard` builds and checks cards, `models.quantize` builds weight
+images (torch, imported inside the handler), `models.weightimage` reads and checks them.
 """
 
 from __future__ import annotations
@@ -18,14 +20,35 @@ from typing import TYPE_CHECKING, Any
 from installation.commands import add_json, command, group
 from installation.errors import CheckFailed, FormatError, InputError, UsageError
 from installation.progress import ProgressBar
+from installation.words import plural
 
 if TYPE_CHECKING:
     from installation.cli import Context
 
 
 def register(sub: Any) -> None:
-    _, groups = group(sub, "sd", "files for the units' SD cards")
+    _, groups = group(sub, "sd", "the units' SD cards and the files that go onto them")
+
+    p = command(groups, "build", "build a cat unit's SD card: weights, clips, an entropy "
+                "reserve leased from the pool, an empty journal and a manifest", _build)
+    p.add_argument("--unit", required=True, metavar="NAME",
+                   help="the unit's serial (1 to 16 ASCII characters), as its HELLO says")
+    p.add_argument("--reserve", required=True, type=int, metavar="N",
+                   help="exhibits the unit may make offline (each leases 203 bytes for good)")
+    p.add_argument("--out", required=True, metavar="DIR|IMAGE.img",
+                   help="a new or empty folder (a mounted card), or a new FAT32 image file")
+    p.add_argument("--weights", metavar="FILE", help="the weight image (default: the one in use)")
+    p.add_argument("--clips", metavar="FILE",
+                   help="the clip bank (default: the home's, built with espeak-ng if need be)")
+    add_json(p)
+
+    p = command(groups, "verify", "check a card folder or image: manifest, hashes, every "
+                "record and journal slot", _verify_card)
+    p.add_argument("card", metavar="CARD", help="a card's folder or a .img")
+    add_json(p)
+
     register_write(groups)
+
     _, cmds = group(groups, "weights", "the cat weight image (.qcw)")
 
     p = command(cmds, "build", "quantize a cat checkpoint into a .qcw weight image",
@@ -43,6 +66,49 @@ def register(sub: Any) -> None:
     p = command(cmds, "inspect", "describe a weight image (sizes, layers, provenance)", _inspect)
     p.add_argument("file", metavar="FILE")
     add_json(p)
+
+
+def _build(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.sdcard import build_card_for
+
+    with ProgressBar("building the card", enabled=not args.json) as bar:
+        built = build_card_for(ctx.workspace, args.unit, args.reserve, Path(args.out),
+                               weights=args.weights, clips=args.clips, progress=bar)
+    if args.json:
+        ctx.emit_json(built.as_dict())
+        return 0
+    size = f", {built.image_bytes:,} bytes" if built.image_bytes else ""
+    ctx.out(f"built the card of unit {built.unit} in {built.out} ({built.kind}{size}):")
+    for name, n in built.files.items():
+        ctx.out(f"  {name:<13} {n:>12,} bytes")
+    ctx.out(f"  lease {built.lease_id}: {plural(built.records, 'exhibit')} "
+            f"({built.as_dict()['leased_bytes']:,} bytes) left the pool for this card")
+    ctx.out(f"  card id {built.card_id}")
+    return 0
+
+
+def _verify_card(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.sdcard import verify_card
+
+    path = Path(args.card)
+    if not path.exists():
+        raise InputError(f"card {path} does not exist",
+                         hint="give a card's folder or a .img made by `qcat sd build`")
+    with ProgressBar("verifying the card", enabled=not args.json) as bar:
+        report = verify_card(path, bar)
+    if args.json:
+        ctx.emit_json(report.as_dict())
+        return 0 if report.ok else 1
+    if not report.ok:
+        bad = report.bad_files or ["the file system"]
+        raise CheckFailed(f"the card {path} differs in {', '.join(bad)}: "
+                          + "; ".join(report.problems()),
+                          hint="build the card again with `qcat sd build`")
+    fsck = f"; fsck.fat: {report.fsck}" if report.fsck else ""
+    ctx.out(f"{path}: ok (card {report.card_id} of unit {report.unit}, lease {report.lease_id}: "
+            f"{plural(report.records or 0, 'record')}, {len(report.struck)} struck; journal "
+            f"{report.journal_state}, {plural(report.spent or 0, 'exhibit')} spent{fsck})")
+    return 0
 
 
 def build_weights(ctx: Context, args: argparse.Namespace) -> int:
