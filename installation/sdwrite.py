@@ -30,7 +30,6 @@ A library: it takes paths and callbacks, never prints, never reads the config; t
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shutil
 import stat
@@ -40,13 +39,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from firmware.cardfmt import CARD_FILES
 from installation.errors import CheckFailed, InputError, ToolMissing, UsageError
 from installation.files import atomic_path, write_atomic
 from installation.progress import ProgressCallback
 from installation.words import plural
+
+if TYPE_CHECKING:
+    from firmware.card import Card
 
 CHUNK_BYTES = 4 * 2**20  # a device is written and read back in pieces of this size
 SECTOR = 512  # /sys/block/X/size counts 512-byte sectors whatever the device's own sector size
@@ -324,59 +326,11 @@ class SystemView:
 # The source card
 
 
-class CardFiles(Protocol):
-    """The files of a card image; `firmware.card.open_card` returns one."""
+def open_image(path: Path) -> Card:
+    """The files of a card image (`firmware.card`'s pure-Python FAT32 reader)."""
+    from firmware.card import open_card
 
-    def names(self) -> Any: ...
-    def read(self, name: str) -> bytes: ...
-    def close(self) -> None: ...
-
-
-class _MtoolsImage:
-    """A card image read with mtools, for as long as `firmware.card` is not in this tree."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.mdir, self.mcopy = shutil.which("mdir"), shutil.which("mcopy")
-        if self.mdir is None or self.mcopy is None:
-            raise ToolMissing("reading the files inside a card image needs mtools, which is not "
-                              "installed", hint="install the Debian package mtools")
-
-    def _run(self, *args: str) -> bytes:
-        env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-        try:
-            proc = subprocess.run(list(args), capture_output=True, timeout=TOOL_TIMEOUT_S,
-                                  check=False, env=env)
-        except subprocess.TimeoutExpired:
-            raise InputError(f"mtools took over {TOOL_TIMEOUT_S:g} s to read {self.path}",
-                             hint="check the image with `fsck.fat -n`") from None
-        if proc.returncode != 0:
-            raise InputError(f"{self.path} is not a FAT32 image mtools can read",
-                             hint="build the card again with `qcat sd build --out CARD.img`")
-        return proc.stdout
-
-    def names(self) -> list[str]:
-        assert self.mdir is not None
-        out = self._run(self.mdir, "-b", "-i", str(self.path), "::/").decode(errors="replace")
-        return [line.rsplit("/", 1)[-1] for line in out.splitlines() if line.strip()]
-
-    def read(self, name: str) -> bytes:
-        assert self.mcopy is not None
-        return self._run(self.mcopy, "-n", "-i", str(self.path), f"::/{name}", "-")
-
-    def close(self) -> None:
-        pass
-
-
-def open_image(path: Path) -> CardFiles:
-    """The files of a card image: `firmware.card` (a pure-Python FAT32 reader) where this tree
-    has it, mtools otherwise."""
-    try:
-        card: Any = importlib.import_module("firmware.card")
-    except ModuleNotFoundError:
-        return _MtoolsImage(path)
-    opened: CardFiles = card.open_card(path)
-    return opened
+    return open_card(path)
 
 
 @dataclass(frozen=True)
@@ -803,15 +757,9 @@ def write_card(source: Path, target: Path, *, view: SystemView, yes: Path | None
                        card_check=checked)
 
 
-def installed_card_check() -> CardCheck | None:
-    """`installation.sdcard.verify_card` as a `CardCheck`, where this tree has it."""
-    try:
-        sdcard: Any = importlib.import_module("installation.sdcard")
-    except ModuleNotFoundError:
-        return None
-    verify_card = getattr(sdcard, "verify_card", None)
-    if verify_card is None:
-        return None
+def installed_card_check() -> CardCheck:
+    """`installation.sdcard.verify_card` as a `CardCheck`: what was written must be a good card."""
+    from installation.sdcard import verify_card
 
     def check(path: Path) -> str | None:
         report = verify_card(path)

@@ -9,10 +9,12 @@ damaged read-back is named by its first differing offset, exit 1.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -31,10 +33,28 @@ needs_fat_tools = pytest.mark.skipif(not HAVE_FAT_TOOLS,
                                      reason="dosfstools and mtools are not installed")
 
 
+@functools.cache
+def _built_card(seed: int) -> tuple[tuple[str, bytes], ...]:
+    """The five files of a real card, built once per seed (a small pool, the shipped demo
+    weights, a synthetic clip bank): `sd write` checks what it wrote with `qcat sd verify`."""
+    from installation.sdcard import build_card
+    from models.weightimage import SHIPPED_DEMO
+    from quantum.pool import EntropyPool
+    from tests.gallery_support import write_clip_bank
+
+    work = Path(tempfile.mkdtemp(prefix=f"qcat-sdwrite-card{seed}-"))
+    clips = write_clip_bank(work / "clips.qcv")
+    with EntropyPool(work / "entropy.sqlite") as pool:
+        pool.store_batch(os.urandom(8192), "anu", {"source": "anu"})
+        build_card(pool, SHIPPED_DEMO, clips, f"cat-{seed}", 3, work / "card")
+    files = tuple((name, (work / "card" / name).read_bytes()) for name in CARD_FILES)
+    shutil.rmtree(work)
+    return files
+
+
 def card_files(seed: int = 0) -> dict[str, bytes]:
-    """Five files with distinct bytes: `sd write` looks at nothing but their names."""
-    return {name: bytes((i * 7 + k + seed) % 251 for k in range(3000 + 1000 * i))
-            for i, name in enumerate(CARD_FILES)}
+    """The five files of a real card (distinct per seed)."""
+    return dict(_built_card(seed))
 
 
 def make_card_folder(folder: Path, files: dict[str, bytes] | None = None) -> Path:
