@@ -331,10 +331,14 @@ def manifest_digest(obj: dict[str, Any]) -> str:
 
 
 def pack_manifest(obj: dict[str, Any]) -> bytes:
-    """The manifest's bytes, its own hash added."""
+    """The manifest's bytes, its own hash added, padded with spaces (still the same JSON) to
+    whole sectors as every card file is: `sd reconcile` can rewrite it in place, never growing
+    it, when only a hash in it changes."""
     body = {k: v for k, v in obj.items() if k != "sha256"}
     body["sha256"] = manifest_digest(body)
-    return (json.dumps(body, sort_keys=True, indent=2) + "\n").encode("ascii")
+    text = json.dumps(body, sort_keys=True, indent=2).encode("ascii")
+    total = -(-(len(text) + 1) // SECTOR) * SECTOR
+    return text + b" " * (total - len(text) - 1) + b"\n"
 
 
 def read_manifest(data: bytes) -> dict[str, Any]:

@@ -134,7 +134,7 @@ def _reconcile(card: Card, name: str, generator: Generator, models_dir: Path,
         raise CheckFailed(f"{name}: the card's reserve does not match lease {lease_hex} in "
                           "this pool (record count or card id)",
                           hint="the card was altered after it was built")
-    draws = [pool.get_draw(i) for i in lease.draw_ids]
+    draws = pool.lease_draws(lease_hex)
     for state in records:
         if state.record is not None and state.record.raw != draws[state.index].data:
             raise CheckFailed(f"{name}: reserve record {state.index} is not the bytes the "
@@ -144,6 +144,8 @@ def _reconcile(card: Card, name: str, generator: Generator, models_dir: Path,
                              card_id=header.card_id.hex(), records=header.records,
                              journal=journal.state, spent=journal.spent)
     returned_before = pool.returned_records(lease_hex)
+    # The journal's word first: what it spent can never go back, whatever happens next.
+    pool.mark_spent(lease_hex, range(journal.spent))
     model = _card_model(card, header.weights_sha256.hex(), generator.find_model, models_dir)
     archived = gallery.archived_draw_ids()
     for n, entry in enumerate(journal.entries):
@@ -192,7 +194,7 @@ def _strike(card: Card, manifest: dict[str, Any], indices: list[int],
     entry["sha256"] = hashlib.sha256(card.read(cardfmt.RESERVE)).hexdigest()
     files[cardfmt.RESERVE] = entry
     new = cardfmt.pack_manifest({**manifest, "files": files})
-    if len(new) != card.size(cardfmt.MANIFEST):
+    if len(new) != card.size(cardfmt.MANIFEST):  # (an older card's manifest, not padded)
         raise CheckFailed("the card's manifest cannot be rewritten in place (its size would "
                           "change); the struck records are still recorded in the pool",
                           hint="`qcat sd verify` will name the reserve's hash as different")

@@ -126,14 +126,6 @@ def manifest_files(sizes: dict[str, int], digests: dict[str, str]) -> dict[str, 
     return files
 
 
-def pad_manifest(data: bytes) -> bytes:
-    """The manifest padded with spaces (still the same JSON) to whole sectors, as every card
-    file is: `sd reconcile` can then rewrite it in place without growing it."""
-    body = data.rstrip(b"\n")
-    total = -(-(len(body) + 1) // cardfmt.SECTOR) * cardfmt.SECTOR
-    return body + b" " * (total - len(body) - 1) + b"\n"
-
-
 # ------------------------------------------------------------------------------------------------
 # Building
 
@@ -317,7 +309,7 @@ def _finish(lease: Lease, weight_bytes: bytes, image: WeightImage, clip_bytes: b
     })
     write_atomic(staging / cardfmt.RESERVE, reserve_bytes, mode=CARD_FILE_MODE)
     write_atomic(staging / cardfmt.JOURNAL, journal_bytes, mode=CARD_FILE_MODE)
-    write_atomic(staging / cardfmt.MANIFEST, pad_manifest(manifest), mode=CARD_FILE_MODE)
+    write_atomic(staging / cardfmt.MANIFEST, manifest, mode=CARD_FILE_MODE)
     sizes = {name: (staging / name).stat().st_size for name in cardfmt.CARD_FILES}
     image_bytes = None
     if is_image(out):

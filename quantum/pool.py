@@ -13,6 +13,7 @@ One SQLite file (`<home>/entropy.sqlite`, WAL, synchronous=FULL) holds:
                   `lease:<lease_id>:<i>`, all made in one transaction (schema 3)
     lease_returns records of a lease proven unused and given back: each lives again in one
                   new usable batch (`batch_id`), once ever per record (schema 3)
+    lease_spent   records a returned card's journal says its unit spent: never returnable (3)
     exports/packs packs moved out, packs taken in (a pack id is accepted once, ever)
     requests      every ANU request attempted, logged *before* it is sent; `reached` = 0 marks
                   one that provably never left this machine (DNS, refused connection, TLS
@@ -170,6 +171,15 @@ _SCHEMA_V3 = (
         batch_id INTEGER NOT NULL REFERENCES batches (id),
         PRIMARY KEY (lease_id, record)) WITHOUT ROWID""",
     """CREATE INDEX lease_returns_batch ON lease_returns (batch_id)""",
+    """CREATE TABLE lease_spent (
+        lease_id TEXT NOT NULL REFERENCES leases (lease_id),
+        record INTEGER NOT NULL CHECK (record >= 0),
+        created TEXT NOT NULL,
+        PRIMARY KEY (lease_id, record)) WITHOUT ROWID""",
+    """CREATE TRIGGER lease_spent_no_change BEFORE UPDATE ON lease_spent
+        BEGIN SELECT RAISE(ABORT, 'spent records are never changed'); END""",
+    """CREATE TRIGGER lease_spent_no_delete BEFORE DELETE ON lease_spent
+        BEGIN SELECT RAISE(ABORT, 'spent records are never deleted'); END""",
     """CREATE TRIGGER leases_immutable BEFORE UPDATE ON leases
         BEGIN SELECT RAISE(ABORT, 'leases are immutable'); END""",
     """CREATE TRIGGER leases_no_delete BEFORE DELETE ON leases
@@ -759,6 +769,35 @@ class EntropyPool:
             return {int(r[0]) for r in self._db.execute(
                 "SELECT record FROM lease_returns WHERE lease_id = ?", (lease_id,))}
 
+    def spent_records(self, lease_id: str) -> set[int]:
+        """The records of a lease that a reconciled journal says its unit spent."""
+        with self._lock:
+            self._lease_row(self._db, lease_id)
+            return {int(r[0]) for r in self._db.execute(
+                "SELECT record FROM lease_spent WHERE lease_id = ?", (lease_id,))}
+
+    def mark_spent(self, lease_id: str, indices: Iterable[int]) -> int:
+        """Record that a card's unit spent these records (its journal says so), in one
+        transaction; returns how many were new. Marking twice changes nothing. A spent record
+        can never be returned (`return_records` refuses it): a journal that says a record was
+        spent cannot give it back. A record already returned is not marked (the caller reports
+        that as a copied card: its bytes now live in the pool)."""
+        wanted = sorted(set(indices))
+        with self._write() as db:
+            _, _, records, _, _ = self._lease_row(db, lease_id)
+            bad = [i for i in wanted if not 0 <= i < records]
+            if bad:
+                raise InputError(f"lease {lease_id} has records 0 to {records - 1}; there is no "
+                                 f"record {bad[0]}")
+            returned = {int(r[0]) for r in db.execute(
+                "SELECT record FROM lease_returns WHERE lease_id = ?", (lease_id,))}
+            now = _iso()
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO lease_spent (lease_id, record, created) "
+                           "VALUES (?, ?, ?)",
+                           ((lease_id, i, now) for i in wanted if i not in returned))
+            return db.total_changes - before
+
     def return_records(self, lease_id: str, indices: Iterable[int]) -> StoredBatch:
         """Give records of a lease that are proven unused back to the pool, in one transaction.
 
@@ -795,6 +834,11 @@ class EntropyPool:
                 raise InputError(f"lease {lease_id} has records 0 to {records - 1}; there is no "
                                  f"record {bad[0]}")
             for i in order:
+                if db.execute("SELECT 1 FROM lease_spent WHERE lease_id = ? AND record = ?",
+                              (lease_id, i)).fetchone():
+                    raise InputError(f"record {i} of lease {lease_id} was spent by its unit (a "
+                                     "reconciled journal says so); a spent record never comes "
+                                     "back", hint="nothing was returned this time")
                 row = db.execute("SELECT batch_id FROM lease_returns WHERE lease_id = ? AND "
                                  "record = ?", (lease_id, i)).fetchone()
                 if row is not None:
@@ -1169,6 +1213,11 @@ class EntropyPool:
             if bytes(row[7]) != expect:
                 v.append(f"batch {bid}: its bytes differ from the lease records it returns"
                          + _first_mismatch(bytes(row[7]), expect))
+        for lease_id, record in db.execute(
+                "SELECT s.lease_id, s.record FROM lease_spent s JOIN lease_returns r "
+                "USING (lease_id, record)").fetchall():
+            v.append(f"lease {lease_id}: record {record} is both spent on its card and "
+                     "returned to the pool")
         for bid in by_batch:
             if bid not in batches:
                 v.append(f"returned records point at batch {bid}, which does not exist")

@@ -196,7 +196,7 @@ def test_a_torn_journal_slot_fails_verify_and_a_struck_record_does_not(
         fh.write(cardfmt.STRUCK)
     obj = json.loads(manifest.read_bytes())
     obj["files"][cardfmt.RESERVE]["sha256"] = hashlib.sha256(reserve.read_bytes()).hexdigest()
-    manifest.write_bytes(sdcard.pad_manifest(cardfmt.pack_manifest(obj)))
+    manifest.write_bytes(cardfmt.pack_manifest(obj))
     report = json.loads(run_qcat("sd", "verify", out, "--json").out)
     assert report["ok"] and report["struck"] == [39] and report["damaged"] == []
     # a unit's good entry for record 0, then a torn write in slot 1
@@ -229,7 +229,7 @@ def test_a_record_whose_latent_does_not_follow_from_its_bytes_is_named(
     manifest = out / cardfmt.MANIFEST
     obj = json.loads(manifest.read_bytes())
     obj["files"][cardfmt.RESERVE]["sha256"] = hashlib.sha256(reserve.read_bytes()).hexdigest()
-    manifest.write_bytes(sdcard.pad_manifest(cardfmt.pack_manifest(obj)))
+    manifest.write_bytes(cardfmt.pack_manifest(obj))
     report = json.loads(run_qcat("sd", "verify", out, "--json").out)
     assert report["bad_files"] == [cardfmt.RESERVE] and report["damaged"] == [5]
     assert ("RESERVE.QCR: record 5's latent does not follow from its raw bytes with the card's "
