@@ -38,7 +38,6 @@ from installation.words import plural
 
 if TYPE_CHECKING:
     from firmware.card import Card
-
     from installation.exhibit import FindModel, Generator, Model
 
 log = logging.getLogger("qcat.reconcile")

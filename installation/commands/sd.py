@@ -2,6 +2,7 @@
 
     qcat sd build --unit NAME --reserve N --out DIR|IMAGE.img [--weights F] [--clips F] [--json]
     qcat sd verify CARD [--json]                exit 1 naming each file that differs
+    qcat sd reconcile CARD [--json]             exit 1 on a unit fault or a copied card
     qcat sd weights build CKPT --out FILE [--calibration N] [--seed N]
     qcat sd weights verify FILE [--json]        exit 1 naming the first bad slice
     qcat sd weights inspect FILE [--json]
@@ -44,6 +45,11 @@ def register(sub: Any) -> None:
 
     p = command(groups, "verify", "check a card folder or image: manifest, hashes, every "
                 "record and journal slot", _verify_card)
+    p.add_argument("card", metavar="CARD", help="a card's folder or a .img")
+    add_json(p)
+
+    p = command(groups, "reconcile", "take back a card from a unit that worked offline: archive "
+                "what its journal spent, return what it provably never used", _reconcile)
     p.add_argument("card", metavar="CARD", help="a card's folder or a .img")
     add_json(p)
 
@@ -109,6 +115,30 @@ def _verify_card(ctx: Context, args: argparse.Namespace) -> int:
             f"{plural(report.records or 0, 'record')}, {len(report.struck)} struck; journal "
             f"{report.journal_state}, {plural(report.spent or 0, 'exhibit')} spent{fsck})")
     return 0
+
+
+def _reconcile(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.reconcile import reconcile
+
+    path = Path(args.card)
+    if not path.exists():
+        raise InputError(f"card {path} does not exist",
+                         hint="give a card's folder or a .img made by `qcat sd build`")
+    ws = ctx.workspace
+    ws.require_writable("`qcat sd reconcile`")
+    gen = ws.open_generator()
+    try:
+        with ProgressBar("reconciling", enabled=not args.json) as bar:
+            report = reconcile(path, gen, ws.home.builds_dir, bar)
+    finally:
+        gen.pool.close()
+        gen.gallery.close()
+    if args.json:
+        ctx.emit_json(report.as_dict())
+    else:
+        for line in report.sentences():
+            ctx.out(line)
+    return 0 if report.ok else 1
 
 
 def build_weights(ctx: Context, args: argparse.Namespace) -> int:
