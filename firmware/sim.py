@@ -491,7 +491,12 @@ class CatSimulator(PtyBoard):
         made and the last is spoken, offline work stops (`unit.offline` says why) or `stop()`."""
         made: list[OfflineExhibit] = []
         report = self._on_exhibit
-        self._on_exhibit = lambda e: (made.append(e), report(e))[-1]
+
+        def count(exhibit: OfflineExhibit) -> None:
+            made.append(exhibit)
+            report(exhibit)
+
+        self._on_exhibit = count
         self._stop = stop
         try:
             while not stop():

@@ -353,3 +353,77 @@ def test_without_card_access_the_unit_is_as_before(card3) -> None:
         board.now = now
         run(unit)
     assert board.events == [] and unit.stats.offline_exhibits == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# qcat sim cat --card
+
+
+def qcat(home: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QCAT_HOME": str(home)}
+    env.pop("QCAT_CONFIG", None)
+    return subprocess.run([sys.executable, "-m", "installation.cli", *argv], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_sim_offline_prints_three_exhibits_and_the_journal_reads_clean(tmp_path) -> None:
+    card = make_card(tmp_path / "card", 4, seed=3)
+    proc = qcat(tmp_path / "home", "sim", "cat", "--card", str(card.path), "--offline", "3")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4 and "3 offline exhibit(s)" in lines[3] and "1 of 4" in lines[3]
+    for k, line in enumerate(lines[:3]):
+        rec = card.records[k]
+        assert line.split() == ["record", str(k), "verdict", str(rec.verdict), "image",
+                                golden_sha256(card, k).hex()[:16]]
+    journal = card.journal()
+    assert journal.state == "clean" and [e.index for e in journal.entries] == [0, 1, 2]
+    assert [e.image_sha256 for e in journal.entries] == [golden_sha256(card, k) for k in range(3)]
+    assert "Traceback" not in proc.stderr
+
+
+def test_sim_offline_asked_for_more_than_the_reserve_makes_what_is_left_and_exits_1(
+        tmp_path) -> None:
+    card = make_card(tmp_path / "card", 3)
+    proc = qcat(tmp_path / "home", "sim", "cat", "--card", str(card.path), "--offline", "5")
+    assert proc.returncode == 1, proc.stderr
+    assert [line.split()[1] for line in proc.stdout.splitlines()[:3]] == ["0", "1", "2"]
+    assert len(proc.stdout.splitlines()) == 4
+    (error,) = [line for line in proc.stderr.splitlines() if line.startswith("qcat: error:")]
+    assert "3 of the 5" in error and "spent" in error and "Traceback" not in proc.stderr
+    assert len(card.journal().entries) == 3
+
+
+@pytest.mark.parametrize("fault", ["nonexistent", "missing file", "altered manifest"])
+def test_a_bad_card_is_one_sentence_and_exit_2(tmp_path, fault) -> None:
+    if fault == "nonexistent":
+        path = tmp_path / "nonexistent"
+        want = "does not exist"
+    else:
+        card = make_card(tmp_path / "card", 1)
+        path = card.path
+        if fault == "missing file":
+            card.file(cardfmt.RESERVE).unlink()
+            want = "has no RESERVE.QCR"
+        else:
+            text = card.file(cardfmt.MANIFEST).read_text().replace('"cat-07"', '"cat-08"')
+            card.file(cardfmt.MANIFEST).write_text(text)
+            want = "SHA-256 does not match"
+    proc = qcat(tmp_path / "home", "sim", "cat", "--card", str(path), "--offline", "1")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("qcat: error: card ") and want in proc.stderr.splitlines()[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_served_unit_with_a_card_says_who_the_card_says_it_is(tmp_path) -> None:
+    from tests.cat_sim_support import Controller, cat_sim
+
+    card = make_card(tmp_path / "card", 1, serial="cat-42")
+    manifest = cardfmt.read_manifest(card.file(cardfmt.MANIFEST).read_bytes())
+    with cat_sim(tmp_path / "home", "--card", str(card.path)) as sim, Controller(sim.path) as c:
+        got = c.hello()
+    assert got.serial == b"cat-42".ljust(16, b"\0")
+    assert got.weights_sha256.hex() == manifest["files"][cardfmt.WEIGHTS]["sha256"]
+    assert got.clips_sha256.hex() == manifest["files"][cardfmt.CLIPS]["sha256"]
+    # Served and talked to, the unit spent nothing (the default wait is 30 s of silence).
+    assert card.journal().entries == []
