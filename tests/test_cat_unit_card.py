@@ -371,7 +371,7 @@ def test_sim_offline_prints_three_exhibits_and_the_journal_reads_clean(tmp_path)
     proc = qcat(tmp_path / "home", "sim", "cat", "--card", str(card.path), "--offline", "3")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 4 and "3 offline exhibit(s)" in lines[3] and "1 of 4" in lines[3]
+    assert len(lines) == 4 and "3 offline exhibits journaled" in lines[3] and "1 of 4" in lines[3]
     for k, line in enumerate(lines[:3]):
         rec = card.records[k]
         assert line.split() == ["record", str(k), "verdict", str(rec.verdict), "image",

@@ -217,6 +217,7 @@ def _cat(ctx: Context, args: argparse.Namespace) -> int:
 def _offline(ctx: Context, options: CatSimOptions, count: int) -> int:
     from installation.errors import EXIT_CHECK_FAILED
     from installation.units.simulator import make_offline
+    from installation.words import plural
 
     def on_exhibit(e: OfflineExhibit) -> None:
         ctx.out(f"record {e.record:>5}  verdict {e.verdict:>6}  image {e.image_sha256.hex()[:16]}")
@@ -225,7 +226,7 @@ def _offline(ctx: Context, options: CatSimOptions, count: int) -> int:
         print(f"qcat sim cat: {sentence}", file=sys.stderr, flush=True)
 
     run = make_offline(ctx.workspace, options, count, on_exhibit=on_exhibit, note=note)
-    ctx.out(f"{len(run.exhibits)} offline exhibit(s) journaled on {options.card}; "
+    ctx.out(f"{plural(len(run.exhibits), 'offline exhibit')} journaled on {options.card}; "
             f"{run.state.records - run.state.next_record} of {run.state.records} records left")
     if not run.short:
         return 0
