@@ -165,8 +165,10 @@ def test_offline_mode_waits_for_a_quiet_line_and_keeps_its_period(card3) -> None
     board.now = 49_999
     assert unit.poll() == 1 and not unit.offline.active  # 30 s after that frame, not before
     board.now = 50_000
+    assert unit.poll() == 0 and unit.offline.active  # offline now; the exhibit at the next poll
+    assert unit.stats.offline_exhibits == 0
     unit.poll()
-    assert unit.offline.active and unit.stats.offline_exhibits == 1
+    assert unit.stats.offline_exhibits == 1
     assert unit.state == S["SPEAKING"]
     board.now = 54_000  # the verdict is spoken: the next is due a period later
     run(unit)
@@ -427,3 +429,41 @@ def test_a_served_unit_with_a_card_says_who_the_card_says_it_is(tmp_path) -> Non
     assert got.clips_sha256.hex() == manifest["files"][cardfmt.CLIPS]["sha256"]
     # Served and talked to, the unit spent nothing (the default wait is 30 s of silence).
     assert card.journal().entries == []
+
+
+def test_a_served_unit_goes_offline_when_no_controller_talks_and_back_at_hello(tmp_path) -> None:
+    """The simulator's serve loop (the pty, a real clock) with a short offline wait: the unit
+    spends a record when the line stays quiet, says so, and stops at a controller's HELLO."""
+    import threading
+    import time
+
+    from firmware.sim import CatSimulator, open_card_folder
+    from tests.cat_sim_support import Controller
+
+    card = make_card(tmp_path / "card", 3)
+    notes: list[str] = []
+    ports: list[str] = []
+    stopping = threading.Event()
+    sim = CatSimulator(None, Identity("cat-07", hashlib.sha256(card.weights.read_bytes()).digest()),
+                       card=open_card_folder(card.path), offline=Offline(300, 60_000),
+                       announce=ports.append, note=notes.append)
+    thread = threading.Thread(target=sim.serve, args=(stopping.is_set,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(card.journal().entries) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [e.index for e in card.journal().entries] == [0]
+        # The note came before the exhibit (the unit goes offline one poll before it spends).
+        assert any(n.startswith("no controller: the unit works offline from the card's reserve "
+                                "(record 0 of 3 next)") for n in notes), notes
+        with Controller(ports[0]) as controller:
+            assert controller.hello().serial == b"cat-07".ljust(16, b"\0")
+            deadline = time.monotonic() + 5
+            while not any("offline mode ends" in n for n in notes) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert any("a controller is talking: offline mode ends" in n for n in notes), notes
+        assert len(card.journal().entries) == 1  # the period (60 s) keeps the next one away
+    finally:
+        stopping.set()
+        thread.join(10)

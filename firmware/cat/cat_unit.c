@@ -512,6 +512,7 @@ static uint32_t offline_poll(cat_unit_t *u, uint32_t now)
         if (quiet < u->board.offline_after_ms) return u->board.offline_after_ms - quiet;
         u->offline = 1;
         u->offline_due_ms = now;
+        return 0;  /* the first exhibit at the next poll: the board may note the change first */
     }
     int32_t until = (int32_t)(u->offline_due_ms - now);
     if (until > 0) return (uint32_t)until;
