@@ -87,7 +87,7 @@ OFFLINE_SENTENCES = {
     OfflineWhy.JOURNAL: "the journal's header is damaged or not a journal",
     OfflineWhy.MISMATCH: "the journal belongs to another lease, card or reserve size",
     OfflineWhy.WEIGHTS: "the reserve was made for another weight image",
-    OfflineWhy.TORN: "journal slot {detail} is neither a good entry nor where it may be",
+    OfflineWhy.TORN: "journal slot {detail} is torn or altered (not good entries, then empty)",
     OfflineWhy.STRUCK: "record {detail} is struck",
     OfflineWhy.DAMAGED: "record {detail} is damaged",
     OfflineWhy.SPENT: "all {detail} records are spent",
