@@ -4,7 +4,8 @@ The unit's own C code, run on the host: the simulator (`firmware/sim.py`, `qcat 
 bytes between a pseudo-terminal and `CatUnit.rx()` / `CatUnit.poll()`, and the tests drive the
 state machine directly with a board of their own. The board is a Python object (`Board`) whose
 methods become the C callbacks: serial output, the millisecond clock, the DAC, the weight image's
-block reader and the optional image hook. There is no Python copy of the unit's protocol logic:
+block reader and the optional image hook; a `Card` (the card's reserve and journal) and a display
+are optional too, and with them the unit works offline (`Offline`, `OfflineState`). There is no Python copy of the unit's protocol logic:
 what the unit answers is decided in C.
 
 A Python exception inside a callback cannot cross the C code: it is kept, the callback reports
@@ -20,6 +21,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Protocol
 
 from firmware import cat_engine
@@ -37,6 +39,60 @@ _BUSY_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 _IMAGE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_uint32)
 _READ_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64,
                             ctypes.POINTER(ctypes.c_uint8), ctypes.c_uint32)
+_CARD_READ_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32,
+                                 ctypes.POINTER(ctypes.c_uint8), ctypes.c_uint32)
+_CARD_WRITE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32,
+                                  ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint8),
+                                  ctypes.c_uint32)
+_DISPLAY_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8),
+                               ctypes.c_uint32)
+
+# CAT_UNIT_OFFLINE_AFTER_MS and CAT_UNIT_OFFLINE_PERIOD_MS of cat_unit.h: what the unit takes.
+OFFLINE_AFTER_MS = 30_000
+OFFLINE_PERIOD_MS = 60_000
+
+
+class CardFile(IntEnum):
+    """enum cat_card_file: the card files the core reads and writes through the board."""
+
+    RESERVE = 0
+    JOURNAL = 1
+
+
+class OfflineWhy(IntEnum):
+    """enum cat_offline_why: why the unit cannot work offline (READY: it can)."""
+
+    READY = 0
+    NO_CARD = 1
+    ENGINE = 2
+    CARD_IO = 3
+    RESERVE = 4
+    JOURNAL = 5
+    MISMATCH = 6
+    WEIGHTS = 7
+    TORN = 8
+    STRUCK = 9
+    DAMAGED = 10
+    SPENT = 11
+    WRITE = 12
+
+
+# A sentence per reason, `{detail}` filled in (the simulator's notes, the tests' messages).
+OFFLINE_SENTENCES = {
+    OfflineWhy.READY: "the card's reserve is ready",
+    OfflineWhy.NO_CARD: "the board has no card access",
+    OfflineWhy.ENGINE: "the engine cannot run (CAT_E code {detail})",
+    OfflineWhy.CARD_IO: "a card read failed (byte {detail})",
+    OfflineWhy.RESERVE: "the reserve's header is damaged or not a reserve",
+    OfflineWhy.JOURNAL: "the journal's header is damaged or not a journal",
+    OfflineWhy.MISMATCH: "the journal belongs to another lease, card or reserve size",
+    OfflineWhy.WEIGHTS: "the reserve was made for another weight image",
+    OfflineWhy.TORN: "journal slot {detail} is torn or altered (not good entries, then empty)",
+    OfflineWhy.STRUCK: "record {detail} is struck",
+    OfflineWhy.DAMAGED: "record {detail} is damaged",
+    OfflineWhy.SPENT: "all {detail} records are spent",
+    OfflineWhy.WRITE: "writing journal entry {detail} failed",
+}
 
 
 class _Io(ctypes.Structure):
@@ -51,7 +107,9 @@ class _Board(ctypes.Structure):
 
     _fields_ = [("serial_write", _WRITE_FN), ("millis", _MILLIS_FN), ("speak_start", _SPEAK_FN),
                 ("speak_busy", _BUSY_FN), ("image_hook", _IMAGE_FN), ("ctx", ctypes.c_void_p),
-                ("sd", _Io)]
+                ("sd", _Io), ("card_read", _CARD_READ_FN), ("card_write", _CARD_WRITE_FN),
+                ("display", _DISPLAY_FN), ("offline_after_ms", ctypes.c_uint32),
+                ("offline_period_ms", ctypes.c_uint32)]
 
 
 class _Identity(ctypes.Structure):
@@ -78,6 +136,7 @@ def load_library() -> ctypes.CDLL:
         ("cat_unit_host_sizeof", u32, [u32]),
         ("cat_unit_host_state", u32, [vp]),
         ("cat_unit_host_stats", None, [vp, u32p]),
+        ("cat_unit_host_offline", None, [vp, u32p]),
         ("cat_unit_host_n_layers", u32, [vp]),
         ("cat_unit_host_layer", None, [vp, u32, u32p]),
         ("sha256", None, [ctypes.c_char_p, sz, vp]),
@@ -145,7 +204,43 @@ class Board(Protocol):
         """`length` bytes of the weight image at `offset`; None (or fewer bytes) on failure."""
 
 
+class Card(Protocol):
+    """The card's reserve and journal as the unit reaches them (card_read / card_write)."""
+
+    def card_read(self, file: CardFile, offset: int, length: int) -> bytes | None:
+        """`length` bytes of the file at `offset`; None (or fewer bytes) on failure."""
+
+    def card_write(self, file: CardFile, offset: int, data: bytes) -> bool:
+        """Rewrite bytes inside the file, durably (flushed); False on failure."""
+
+
 ImageHook = Callable[[memoryview], None]
+DisplayFn = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class Offline:
+    """When the unit goes offline (no controller frame for `after_ms`) and how often it then
+    spends a record (`period_ms` after the previous one's speech ended)."""
+
+    after_ms: int = OFFLINE_AFTER_MS
+    period_ms: int = OFFLINE_PERIOD_MS
+
+
+@dataclass(frozen=True)
+class OfflineState:
+    """The core's offline work: in offline mode now, why it cannot (READY: it can), the
+    reason's detail, the next record to spend and the reserve's record count."""
+
+    active: bool
+    why: OfflineWhy
+    detail: int
+    next_record: int
+    records: int
+
+    @property
+    def sentence(self) -> str:
+        return OFFLINE_SENTENCES[self.why].format(detail=self.detail)
 
 
 @dataclass(frozen=True)
@@ -175,6 +270,7 @@ class UnitStats:
     frames_out: int
     jobs_run: int
     jobs_resent: int
+    offline_exhibits: int
 
 
 @dataclass(frozen=True)
@@ -195,21 +291,32 @@ class CatUnit:
 
     `engine_code` is what cat_open answered for the weight image (0, or a CAT_E_* code with which
     the unit runs in the fault state, refusing jobs: `firmware.cat_engine.ERRORS` names it).
+    With a `card` the core checks its reserve and journal here (`offline` says what it found)
+    and works offline per `offline`; `display` sees each offline exhibit's image after its
+    journal entry is written.
     """
 
     def __init__(self, board: Board, identity: Identity,
-                 image_hook: ImageHook | None = None) -> None:
+                 image_hook: ImageHook | None = None, *, card: Card | None = None,
+                 display: DisplayFn | None = None, offline: Offline | None = None) -> None:
         lib = self._lib = load_library()
         self._board = board
         self._image_hook = image_hook
+        self._card = card
+        self._display = display
         self._error: BaseException | None = None
+        timing = offline or Offline()
         # Every callback object is kept here: C holds raw pointers to them.
         self._callbacks = (
             _WRITE_FN(self._on_write), _MILLIS_FN(self._on_millis), _SPEAK_FN(self._on_speak),
             _BUSY_FN(self._on_busy), _IMAGE_FN(self._on_image) if image_hook else _IMAGE_FN(),
-            _READ_FN(self._on_read))
-        write, millis, speak, busy, image, read = self._callbacks
-        self._c_board = _Board(write, millis, speak, busy, image, None, _Io(read, None, None, None))
+            _READ_FN(self._on_read),
+            _CARD_READ_FN(self._on_card_read) if card else _CARD_READ_FN(),
+            _CARD_WRITE_FN(self._on_card_write) if card else _CARD_WRITE_FN(),
+            _DISPLAY_FN(self._on_display) if display else _DISPLAY_FN())
+        write, millis, speak, busy, image, read, card_read, card_write, show = self._callbacks
+        self._c_board = _Board(write, millis, speak, busy, image, None, _Io(read, None, None, None),
+                               card_read, card_write, show, timing.after_ms, timing.period_ms)
         ident = _Identity(identity.serial.encode("ascii"), identity.firmware,
                           (ctypes.c_uint8 * SHA256_BYTES)(*identity.weights_sha256),
                           (ctypes.c_uint8 * SHA256_BYTES)(*identity.clips_sha256))
@@ -245,9 +352,16 @@ class CatUnit:
 
     @property
     def stats(self) -> UnitStats:
-        out = (ctypes.c_uint32 * 5)()
+        out = (ctypes.c_uint32 * 6)()
         self._lib.cat_unit_host_stats(self._unit, out)
         return UnitStats(*out)
+
+    @property
+    def offline(self) -> OfflineState:
+        out = (ctypes.c_uint32 * 5)()
+        self._lib.cat_unit_host_offline(self._unit, out)
+        active, why, detail, next_record, records = out
+        return OfflineState(bool(active), OfflineWhy(why), detail, next_record, records)
 
     @property
     def layers(self) -> list[LayerShape]:
@@ -315,3 +429,33 @@ class CatUnit:
             return -1
         ctypes.memmove(dst, data, n)
         return 0
+
+    def _on_card_read(self, _ctx: int | None, file: int, offset: int, dst: ctypes._Pointer,
+                      n: int) -> int:
+        try:
+            assert self._card is not None
+            data = self._card.card_read(CardFile(file), offset, n)
+        except BaseException as exc:  # noqa: BLE001
+            self._keep(exc)
+            return -1
+        if data is None or len(data) != n:
+            return -1
+        ctypes.memmove(dst, data, n)
+        return 0
+
+    def _on_card_write(self, _ctx: int | None, file: int, offset: int, src: ctypes._Pointer,
+                       n: int) -> int:
+        try:
+            assert self._card is not None
+            return 0 if self._card.card_write(CardFile(file), offset,
+                                              ctypes.string_at(src, n)) else -1
+        except BaseException as exc:  # noqa: BLE001
+            self._keep(exc)
+            return -1
+
+    def _on_display(self, _ctx: int | None, rgb: ctypes._Pointer, n: int) -> None:
+        try:
+            assert self._display is not None
+            self._display(ctypes.string_at(rgb, n))
+        except BaseException as exc:  # noqa: BLE001
+            self._keep(exc)

@@ -9,6 +9,12 @@ share: the serial line, the clock, the faults of a bad cable or a bad unit, the 
 serve loop. `CatSimulator` adds the weight image as the SD card and the DAC; `DieSimulator` adds
 the SSD1306 and the button, pressed by key, by schedule or by hand (`press()`).
 
+The card (cat): with a card (`open_card_folder`, a folder as `qcat sd build --out DIR` makes it)
+the weight image is the card's WEIGHTS.QCW and the board gives the core the card's reserve and
+journal, so the unit works offline when no controller talks to it (cat_unit.h): each offline
+exhibit is reported through `on_exhibit` after its journal entry is on the card, and
+`CatSimulator.make_offline(n)` makes n of them at once with no pty at all.
+
 Timing (cat): `fast` makes the SD card and the DAC instant. `realistic` spreads the unit's
 modelled generation time (firmware/bench.py: SPI-mode SD at 0.47 MB/s against the V5F core, per
 read unit max(read, compute)) over the weight reads, and keeps the DAC busy for the verdict's
@@ -40,6 +46,7 @@ import hashlib
 import os
 import random
 import select
+import struct
 import threading
 import time
 import tty
@@ -47,10 +54,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from firmware import bench
-from firmware.cat_unit import CatUnit, Identity
+from firmware import bench, cardfmt
+from firmware.cat_unit import CardFile, CatUnit, Identity, Offline, OfflineState, OfflineWhy
 
 if TYPE_CHECKING:  # the die's binding needs numpy: `qcat sim cat` does not load it
     from firmware.die_engine import DieEngine
@@ -118,6 +125,71 @@ class SimStats:
     unplugs: int = 0
     ports: list[str] = field(default_factory=list)
     hung: bool = False
+
+
+class CardAccess(Protocol):
+    """A unit's card as the simulator's board reaches it: whole files by name, and bytes inside
+    one read and rewritten in place (a unit never grows a file)."""
+
+    def read(self, name: str) -> bytes: ...
+
+    def pread(self, name: str, offset: int, length: int) -> bytes: ...
+
+    def pwrite(self, name: str, offset: int, data: bytes) -> None: ...
+
+    def size(self, name: str) -> int: ...
+
+
+class _CardFolder:
+    """A card given as a folder (what `qcat sd build --out DIR` writes, or a mounted card).
+
+    Placeholder until `firmware.card.open_card` (a folder or a FAT32 image) lands: the
+    integrator switches `open_card_folder` to it. The journal is rewritten in place, one sector
+    at a time, and fsync'd before pwrite returns: that is the unit's own discipline (a torn write
+    damages one entry at most), so an atomic whole-file replace would model another device."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def read(self, name: str) -> bytes:
+        return (self.path / name).read_bytes()
+
+    def pread(self, name: str, offset: int, length: int) -> bytes:
+        with open(self.path / name, "rb") as f:
+            return os.pread(f.fileno(), length, offset)
+
+    def pwrite(self, name: str, offset: int, data: bytes) -> None:
+        fd = os.open(self.path / name, os.O_WRONLY)
+        try:
+            if offset + len(data) > os.fstat(fd).st_size:
+                raise OSError(errno.EFBIG, f"a write past the end of {name}")
+            os.pwrite(fd, data, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def size(self, name: str) -> int:
+        return (self.path / name).stat().st_size
+
+
+def open_card_folder(path: Path) -> CardAccess:
+    """The card in folder `path` (files are looked for when used: the caller checks them)."""
+    return _CardFolder(path)
+
+
+@dataclass(frozen=True)
+class OfflineExhibit:
+    """One offline exhibit as its journal entry records it, and the image the unit showed."""
+
+    record: int
+    verdict: int
+    image_sha256: bytes
+    uptime_ms: int
+    rgb: bytes
+
+
+_ENTRY_HEAD = struct.Struct("<II32sI")  # a journal entry's index, verdict, image SHA-256, uptime
+_CARD_FILES = {CardFile.RESERVE: cardfmt.RESERVE, CardFile.JOURNAL: cardfmt.JOURNAL}
 
 
 def file_sha256(path: Path) -> bytes:
@@ -343,19 +415,33 @@ class PtyBoard:
 
 class CatSimulator(PtyBoard):
     """A cat unit on a pseudo-terminal: the C core, a board around it (the weight image as the
-    SD card, the DAC), and the faults."""
+    SD card, the DAC; with `card`, the card's weight image, reserve and journal, and a display
+    that reports each offline exhibit to `on_exhibit`), and the faults. `weights` is None when
+    the card is given."""
 
-    def __init__(self, weights: Path, identity: Identity, *, timing: Timing | None = None,
-                 faults: Faults | None = None, announce: Callable[[str], None] = lambda p: None,
+    def __init__(self, weights: Path | None, identity: Identity, *,
+                 timing: Timing | None = None, faults: Faults | None = None,
+                 card: CardAccess | None = None, offline: Offline | None = None,
+                 on_exhibit: Callable[[OfflineExhibit], None] = lambda e: None,
+                 announce: Callable[[str], None] = lambda p: None,
                  unplugged: Callable[[], None] = lambda: None,
                  note: Callable[[str], None] = lambda s: None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(faults, announce, unplugged, note, clock)
+        if (weights is None) == (card is None):
+            raise ValueError("a cat simulator takes a weight image or a card, one of them")
         self.timing = timing or Timing()
-        self._weights = open(weights, "rb")  # noqa: SIM115 (closed by close())
+        self._card = card
+        self._on_exhibit = on_exhibit
+        self._entry = b""  # the journal entry last written: what the display reports
+        self._weights = open(weights, "rb") if weights else None  # noqa: SIM115 (close())
         self._read_s_per_byte = 0.0
         self._speak_until = 0.0
-        self.unit = CatUnit(self, identity, image_hook=self._on_image)
+        with_card = card is not None
+        self.unit = CatUnit(self, identity, image_hook=self._on_image,
+                            card=self if with_card else None,
+                            display=self._on_display if with_card else None, offline=offline)
+        self._offline_seen = self.unit.offline
         if self.timing.realistic and self.unit.layers:
             model = bench.unit_time(self.unit.layers, self.timing.sd_bytes_per_s)
             weight_bytes = sum(lay.slice_bytes * lay.c_out for lay in self.unit.layers)
@@ -373,7 +459,56 @@ class CatSimulator(PtyBoard):
             return None  # shutting down: end a long realistic generation now
         if self._read_s_per_byte:
             time.sleep(length * self._read_s_per_byte)
+        if self._card is not None:
+            return self._card.pread(cardfmt.WEIGHTS, offset, length)
+        assert self._weights is not None
         return os.pread(self._weights.fileno(), length, offset)
+
+    def card_read(self, file: CardFile, offset: int, length: int) -> bytes | None:
+        assert self._card is not None
+        try:
+            return self._card.pread(_CARD_FILES[file], offset, length)
+        except OSError:
+            return None  # the unit sees a failed read and stops offline work
+
+    def card_write(self, file: CardFile, offset: int, data: bytes) -> bool:
+        assert self._card is not None
+        try:
+            self._card.pwrite(_CARD_FILES[file], offset, data)
+        except OSError:
+            return False
+        if file == CardFile.JOURNAL:
+            self._entry = data
+        return True
+
+    def _on_display(self, rgb: bytes) -> None:
+        index, verdict, sha, uptime = _ENTRY_HEAD.unpack_from(self._entry)
+        self._on_exhibit(OfflineExhibit(index, verdict, sha, uptime, rgb))
+
+    def make_offline(self, n: int, stop: StopFn = lambda: False) -> list[OfflineExhibit]:
+        """Make up to `n` offline exhibits now, with no line at all (no controller can come):
+        the unit's own rhythm (offline_after_ms, offline_period_ms, its speech), until n are
+        made and the last is spoken, offline work stops (`unit.offline` says why) or `stop()`."""
+        made: list[OfflineExhibit] = []
+        report = self._on_exhibit
+
+        def count(exhibit: OfflineExhibit) -> None:
+            made.append(exhibit)
+            report(exhibit)
+
+        self._on_exhibit = count
+        self._stop = stop
+        try:
+            while not stop():
+                done = len(made) >= n or self.unit.offline.why != OfflineWhy.READY
+                if done and not self.speak_busy():
+                    break
+                wait_s = self.unit.poll() / 1000
+                if wait_s:
+                    time.sleep(min(wait_s, MAX_IDLE_S))
+        finally:
+            self._on_exhibit = report
+        return made
 
     def speak_start(self, verdict: int) -> int:
         self._speak_until = self._clock() + self.timing.speak_ms(verdict) / 1000
@@ -395,7 +530,22 @@ class CatSimulator(PtyBoard):
         self.unit.rx(data)
 
     def _poll(self) -> float:
-        return self.unit.poll() / 1000
+        wait_s = self.unit.poll() / 1000
+        if self._card is not None:
+            self._offline_notes(self.unit.offline)
+        return wait_s
+
+    def _offline_notes(self, now: OfflineState) -> None:
+        """What the operator should know when offline mode begins or ends, or offline work
+        stops."""
+        was, self._offline_seen = self._offline_seen, now
+        if now.active and not was.active:
+            self._note(f"no controller: the unit works offline from the card's reserve "
+                       f"(record {now.next_record} of {now.records} next)")
+        elif was.active and not now.active and now.why == OfflineWhy.READY:
+            self._note("a controller is talking: offline mode ends")
+        if was.why == OfflineWhy.READY and now.why != OfflineWhy.READY:
+            self._note(f"offline work stops: {now.sentence}")
 
     def _line_reset(self) -> None:
         self.unit.line_reset()
@@ -404,9 +554,13 @@ class CatSimulator(PtyBoard):
         if self.unit.engine_code:
             self._note("the engine refused the weight image (CAT_E code "
                        f"{self.unit.engine_code}): the unit answers in its fault state")
+        state = self.unit.offline
+        if self._card is not None and state.why != OfflineWhy.READY:
+            self._note(f"the unit cannot work offline: {state.sentence}")
 
     def _closing(self) -> None:
-        self._weights.close()
+        if self._weights is not None:
+            self._weights.close()
 
 
 class DieSimulator(PtyBoard):

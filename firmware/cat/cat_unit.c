@@ -7,6 +7,7 @@
 
 #include <string.h>
 
+#include "qcw.h"
 #include "sha256.h"
 
 /* --------------------------------------------------------------------------------------------
@@ -181,6 +182,10 @@ static void on_frame(cat_unit_t *u, const qp_frame_t *f)
 {
     int check = qp_payload_check(f->type, f->length);
     u->stats.frames_in++;
+    /* Any whole frame means a controller is on the line: offline mode ends (an offline verdict
+     * still being spoken finishes; the controller's GENERATE meets QP_E_BUSY until then). */
+    u->controller_ms = now_ms(u);
+    u->offline = 0;
     if (check != QP_OK) {
         refuse(u, check, f->seq, check == QP_E_UNKNOWN_TYPE ? f->type : f->length);
         return;
@@ -233,6 +238,10 @@ static void on_progress(void *user, uint32_t done, uint32_t total, uint32_t laye
     cat_unit_t *u = user;
     uint32_t now = now_ms(u);
     uint8_t layer1 = (uint8_t)(layer + 1u);
+    if (u->offline_job) {  /* nobody asked for this exhibit: no PROGRESS, only the pulse */
+        heartbeat_if_due(u, now);
+        return;
+    }
     if (layer1 != u->progress_layer || done == total ||
         (uint32_t)(now - u->progress_ms) >= CAT_UNIT_PROGRESS_MS) {
         qp_put_u32(u->payload + QP_PROGRESS_EXHIBIT, u->exhibit);
@@ -246,20 +255,29 @@ static void on_progress(void *user, uint32_t done, uint32_t total, uint32_t laye
     heartbeat_if_due(u, now);
 }
 
-static void run_job(cat_unit_t *u)
+/* The engine on u->latent into u->image, then its SHA-256: a controller's job and an offline
+ * exhibit alike. CAT_OK or the engine's code. */
+static int compute(cat_unit_t *u)
 {
     cat_hooks_t hooks = {on_progress, 0, u};
     u->progress_ms = now_ms(u);
     int rc = cat_generate(&u->engine, u->latent, u->image, &hooks);
     u->stats.jobs_run++;
+    if (rc != CAT_OK) return rc;
+    if (u->board.image_hook) u->board.image_hook(u->board.ctx, u->image, QP_IMAGE_BYTES);
+    sha256(u->image, QP_IMAGE_BYTES, u->image_sha256);
+    return CAT_OK;
+}
+
+static void run_job(cat_unit_t *u)
+{
+    int rc = compute(u);
     if (rc != CAT_OK) {
         u->job = CAT_UNIT_JOB_NONE;
         u->state = QP_STATE_IDLE;
         send_error(u, QP_E_ENGINE, u->job_seq, (uint32_t)rc, cat_strerror(rc));
         return;
     }
-    if (u->board.image_hook) u->board.image_hook(u->board.ctx, u->image, QP_IMAGE_BYTES);
-    sha256(u->image, QP_IMAGE_BYTES, u->image_sha256);
     u->job = CAT_UNIT_JOB_DONE;
     u->state = QP_STATE_SENDING;
     u->sent = 0;
@@ -286,9 +304,226 @@ static void send_chunk(cat_unit_t *u)
     u->state = QP_STATE_IDLE;
 }
 
+/* --------------------------------------------------------------------------------------------
+ * Offline: the card's reserve and journal (docs/formats.md, "A unit's SD card") */
+
+/* Offsets in the card's sectors (docs/formats.md names them; cardfmt.py packs the same). */
+enum {
+    CARD_MAGIC = 0, CARD_VERSION = 8, CARD_HEADER_BYTES = 10, CARD_HEADER_CRC = 12,
+    CARD_LEASE_ID = 16, CARD_CARD_ID = 32, CARD_IDS_LEN = 32,
+    RESERVE_SERIAL = 48, RESERVE_RECORDS = 64, RESERVE_RECORD_BYTES = 68,
+    RESERVE_WEIGHTS_SHA256 = 72, RESERVE_HEADER_END = 104,
+    JOURNAL_CAPACITY = 48, JOURNAL_HEADER_END = 52,
+    RECORD_INDEX = 0, RECORD_VERDICT = 4, RECORD_RAW = 8, RECORD_LATENT = 211,
+    RECORD_END = 311,
+    ENTRY_INDEX = 0, ENTRY_VERDICT = 4, ENTRY_SHA256 = 8, ENTRY_UPTIME_MS = 40, ENTRY_END = 44,
+    CARD_CRC_AT = 508,  /* every record and entry: CRC-32 of bytes [0, 508) */
+    CARD_VERSION_1 = 1
+};
+#define RAW_VERDICT_BYTE 200u  /* raw bytes 200..202 give the verdict code (DESIGN section 4) */
+
+static const uint8_t RESERVE_MAGIC[8] = {'Q', 'C', 'R', 'E', 'S', 'E', 'R', 'V'};
+static const uint8_t JOURNAL_MAGIC[8] = {'Q', 'C', 'J', 'O', 'U', 'R', 'N', 'L'};
+
+static uint32_t sector_offset(uint32_t index) { return CAT_CARD_SECTOR * (index + 1u); }
+
+static int all_zero(const uint8_t *p, uint32_t n)
+{
+    while (n--)
+        if (*p++) return 0;
+    return 1;
+}
+
+/* Offline work stops for good: why, and where. */
+static void stop_offline(cat_unit_t *u, int why, uint32_t detail)
+{
+    u->offline_why = (uint8_t)why;
+    u->offline_detail = detail;
+    u->offline = 0;
+}
+
+static int card_read(cat_unit_t *u, uint32_t file, uint32_t offset)
+{
+    return u->board.card_read(u->board.ctx, file, offset, u->card, CAT_CARD_SECTOR);
+}
+
+/* A reserve or journal header in u->card: magic, version, size, CRC with its own 4 bytes as
+ * zero, and the reserved tail zero. */
+static int header_ok(const uint8_t *h, const uint8_t magic[8], uint32_t end)
+{
+    static const uint8_t zero4[4] = {0, 0, 0, 0};
+    if (memcmp(h + CARD_MAGIC, magic, 8) != 0 || qp_get_u16(h + CARD_VERSION) != CARD_VERSION_1 ||
+        qp_get_u16(h + CARD_HEADER_BYTES) != CAT_CARD_SECTOR)
+        return 0;
+    uint32_t crc = qcw_crc32(0, h, CARD_HEADER_CRC);
+    crc = qcw_crc32(crc, zero4, 4);
+    crc = qcw_crc32(crc, h + CARD_HEADER_CRC + 4, CAT_CARD_SECTOR - CARD_HEADER_CRC - 4);
+    return crc == qp_get_u32(h + CARD_HEADER_CRC) && all_zero(h + end, CAT_CARD_SECTOR - end);
+}
+
+static int sealed(const uint8_t *block)
+{
+    return qcw_crc32(0, block, CARD_CRC_AT) == qp_get_u32(block + CARD_CRC_AT);
+}
+
+/* At start: the reserve's and the journal's headers, then the journal's slots, which must be
+ * good entries (index = slot) and then only empty ones; the first empty slot is the next record. */
+static void open_card(cat_unit_t *u)
+{
+    if (!u->board.card_read || !u->board.card_write) {
+        stop_offline(u, CAT_OFFLINE_NO_CARD, 0);
+        return;
+    }
+    if (u->engine_rc != CAT_OK || u->engine.model.nz != CAT_UNIT_NZ) {
+        stop_offline(u, CAT_OFFLINE_ENGINE, (uint32_t)u->engine_rc);
+        return;
+    }
+    uint8_t *h = u->card;
+    if (card_read(u, CAT_CARD_RESERVE, 0) != 0) {
+        stop_offline(u, CAT_OFFLINE_CARD_IO, 0);
+        return;
+    }
+    u->records = qp_get_u32(h + RESERVE_RECORDS);
+    if (!header_ok(h, RESERVE_MAGIC, RESERVE_HEADER_END) || u->records == 0 ||
+        qp_get_u32(h + RESERVE_RECORD_BYTES) != CAT_CARD_SECTOR) {
+        stop_offline(u, CAT_OFFLINE_RESERVE, 0);
+        return;
+    }
+    /* Latents quantized with another image's scale would draw other cats than the controller
+     * re-renders (a manifest with no hash, all zeros, is not checked). */
+    if (!all_zero(u->id.weights_sha256, sizeof u->id.weights_sha256) &&
+        memcmp(h + RESERVE_WEIGHTS_SHA256, u->id.weights_sha256, sizeof u->id.weights_sha256)) {
+        stop_offline(u, CAT_OFFLINE_WEIGHTS, 0);
+        return;
+    }
+    memcpy(u->card_ids, h + CARD_LEASE_ID, CARD_IDS_LEN);
+    if (card_read(u, CAT_CARD_JOURNAL, 0) != 0) {
+        stop_offline(u, CAT_OFFLINE_CARD_IO, 0);
+        return;
+    }
+    if (!header_ok(h, JOURNAL_MAGIC, JOURNAL_HEADER_END)) {
+        stop_offline(u, CAT_OFFLINE_JOURNAL, 0);
+        return;
+    }
+    if (memcmp(h + CARD_LEASE_ID, u->card_ids, CARD_IDS_LEN) != 0 ||
+        qp_get_u32(h + JOURNAL_CAPACITY) != u->records) {
+        stop_offline(u, CAT_OFFLINE_MISMATCH, 0);
+        return;
+    }
+    u->next_record = u->records;  /* a full journal: every record spent */
+    for (uint32_t slot = 0; slot < u->records; slot++) {
+        if (card_read(u, CAT_CARD_JOURNAL, sector_offset(slot)) != 0) {
+            stop_offline(u, CAT_OFFLINE_CARD_IO, sector_offset(slot));
+            return;
+        }
+        int empty = all_zero(h, CAT_CARD_SECTOR);
+        if (u->next_record < u->records) {
+            if (!empty) {  /* something after the end: a slot the unit cannot account for */
+                stop_offline(u, CAT_OFFLINE_TORN, slot);
+                return;
+            }
+        } else if (empty) {
+            u->next_record = slot;
+        } else if (!sealed(h) || qp_get_u32(h + ENTRY_INDEX) != slot ||
+                   !all_zero(h + ENTRY_END, CARD_CRC_AT - ENTRY_END)) {
+            stop_offline(u, CAT_OFFLINE_TORN, slot);  /* a torn write, or not a unit's entry */
+            return;
+        }
+    }
+    if (u->next_record >= u->records) stop_offline(u, CAT_OFFLINE_SPENT, u->records);
+}
+
+/* Record k in u->card as the unit may use it: not struck, sealed, its own index, reserved bytes
+ * zero and a verdict code that follows from its raw bytes. */
+static int record_why(const uint8_t *r, uint32_t k)
+{
+    if (all_zero(r, CAT_CARD_SECTOR)) return CAT_OFFLINE_STRUCK;
+    const uint8_t *raw = r + RECORD_RAW + RAW_VERDICT_BYTE;
+    uint32_t code = ((uint32_t)(raw[0] & 1u) << 16) | ((uint32_t)raw[1] << 8) | raw[2];
+    if (!sealed(r) || qp_get_u32(r + RECORD_INDEX) != k || qp_get_u32(r + RECORD_VERDICT) != code ||
+        !all_zero(r + RECORD_END, CARD_CRC_AT - RECORD_END))
+        return CAT_OFFLINE_DAMAGED;
+    return CAT_OFFLINE_READY;
+}
+
+/* Spend the next record (docs/formats.md, "The unit's rules"): read and check it, compute, write
+ * its journal entry, and only then show the cat and speak: a record without an entry was never
+ * shown to anyone. Any failure before the entry is on the card stops offline work. */
+static void offline_exhibit(cat_unit_t *u, uint32_t now)
+{
+    uint32_t k = u->next_record;
+    if (card_read(u, CAT_CARD_RESERVE, sector_offset(k)) != 0) {
+        stop_offline(u, CAT_OFFLINE_CARD_IO, sector_offset(k));
+        return;
+    }
+    int why = record_why(u->card, k);
+    if (why != CAT_OFFLINE_READY) {
+        stop_offline(u, why, k);
+        return;
+    }
+    /* The controller's held job, if any, is dropped: its image is overwritten now. */
+    u->job = CAT_UNIT_JOB_NONE;
+    u->exhibit = k;
+    u->verdict = qp_get_u32(u->card + RECORD_VERDICT);
+    memcpy(u->latent, u->card + RECORD_LATENT, CAT_UNIT_NZ);
+    u->offline_job = 1;
+    u->state = QP_STATE_GENERATING;
+    int rc = compute(u);
+    u->state = QP_STATE_IDLE;
+    if (rc != CAT_OK) {
+        u->offline_job = 0;
+        stop_offline(u, CAT_OFFLINE_ENGINE, (uint32_t)rc);
+        return;
+    }
+    now = now_ms(u);
+    uint8_t *e = u->card;
+    memset(e, 0, CAT_CARD_SECTOR);
+    qp_put_u32(e + ENTRY_INDEX, k);
+    qp_put_u32(e + ENTRY_VERDICT, u->verdict);
+    memcpy(e + ENTRY_SHA256, u->image_sha256, sizeof u->image_sha256);
+    qp_put_u32(e + ENTRY_UPTIME_MS, now - u->boot_ms);
+    qp_put_u32(e + CARD_CRC_AT, qcw_crc32(0, e, CARD_CRC_AT));
+    if (u->board.card_write(u->board.ctx, CAT_CARD_JOURNAL, sector_offset(k), e,
+                            CAT_CARD_SECTOR) != 0) {
+        u->offline_job = 0;
+        stop_offline(u, CAT_OFFLINE_WRITE, k);  /* the slot may be torn: write nothing more */
+        return;
+    }
+    u->stats.offline_exhibits++;
+    u->next_record = k + 1u;
+    if (u->board.display) u->board.display(u->board.ctx, u->image, QP_IMAGE_BYTES);
+    if (u->board.speak_start(u->board.ctx, u->verdict) == 0) {
+        u->speak_ms = now;
+        u->state = QP_STATE_SPEAKING;
+    } else {  /* no clip bank: the cat is shown, unspoken */
+        u->offline_job = 0;
+        u->offline_due_ms = now + u->board.offline_period_ms;
+    }
+    if (u->next_record >= u->records) stop_offline(u, CAT_OFFLINE_SPENT, u->records);
+}
+
+/* Idle: go offline after offline_after_ms without a controller's frame, then spend a record
+ * whenever one is due. Returns the milliseconds until that is next worth looking at. */
+static uint32_t offline_poll(cat_unit_t *u, uint32_t now)
+{
+    if (u->offline_why != CAT_OFFLINE_READY) return QP_HEARTBEAT_MS;
+    if (!u->offline) {
+        uint32_t quiet = now - u->controller_ms;
+        if (quiet < u->board.offline_after_ms) return u->board.offline_after_ms - quiet;
+        u->offline = 1;
+        u->offline_due_ms = now;
+        return 0;  /* the first exhibit at the next poll: the board may note the change first */
+    }
+    int32_t until = (int32_t)(u->offline_due_ms - now);
+    if (until > 0) return (uint32_t)until;
+    offline_exhibit(u, now);
+    return 0;
+}
+
 uint32_t cat_unit_poll(cat_unit_t *u)
 {
     uint32_t now = now_ms(u);
+    uint32_t offline_wait = QP_HEARTBEAT_MS;
     heartbeat_if_due(u, now);
     switch (u->state) {
     case QP_STATE_GENERATING:
@@ -299,18 +534,28 @@ uint32_t cat_unit_poll(cat_unit_t *u)
         return 0;
     case QP_STATE_SPEAKING:
         if (!u->board.speak_busy(u->board.ctx)) {
+            u->state = QP_STATE_IDLE;
+            if (u->offline_job) {  /* nobody asked: no SPOKEN; the next one after the period */
+                u->offline_job = 0;
+                u->offline_due_ms = now + u->board.offline_period_ms;
+                return 0;
+            }
             qp_put_u32(u->payload + QP_SPOKEN_EXHIBIT, u->exhibit);
             qp_put_u32(u->payload + QP_SPOKEN_MS, now - u->speak_ms);
             send(u, QP_MSG_SPOKEN, QP_SPOKEN_SIZE);
-            u->state = QP_STATE_IDLE;
             return 0;
         }
+        break;
+    case QP_STATE_IDLE:
+        offline_wait = offline_poll(u, now);
+        if (offline_wait == 0) return 0;
         break;
     default:
         break;
     }
     uint32_t since = now - u->heartbeat_ms;
     uint32_t wait = since >= QP_HEARTBEAT_MS ? 0 : QP_HEARTBEAT_MS - since;
+    if (wait > offline_wait) wait = offline_wait;
     /* While speaking, look again soon: the DAC's end is noticed by polling. */
     if (u->state == QP_STATE_SPEAKING && wait > CAT_UNIT_SPEAK_POLL_MS) wait = CAT_UNIT_SPEAK_POLL_MS;
     return wait;
@@ -336,7 +581,9 @@ int cat_unit_init(cat_unit_t *u, const cat_board_t *board, const cat_identity_t 
         u->engine_rc = CAT_E_UNSUPPORTED;  /* the protocol carries 64 x 64 RGB images only */
     u->state = u->engine_rc == CAT_OK ? QP_STATE_IDLE : QP_STATE_FAULT;
     u->boot_ms = now_ms(u);
+    u->controller_ms = u->boot_ms;
     /* The first heartbeat goes out at the first poll: the controller hears the unit at once. */
     u->heartbeat_ms = u->boot_ms - QP_HEARTBEAT_MS;
+    open_card(u);
     return u->engine_rc;
 }

@@ -9,7 +9,8 @@
  * there is no second copy of this logic anywhere.
  *
  * C99, no malloc, no globals, no floats. The board is behind callbacks (cat_board_t): serial
- * output, the SD card as the engine's block reader, a millisecond clock and the DAC. Everything
+ * output, the SD card as the engine's block reader, a millisecond clock and the DAC, and (when
+ * the board has them) the card's reserve and journal for offline work. Everything
  * else, the image included, lives in the caller's cat_unit_t and arena, so two units (two
  * simulators in one process, or tests) share nothing.
  *
@@ -20,6 +21,15 @@
  * to its end inside one cat_unit_poll() (the engine is not interruptible): heartbeats and PROGRESS
  * still go out from the engine's progress callback, and frames that arrive meanwhile are handled by
  * the next cat_unit_rx().
+ *
+ * Offline (docs/protocol.md, "Offline: the card's reserve"): a board with card access lets the
+ * unit make exhibits with no controller. At init the core checks the reserve's and the journal's
+ * headers and scans the journal (docs/formats.md, "A unit's SD card"); when no frame has come
+ * from a controller for `offline_after_ms`, it spends the reserve's next record every
+ * `offline_period_ms`: engine, SHA-256, journal entry written, and only then shown and spoken. A
+ * frame from a controller ends offline mode (the exhibit in flight is finished first). Anything
+ * on the card it cannot trust stops offline work for good (until the next start), and
+ * `offline_why` says why: the unit never writes past what it cannot read.
  */
 #ifndef QCAT_CAT_UNIT_H
 #define QCAT_CAT_UNIT_H
@@ -39,6 +49,34 @@
 /* The latent the protocol carries; a model with another nz cannot take GENERATE (QP_E_BAD_LATENT). */
 #define CAT_UNIT_NZ QP_GENERATE_LATENT_LEN
 
+/* The card's files beside the weight image that the board reads and writes for the core (the
+ * weights stay on the engine's `sd` reader, the clips behind speak_start). */
+enum cat_card_file { CAT_CARD_RESERVE = 0, CAT_CARD_JOURNAL = 1 };
+/* Reserve records, journal entries and both headers are one sector each (docs/formats.md). */
+#define CAT_CARD_SECTOR 512u
+/* Defaults a board may take: offline after 30 s without a controller's frame (a controller
+ * heartbeats every second, so a quiet half minute is no hiccup), then an exhibit a minute. */
+#define CAT_UNIT_OFFLINE_AFTER_MS 30000u
+#define CAT_UNIT_OFFLINE_PERIOD_MS 60000u
+
+/* Why the unit cannot work offline (cat_unit_t.offline_why); `offline_detail` names the record,
+ * slot or CAT_E code where one applies. Never renumber: the binding and the simulator name them. */
+enum cat_offline_why {
+    CAT_OFFLINE_READY = 0,   /* it can (the card's reserve and journal checked) */
+    CAT_OFFLINE_NO_CARD,     /* the board has no card access (NULL card_read or card_write) */
+    CAT_OFFLINE_ENGINE,      /* the engine refused the weights or failed a run (detail: code) */
+    CAT_OFFLINE_CARD_IO,     /* a card read failed (detail: the sector's byte offset) */
+    CAT_OFFLINE_RESERVE,     /* the reserve's header is bad */
+    CAT_OFFLINE_JOURNAL,     /* the journal's header is bad */
+    CAT_OFFLINE_MISMATCH,    /* the journal names another lease or card, or has another capacity */
+    CAT_OFFLINE_WEIGHTS,     /* the reserve's latents were made for another weight image */
+    CAT_OFFLINE_TORN,        /* the journal is not "good entries, then empty" (detail: slot) */
+    CAT_OFFLINE_STRUCK,      /* the next record is struck (detail: record) */
+    CAT_OFFLINE_DAMAGED,     /* the next record is damaged (detail: record) */
+    CAT_OFFLINE_SPENT,       /* every record is spent (detail: records) */
+    CAT_OFFLINE_WRITE        /* writing a journal entry failed (detail: slot) */
+};
+
 typedef struct {
     /* One whole frame for the controller, delimiter included: a frame is never split across
      * calls (one USB transfer on the unit; the simulator's faults act per frame). */
@@ -56,6 +94,17 @@ typedef struct {
     void *ctx;
     /* The weight image on the SD card: the engine's block reader (cat_engine.h). */
     cat_io_t sd;
+    /* Optional (both NULL: no offline work): `len` bytes of a card file (enum cat_card_file) at
+     * byte `offset`; 0 when done. card_write returns only once the bytes are on the card (its
+     * cache flushed): the journal entry must be there before the cat is shown. */
+    int (*card_read)(void *ctx, uint32_t file, uint32_t offset, uint8_t *dst, uint32_t len);
+    int (*card_write)(void *ctx, uint32_t file, uint32_t offset, const uint8_t *src,
+                      uint32_t len);
+    /* Optional: show an offline exhibit's image (the LCD); called after its journal entry. */
+    void (*display)(void *ctx, const uint8_t *rgb, uint32_t len);
+    /* Offline after this long without a controller's frame; then an exhibit every period,
+     * counted from the end of the previous one's speech (0 and 0: as fast as it can). */
+    uint32_t offline_after_ms, offline_period_ms;
 } cat_board_t;
 
 /* Who the unit says it is in HELLO. The hashes come from the card's manifest (hashing 13 MB of
@@ -75,6 +124,7 @@ typedef struct {
     uint32_t frames_out;     /* frames sent */
     uint32_t jobs_run;       /* images the engine computed */
     uint32_t jobs_resent;    /* GENERATE of the finished job again: the image re-sent, not re-run */
+    uint32_t offline_exhibits; /* reserve records spent (journal entry written) since start */
 } cat_unit_stats_t;
 
 /* The job's progress through its life. */
@@ -101,6 +151,17 @@ typedef struct {
     uint8_t image[QP_IMAGE_BYTES];
     uint8_t image_sha256[QP_IMAGE_DONE_SHA256_LEN];
     cat_unit_stats_t stats;
+    /* Offline work (see the top of this file). */
+    uint8_t offline;         /* 1 while in offline mode (no controller for offline_after_ms) */
+    uint8_t offline_job;     /* 1 while the job computed or spoken is an offline exhibit */
+    uint8_t offline_why;     /* enum cat_offline_why */
+    uint32_t offline_detail;
+    uint32_t records;        /* the reserve's records (= the journal's slots) */
+    uint32_t next_record;    /* the next record to spend: the journal's first empty slot */
+    uint32_t controller_ms;  /* the last frame from a controller (boot: start) */
+    uint32_t offline_due_ms; /* the next offline exhibit is due then */
+    uint8_t card_ids[32];    /* the reserve's lease id and card id, while checking the journal */
+    uint8_t card[CAT_CARD_SECTOR];  /* one record or journal sector */
     qp_decoder_t dec;
     uint8_t rx[QP_MAX_RAW];
     uint8_t payload[QP_MAX_PAYLOAD];

@@ -7,7 +7,8 @@
 
 uint32_t cat_unit_host_sizeof(uint32_t which);
 uint32_t cat_unit_host_state(const cat_unit_t *u);
-void cat_unit_host_stats(const cat_unit_t *u, uint32_t out[5]);
+void cat_unit_host_stats(const cat_unit_t *u, uint32_t out[6]);
+void cat_unit_host_offline(const cat_unit_t *u, uint32_t out[5]);
 uint32_t cat_unit_host_n_layers(const cat_unit_t *u);
 void cat_unit_host_layer(const cat_unit_t *u, uint32_t i, uint32_t out[7]);
 
@@ -26,13 +27,25 @@ uint32_t cat_unit_host_sizeof(uint32_t which)
 
 uint32_t cat_unit_host_state(const cat_unit_t *u) { return u->state; }
 
-void cat_unit_host_stats(const cat_unit_t *u, uint32_t out[5])
+void cat_unit_host_stats(const cat_unit_t *u, uint32_t out[6])
 {
     out[0] = u->stats.frames_in;
     out[1] = u->stats.frames_bad;
     out[2] = u->stats.frames_out;
     out[3] = u->stats.jobs_run;
     out[4] = u->stats.jobs_resent;
+    out[5] = u->stats.offline_exhibits;
+}
+
+/* Offline work: in offline mode (0/1), why not possible (enum cat_offline_why), its detail, the
+ * next record to spend and the reserve's records. */
+void cat_unit_host_offline(const cat_unit_t *u, uint32_t out[5])
+{
+    out[0] = u->offline;
+    out[1] = u->offline_why;
+    out[2] = u->offline_detail;
+    out[3] = u->next_record;
+    out[4] = u->records;
 }
 
 uint32_t cat_unit_host_n_layers(const cat_unit_t *u)

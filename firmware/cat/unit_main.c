@@ -1,7 +1,8 @@
 /* unit_main.c: the cat unit's entry point, as linked for the RISC-V build (rv32imafc, picolibc).
  * It owns the one static unit and arena and wires the firmware core (cat_unit.c) to the board:
- * the weight image from the SD card through the board's block driver, the USB serial line, the
- * millisecond tick and the DAC. The real board support plugs in through the weak functions below;
+ * the weight image from the SD card through the board's block driver, the card's reserve and
+ * journal through its FAT driver (offline work), the USB serial line, the millisecond tick, the
+ * LCD and the DAC. The real board support plugs in through the weak functions below;
  * they keep the image linkable so that `size` and -fstack-usage measure what the unit will really
  * carry. The protocol itself is entirely cat_unit.c's (the simulator runs the same file). */
 #include <stdint.h>
@@ -16,6 +17,9 @@
 
 /* Board support the real unit provides (weak defaults below keep the image linkable). */
 int board_sd_read_blocks(uint32_t lba, uint8_t *dst, uint32_t count);
+int board_card_read(uint32_t file, uint32_t offset, uint8_t *dst, uint32_t len);
+int board_card_write(uint32_t file, uint32_t offset, const uint8_t *src, uint32_t len);
+void board_lcd_show(const uint8_t *rgb, uint32_t len);
 uint32_t board_serial_read(uint8_t *dst, uint32_t cap);
 void board_serial_write(const uint8_t *bytes, uint32_t len);
 uint32_t board_millis(void);
@@ -35,6 +39,34 @@ __attribute__((weak)) int board_sd_read_blocks(uint32_t lba, uint8_t *dst, uint3
     (void)dst;
     (void)count;
     return -1;
+}
+/* `len` bytes of RESERVE.QCR or JOURNAL.QCJ (enum cat_card_file) at `offset`, through the FAT
+ * driver; non-zero on failure (the default: no card access, so no offline work). */
+__attribute__((weak)) int board_card_read(uint32_t file, uint32_t offset, uint8_t *dst,
+                                          uint32_t len)
+{
+    (void)file;
+    (void)offset;
+    (void)dst;
+    (void)len;
+    return -1;
+}
+/* Rewrite bytes inside a card file (never growing it), then flush the card's cache: return only
+ * once the sector is on the card. */
+__attribute__((weak)) int board_card_write(uint32_t file, uint32_t offset, const uint8_t *src,
+                                           uint32_t len)
+{
+    (void)file;
+    (void)offset;
+    (void)src;
+    (void)len;
+    return -1;
+}
+/* Show a 64 x 64 RGB image on the LCD. */
+__attribute__((weak)) void board_lcd_show(const uint8_t *rgb, uint32_t len)
+{
+    (void)rgb;
+    (void)len;
 }
 /* The bytes the USB CDC endpoint received since the last call (never blocks). */
 __attribute__((weak)) uint32_t board_serial_read(uint8_t *dst, uint32_t cap)
@@ -111,9 +143,30 @@ static int speak_busy(void *ctx)
     return board_dac_busy();
 }
 
+static int card_read(void *ctx, uint32_t file, uint32_t offset, uint8_t *dst, uint32_t len)
+{
+    (void)ctx;
+    return board_card_read(file, offset, dst, len);
+}
+static int card_write(void *ctx, uint32_t file, uint32_t offset, const uint8_t *src, uint32_t len)
+{
+    (void)ctx;
+    return board_card_write(file, offset, src, len);
+}
+static void display(void *ctx, const uint8_t *rgb, uint32_t len)
+{
+    (void)ctx;
+    board_lcd_show(rgb, len);
+}
+
 int main(void)
 {
-    cat_board_t board = {serial_write, millis, speak_start, speak_busy, 0, 0, {sd_read, 0, 0, 0}};
+    cat_board_t board = {
+        .serial_write = serial_write, .millis = millis, .speak_start = speak_start,
+        .speak_busy = speak_busy, .sd = {sd_read, 0, 0, 0}, .card_read = card_read,
+        .card_write = card_write, .display = display,
+        .offline_after_ms = CAT_UNIT_OFFLINE_AFTER_MS,
+        .offline_period_ms = CAT_UNIT_OFFLINE_PERIOD_MS};
     cat_identity_t id;
     board_identity(&id);
     /* A card the engine refuses leaves the unit in QP_STATE_FAULT: it still talks, and says why. */

@@ -1,16 +1,19 @@
 """`qcat sim`: simulated units on a pseudo-terminal, running the units' own C code.
 
-    qcat sim cat [--weights FILE] [--clips FILE] [--serial S] [--timing fast|realistic]
-                 [--drop-rate P] [--corrupt-rate P] [--hang-after N] [--unplug-after N]
-                 [--wrong-image-rate P] [--seed S]
+    qcat sim cat [--weights FILE] [--clips FILE] [--card DIR [--offline N]] [--serial S]
+                 [--timing fast|realistic] [--drop-rate P] [--corrupt-rate P] [--hang-after N]
+                 [--unplug-after N] [--wrong-image-rate P] [--seed S]
     qcat sim die [--serial S] [--schedule SECONDS] [--weights FILE.npz]
                  [--drop-rate P] [--corrupt-rate P] [--hang-after N] [--unplug-after N]
                  [--seed S] [--link PATH]
 
 Both print the port's path (/dev/pts/N) alone on the first line of standard output and serve
 until SIGINT or SIGTERM, then exit 0 without a word. With --unplug-after, each re-plug prints the
-new port's path on a line of its own. Thin layer: parsing and printing; the work is in
-`installation.units.simulator.serve_cat` / `serve_die` (and firmware/sim.py below them).
+new port's path on a line of its own. `qcat sim cat --card DIR --offline N` serves nothing: it
+makes N exhibits from the card's reserve as the unit does with no controller, prints one line per
+exhibit and a summary, and exits 0 (1 when the reserve had fewer). Thin layer: parsing and
+printing; the work is in `installation.units.simulator.serve_cat` / `make_offline` /
+`serve_die` (and firmware/sim.py below them).
 """
 
 from __future__ import annotations
@@ -25,14 +28,21 @@ from typing import TYPE_CHECKING, Any
 from installation.commands import command, group
 
 if TYPE_CHECKING:
-    from firmware.sim import Faults
+    from firmware.sim import Faults, OfflineExhibit
     from installation.cli import Context
+    from installation.units.simulator import CatSimOptions
 
 CAT_DESCRIPTION = """\
 serve as a simulated cat unit on a pseudo-terminal: the unit's own C firmware core (protocol,
 engine, SHA-256) behind /dev/pts/N, which `qcat units` and any serial program open like a USB
 unit. The port's path is printed alone on the first line; a re-plug (--unplug-after) prints the
 new path on a new line. Stop it with Ctrl-C or SIGTERM (exit 0).
+
+with --card DIR (a card folder, as `qcat sd build --out DIR` writes it) the unit has the card's
+weight image, clip bank, manifest hashes and serial, and its entropy reserve: when no controller
+talks to it for 30 s it works offline, spending one record a minute and writing each into the
+card's journal before showing it (a note on stderr says when). --offline N makes N such
+exhibits at once, with no pty, prints them and exits (1 when fewer records were left).
 
 faults act on the frames the unit sends, seeded by --seed:
   --drop-rate P         drop a frame              --corrupt-rate P   flip one bit of a frame
@@ -92,6 +102,16 @@ def _frames(text: str) -> int:
     return value
 
 
+def _exhibits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of exhibits") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} exhibits: give at least 1")
+    return value
+
+
 def register(sub: Any) -> None:
     _, cmds = group(sub, "sim", "run simulated cat and die units on a pseudo-terminal")
 
@@ -102,7 +122,14 @@ def register(sub: Any) -> None:
                         "the shipped demo model")
     p.add_argument("--clips", metavar="FILE",
                    help="the unit's clip bank (.qcv); default: HOME/builds/verdicts.qcv if built")
-    p.add_argument("--serial", metavar="S", help="the serial number in HELLO (default simcat-PID)")
+    p.add_argument("--card", metavar="DIR",
+                   help="the unit's SD card as a folder: its weights, clips, manifest and "
+                        "entropy reserve (instead of --weights and --clips)")
+    p.add_argument("--offline", type=_exhibits, metavar="N",
+                   help="with --card: make N exhibits from the reserve with no controller, "
+                        "print them and exit")
+    p.add_argument("--serial", metavar="S",
+                   help="the serial number in HELLO (default: the card's unit, else simcat-PID)")
     p.add_argument("--timing", choices=["fast", "realistic"], default="fast",
                    help="fast: no delays; realistic: the unit's modelled SD-bound generation "
                         "time and each verdict's spoken length (default fast)")
@@ -181,8 +208,31 @@ def _cat(ctx: Context, args: argparse.Namespace) -> int:
     from installation.units.simulator import CatSimOptions, serve_cat
 
     options = CatSimOptions(weights=args.weights, clips=args.clips, serial=args.serial,
-                            timing=args.timing, faults=_faults(args))
+                            timing=args.timing, faults=_faults(args), card=args.card)
+    if args.offline is not None:
+        return _offline(ctx, options, args.offline)
     return _serve(ctx, args, "cat", partial(serve_cat, ctx.workspace, options))
+
+
+def _offline(ctx: Context, options: CatSimOptions, count: int) -> int:
+    from installation.errors import EXIT_CHECK_FAILED
+    from installation.units.simulator import make_offline
+    from installation.words import plural
+
+    def on_exhibit(e: OfflineExhibit) -> None:
+        ctx.out(f"record {e.record:>5}  verdict {e.verdict:>6}  image {e.image_sha256.hex()[:16]}")
+
+    def note(sentence: str) -> None:
+        print(f"qcat sim cat: {sentence}", file=sys.stderr, flush=True)
+
+    run = make_offline(ctx.workspace, options, count, on_exhibit=on_exhibit, note=note)
+    ctx.out(f"{plural(len(run.exhibits), 'offline exhibit')} journaled on {options.card}; "
+            f"{run.state.records - run.state.next_record} of {run.state.records} records left")
+    if not run.short:
+        return 0
+    print(f"qcat: error: {len(run.exhibits)} of the {count} exhibits asked for were made: "
+          f"{run.state.sentence}", file=sys.stderr)
+    return EXIT_CHECK_FAILED
 
 
 def _die(ctx: Context, args: argparse.Namespace) -> int:

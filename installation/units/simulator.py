@@ -10,6 +10,12 @@ decoder in flash: the one compiled into the firmware (firmware/die/die_weights.h
 --weights, a die weights file (.npz, models.die_reference) as if flashed with it; its HELLO then
 names that file's content SHA-256.
 
+With a card (--card DIR, a folder as `qcat sd build --out DIR` writes it) the cat unit has what a
+real card gives it: WEIGHTS.QCW, CLIPS.QCV, the hashes its HELLO reports from MANIFEST.JSN, its
+serial from the manifest's `unit`, and the reserve and journal for offline work: `serve_cat`
+goes offline after the unit's default wait when no controller talks, and `make_offline` makes N
+exhibits from the reserve at once with no controller and no pty.
+
 Never prints: the caller hands in `announce(path)` (the port, one line per plug-in) and
 `note(sentence)` (what the operator should know, for stderr).
 """
@@ -23,10 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from installation.errors import InputError
+from installation.errors import FormatError, InputError
 
 if TYPE_CHECKING:
-    from firmware.sim import DieSimulator, Faults, SimStats
+    from firmware.cat_unit import Identity, OfflineState
+    from firmware.sim import (
+        CardAccess,
+        CatSimulator,
+        DieSimulator,
+        Faults,
+        OfflineExhibit,
+        SimStats,
+    )
     from installation.workspace import Workspace
 
 TIMINGS = ("fast", "realistic")
@@ -45,6 +59,7 @@ class CatSimOptions:
     serial: str | None = None
     timing: str = "fast"
     faults: Faults | None = None
+    card: str | None = None
 
 
 def default_serial(prefix: str = SERIAL_PREFIX) -> str:
@@ -105,6 +120,61 @@ class StableLink:
             self.path.unlink()
 
 
+CARD_HINT = "give the folder `qcat sd build --out DIR` made (or the mounted card)"
+
+
+@dataclass(frozen=True)
+class SimCard:
+    """A card folder as the simulated unit finds it: its files and what its manifest says."""
+
+    path: Path
+    access: CardAccess
+    unit: str
+    weights_sha256: bytes
+    clips_sha256: bytes
+
+
+def open_sim_card(path: str | os.PathLike[str]) -> SimCard:
+    """The card in folder `path`, its five files present and its manifest sound; one sentence
+    (InputError or FormatError, exit 2) otherwise."""
+    from firmware import cardfmt
+    from firmware.sim import open_card_folder
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"card {folder} (from --card) does not exist or is not a folder",
+                         hint=CARD_HINT)
+    for name in cardfmt.CARD_FILES:
+        if not (folder / name).is_file():
+            raise InputError(f"card {folder} has no {name}", hint=cardfmt.REBUILD_HINT)
+    access = open_card_folder(folder)
+    try:
+        manifest = cardfmt.read_manifest(access.read(cardfmt.MANIFEST))
+        files = manifest["files"]
+        hashes = [bytes.fromhex(files[name]["sha256"]) for name in (cardfmt.WEIGHTS, cardfmt.CLIPS)]
+        unit = manifest["unit"]
+        if not isinstance(unit, str) or any(len(h) != 32 for h in hashes):
+            raise ValueError(unit)
+    except FormatError as exc:
+        raise FormatError(f"card {folder}: {exc.message}", hint=exc.hint) from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise FormatError(f"card {folder}: the manifest does not give the unit and the hashes "
+                          "of WEIGHTS.QCW and CLIPS.QCV", hint=cardfmt.REBUILD_HINT) from None
+    return SimCard(folder, access, unit, hashes[0], hashes[1])
+
+
+def _card_identity(card: SimCard, serial: str | None) -> Identity:
+    from firmware.cat_unit import Identity
+
+    if serial is None:
+        try:
+            serial = check_serial(card.unit)
+        except InputError:
+            raise FormatError(f"card {card.path}: the manifest's unit {card.unit!r} cannot be a "
+                              "unit's serial number", hint="give one with --serial") from None
+    return Identity(serial, weights_sha256=card.weights_sha256, clips_sha256=card.clips_sha256)
+
+
 def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callable[[str], None],
               note: Callable[[str], None], stop: Callable[[], bool],
               unplugged: Callable[[], None] = lambda: None) -> SimStats:
@@ -114,6 +184,9 @@ def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callabl
 
     if options.timing not in TIMINGS:
         raise InputError(f"--timing must be one of {', '.join(TIMINGS)}, not {options.timing!r}")
+    if options.card is not None:
+        return _card_simulator(workspace, options, announce=announce, note=note,
+                               unplugged=unplugged).serve(stop)
     serial = check_serial(options.serial) if options.serial is not None else default_serial()
     weights = workspace.weights_path(options.weights)
     clips: Path | None
@@ -136,6 +209,67 @@ def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callabl
     sim = CatSimulator(weights, identity, timing=timing, faults=options.faults,
                        announce=announce, unplugged=unplugged, note=note)
     return sim.serve(stop)
+
+
+def _card_simulator(workspace: Workspace, options: CatSimOptions, *,
+                    announce: Callable[[str], None] = lambda p: None,
+                    note: Callable[[str], None], unplugged: Callable[[], None] = lambda: None,
+                    on_exhibit: Callable[[OfflineExhibit], None] = lambda e: None,
+                    offline: bool = False) -> CatSimulator:
+    """A cat simulator on the card of `options.card`; with `offline`, one that goes offline at
+    once and spends records back to back (offline_after_ms and offline_period_ms 0)."""
+    from firmware import cardfmt
+    from firmware.cat_unit import Offline
+    from firmware.sim import CatSimulator, Timing
+
+    assert options.card is not None
+    if options.weights is not None or options.clips is not None:
+        raise InputError("--card brings its own weight image and clip bank",
+                         hint="leave out --weights and --clips, or --card")
+    card = open_sim_card(options.card)
+    identity = _card_identity(card, options.serial)
+    realistic = options.timing == "realistic"
+    timing = Timing(realistic=realistic,
+                    speak_ms=speak_ms_function(workspace, card.path / cardfmt.CLIPS, note)
+                    if realistic else (lambda code: 0))
+    return CatSimulator(None, identity, timing=timing, faults=options.faults, card=card.access,
+                        offline=Offline(0, 0) if offline else None, on_exhibit=on_exhibit,
+                        announce=announce, unplugged=unplugged, note=note)
+
+
+@dataclass(frozen=True)
+class OfflineRun:
+    """What `make_offline` did: the exhibits made, in order, and the unit's offline state after
+    them (why it stopped, the next record, the reserve's size)."""
+
+    asked: int
+    exhibits: list[OfflineExhibit]
+    state: OfflineState
+
+    @property
+    def short(self) -> bool:
+        return len(self.exhibits) < self.asked
+
+
+def make_offline(workspace: Workspace, options: CatSimOptions, count: int, *,
+                 on_exhibit: Callable[[OfflineExhibit], None], note: Callable[[str], None],
+                 stop: Callable[[], bool] = lambda: False) -> OfflineRun:
+    """`count` offline exhibits from the card's reserve, as the unit makes them with no
+    controller (each one's journal entry on the card before `on_exhibit` hears of it); fewer
+    when the reserve runs out or the unit stops offline work (`OfflineRun.state` says why)."""
+    if options.card is None:
+        raise InputError("--offline spends a card's reserve: give the card with --card",
+                         hint="qcat sim cat --card DIR --offline N")
+    if count < 1:
+        raise InputError(f"--offline {count}: give at least 1 exhibit")
+    if options.timing not in TIMINGS:
+        raise InputError(f"--timing must be one of {', '.join(TIMINGS)}, not {options.timing!r}")
+    sim = _card_simulator(workspace, options, note=note, on_exhibit=on_exhibit, offline=True)
+    try:
+        made = sim.make_offline(count, stop)
+        return OfflineRun(count, made, sim.unit.offline)
+    finally:
+        sim.close()
 
 
 @dataclass(frozen=True)
