@@ -9,8 +9,8 @@ share: the serial line, the clock, the faults of a bad cable or a bad unit, the 
 serve loop. `CatSimulator` adds the weight image as the SD card and the DAC; `DieSimulator` adds
 the SSD1306 and the button, pressed by key, by schedule or by hand (`press()`).
 
-The card (cat): with a card (`open_card_folder`, a folder as `qcat sd build --out DIR` makes it)
-the weight image is the card's WEIGHTS.QCW and the board gives the core the card's reserve and
+The card (cat): with a card (`firmware.card.open_card`: a folder or a FAT32 image, as
+`qcat sd build` makes it) the weight image is the card's WEIGHTS.QCW and the board gives the core the card's reserve and
 journal, so the unit works offline when no controller talks to it (cat_unit.h): each offline
 exhibit is reported through `on_exhibit` after its journal entry is on the card, and
 `CatSimulator.make_offline(n)` makes n of them at once with no pty at all.
@@ -138,43 +138,6 @@ class CardAccess(Protocol):
     def pwrite(self, name: str, offset: int, data: bytes) -> None: ...
 
     def size(self, name: str) -> int: ...
-
-
-class _CardFolder:
-    """A card given as a folder (what `qcat sd build --out DIR` writes, or a mounted card).
-
-    Placeholder until `firmware.card.open_card` (a folder or a FAT32 image) lands: the
-    integrator switches `open_card_folder` to it. The journal is rewritten in place, one sector
-    at a time, and fsync'd before pwrite returns: that is the unit's own discipline (a torn write
-    damages one entry at most), so an atomic whole-file replace would model another device."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def read(self, name: str) -> bytes:
-        return (self.path / name).read_bytes()
-
-    def pread(self, name: str, offset: int, length: int) -> bytes:
-        with open(self.path / name, "rb") as f:
-            return os.pread(f.fileno(), length, offset)
-
-    def pwrite(self, name: str, offset: int, data: bytes) -> None:
-        fd = os.open(self.path / name, os.O_WRONLY)
-        try:
-            if offset + len(data) > os.fstat(fd).st_size:
-                raise OSError(errno.EFBIG, f"a write past the end of {name}")
-            os.pwrite(fd, data, offset)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def size(self, name: str) -> int:
-        return (self.path / name).stat().st_size
-
-
-def open_card_folder(path: Path) -> CardAccess:
-    """The card in folder `path` (files are looked for when used: the caller checks them)."""
-    return _CardFolder(path)
 
 
 @dataclass(frozen=True)

@@ -437,7 +437,8 @@ def test_a_served_unit_goes_offline_when_no_controller_talks_and_back_at_hello(t
     import threading
     import time
 
-    from firmware.sim import CatSimulator, open_card_folder
+    from firmware.card import open_card
+    from firmware.sim import CatSimulator
     from tests.cat_sim_support import Controller
 
     card = make_card(tmp_path / "card", 3)
@@ -445,7 +446,7 @@ def test_a_served_unit_goes_offline_when_no_controller_talks_and_back_at_hello(t
     ports: list[str] = []
     stopping = threading.Event()
     sim = CatSimulator(None, Identity("cat-07", hashlib.sha256(card.weights.read_bytes()).digest()),
-                       card=open_card_folder(card.path), offline=Offline(300, 60_000),
+                       card=open_card(card.path), offline=Offline(300, 60_000),
                        announce=ports.append, note=notes.append)
     thread = threading.Thread(target=sim.serve, args=(stopping.is_set,), daemon=True)
     thread.start()

@@ -75,12 +75,15 @@ def check_serial(serial: str) -> str:
 
 
 def speak_ms_function(workspace: Workspace, clips: Path | None,
-                      note: Callable[[str], None]) -> Callable[[int], int]:
-    """verdict code -> milliseconds the unit's DAC speaks it."""
+                      note: Callable[[str], None],
+                      clips_bytes: bytes | None = None) -> Callable[[int], int]:
+    """verdict code -> milliseconds the unit's DAC speaks it (the clip bank at `clips`, or its
+    bytes as read from a card, else an estimate from the words)."""
     if clips is not None:
         from phrases.clipbank import ClipBank
 
-        bank = ClipBank.load(clips)
+        bank = (ClipBank.from_bytes(clips_bytes, clips) if clips_bytes is not None
+                else ClipBank.load(clips))
         return lambda code: round(bank.verdict_seconds(code) * 1000)
     from phrases.bank import default_bank
 
@@ -125,7 +128,8 @@ CARD_HINT = "give the folder `qcat sd build --out DIR` made (or the mounted card
 
 @dataclass(frozen=True)
 class SimCard:
-    """A card folder as the simulated unit finds it: its files and what its manifest says."""
+    """A card (folder or image) as the simulated unit finds it: its files and what its manifest
+    says."""
 
     path: Path
     access: CardAccess
@@ -135,19 +139,18 @@ class SimCard:
 
 
 def open_sim_card(path: str | os.PathLike[str]) -> SimCard:
-    """The card in folder `path`, its five files present and its manifest sound; one sentence
-    (InputError or FormatError, exit 2) otherwise."""
+    """The card at `path` (a folder or a FAT32 image, `firmware.card`), its five files present
+    and its manifest sound; one sentence (InputError or FormatError, exit 2) otherwise."""
     from firmware import cardfmt
-    from firmware.sim import open_card_folder
+    from firmware.card import open_card
 
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise InputError(f"card {folder} (from --card) does not exist or is not a folder",
-                         hint=CARD_HINT)
+    where = Path(path).expanduser()
+    if not where.exists():
+        raise InputError(f"card {where} (from --card) does not exist", hint=CARD_HINT)
+    access = open_card(where)
     for name in cardfmt.CARD_FILES:
-        if not (folder / name).is_file():
-            raise InputError(f"card {folder} has no {name}", hint=cardfmt.REBUILD_HINT)
-    access = open_card_folder(folder)
+        if not access.has(name):
+            raise InputError(f"card {where} has no {name}", hint=cardfmt.REBUILD_HINT)
     try:
         manifest = cardfmt.read_manifest(access.read(cardfmt.MANIFEST))
         files = manifest["files"]
@@ -156,11 +159,11 @@ def open_sim_card(path: str | os.PathLike[str]) -> SimCard:
         if not isinstance(unit, str) or any(len(h) != 32 for h in hashes):
             raise ValueError(unit)
     except FormatError as exc:
-        raise FormatError(f"card {folder}: {exc.message}", hint=exc.hint) from None
+        raise FormatError(f"card {where}: {exc.message}", hint=exc.hint) from None
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise FormatError(f"card {folder}: the manifest does not give the unit and the hashes "
+        raise FormatError(f"card {where}: the manifest does not give the unit and the hashes "
                           "of WEIGHTS.QCW and CLIPS.QCV", hint=cardfmt.REBUILD_HINT) from None
-    return SimCard(folder, access, unit, hashes[0], hashes[1])
+    return SimCard(where, access, unit, hashes[0], hashes[1])
 
 
 def _card_identity(card: SimCard, serial: str | None) -> Identity:
@@ -230,7 +233,8 @@ def _card_simulator(workspace: Workspace, options: CatSimOptions, *,
     identity = _card_identity(card, options.serial)
     realistic = options.timing == "realistic"
     timing = Timing(realistic=realistic,
-                    speak_ms=speak_ms_function(workspace, card.path / cardfmt.CLIPS, note)
+                    speak_ms=speak_ms_function(workspace, card.path / cardfmt.CLIPS, note,
+                                               card.access.read(cardfmt.CLIPS))
                     if realistic else (lambda code: 0))
     return CatSimulator(None, identity, timing=timing, faults=options.faults, card=card.access,
                         offline=Offline(0, 0) if offline else None, on_exhibit=on_exhibit,
