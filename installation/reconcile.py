@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firmware import cardfmt
+from installation import faults
 from installation.errors import CheckFailed, InputError
 from installation.files import write_atomic
 from installation.progress import ProgressCallback
@@ -170,6 +171,7 @@ def _reconcile(card: Card, name: str, generator: Generator, models_dir: Path,
     if journal.proves_unused:
         unused = range(journal.spent, header.records)
         _strike(card, manifest, [i for i in unused if not records[i].struck], report)
+        faults.point("reconcile-after-strike")
         give_back = [i for i in unused if i not in returned_before]
         report.already_returned = len(unused) - len(give_back)
         if give_back:
