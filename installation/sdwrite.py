@@ -30,6 +30,7 @@ A library: it takes paths and callbacks, never prints, never reads the config; t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import stat
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from firmware.cardfmt import CARD_FILES
-from installation.errors import CheckFailed, InputError, ToolMissing, UsageError
+from installation.errors import CheckFailed, InputError, QcatError, ToolMissing, UsageError
 from installation.files import atomic_path, write_atomic
 from installation.progress import ProgressCallback
 from installation.words import plural
@@ -438,6 +439,7 @@ class WritePlan:
     kept: tuple[str, ...] = ()         # a folder's other files (--yes given), left alone
     replaces_file: bool = False       # an image target that exists
     needs_confirmation: bool = False  # a device written without --yes
+    unreconciled: UnreconciledCard | None = None  # the card there now (--yes given)
 
     def describe(self) -> list[str]:
         """Lines for a person: what will be overwritten."""
@@ -459,6 +461,10 @@ class WritePlan:
         else:
             verb = "overwrites" if self.replaces_file else "creates"
             lines.append(f"target  {verb} image file {self.target}")
+        if self.unreconciled is not None:
+            u = self.unreconciled
+            lines.append(f"        loses unit {u.unit}'s {plural(u.spent, 'offline exhibit')}, "
+                         f"never reconciled (lease {u.lease_id})")
         return lines
 
 
@@ -471,10 +477,59 @@ def _same(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+@dataclass(frozen=True)
+class UnreconciledCard:
+    """A card on the target whose journal holds offline exhibits the pool has not taken in."""
+
+    unit: str
+    lease_id: str
+    spent: int
+
+
+# (lease id, records its journal spent) -> has `qcat sd reconcile` taken them in?
+Reconciled = Callable[[str, int], bool]
+
+
+def unreconciled_card(target: Path, reconciled: Reconciled) -> UnreconciledCard | None:
+    """The card TARGET holds now, if its journal spent records that `reconciled` does not
+    know: overwriting it would lose those exhibits and keep the unused records from ever
+    going back to the pool. A target that holds no readable card is None."""
+    from firmware import cardfmt
+    from firmware.card import open_card
+
+    try:
+        with open_card(target) as card:
+            header = cardfmt.read_reserve_header(card.pread(cardfmt.RESERVE, 0, cardfmt.SECTOR))
+            journal = cardfmt.read_journal(card.read(cardfmt.JOURNAL), header)
+    except (QcatError, OSError):
+        return None  # no card there, or one too damaged to be reconciled anyway
+    if journal.spent == 0 or reconciled(header.lease_id.hex(), journal.spent):
+        return None
+    return UnreconciledCard(header.serial, header.lease_id.hex(), journal.spent)
+
+
 def plan_write(source: Path, target: Path, *, view: SystemView, yes: Path | None = None,
-               max_card_bytes: int = DEFAULT_MAX_CARD_BYTES) -> WritePlan:
+               max_card_bytes: int = DEFAULT_MAX_CARD_BYTES,
+               reconciled: Reconciled | None = None) -> WritePlan:
     """Decide whether SOURCE may be written to TARGET: a `WritePlan`, or the one refusal
-    (InputError/UsageError, exit 2). Reads the system view and the source; writes nothing."""
+    (InputError/UsageError, exit 2). Reads the system view and the source; writes nothing.
+    With `reconciled`, a target holding a card whose offline exhibits were not reconciled is
+    refused unless `yes` names it."""
+    plan = _plan(source, target, view=view, yes=yes, max_card_bytes=max_card_bytes)
+    if reconciled is not None:
+        pending = unreconciled_card(Path(os.path.realpath(target)), reconciled)
+        if pending is not None and yes is None:
+            raise InputError(f"{target} holds the card of unit {pending.unit} with "
+                             f"{plural(pending.spent, 'offline exhibit')} not yet reconciled "
+                             f"(lease {pending.lease_id})",
+                             hint=f"run `qcat sd reconcile {target}` first, or add --yes {target} "
+                                  "to throw them away")
+        plan = dataclasses.replace(plan, unreconciled=pending)
+    return plan
+
+
+def _plan(source: Path, target: Path, *, view: SystemView, yes: Path | None,
+          max_card_bytes: int) -> WritePlan:
     if yes is not None and not _same(yes, target):
         raise UsageError(f"--yes {yes} does not name the target {target}",
                          hint=f"--yes must name the target itself: --yes {target}")
@@ -729,7 +784,8 @@ def write_card(source: Path, target: Path, *, view: SystemView, yes: Path | None
                confirm: Callable[[WritePlan], bool] | None = None,
                progress: ProgressCallback = lambda done, total, note: None,
                opener: Opener = open_uncached,
-               check_card: CardCheck | None = None) -> WriteResult:
+               check_card: CardCheck | None = None,
+               reconciled: Reconciled | None = None) -> WriteResult:
     """Write the card SOURCE to TARGET and prove it by reading it back.
 
     Every refusal comes before anything is written (`plan_write`). `show` gets the plan before
@@ -738,7 +794,8 @@ def write_card(source: Path, target: Path, *, view: SystemView, yes: Path | None
     (tests hand in one that damages a byte). A difference is CheckFailed naming its first
     offset, exit 1.
     """
-    plan = plan_write(source, target, view=view, yes=yes, max_card_bytes=max_card_bytes)
+    plan = plan_write(source, target, view=view, yes=yes, max_card_bytes=max_card_bytes,
+                      reconciled=reconciled)
     show(plan)
     if plan.needs_confirmation:
         if confirm is None:

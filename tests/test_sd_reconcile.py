@@ -52,7 +52,8 @@ def card(run_qcat, pool_path: Path, tmp_path: Path) -> Path:
 
 
 def records_of(card: Path) -> list[cardfmt.RecordState]:
-    return cardfmt.read_reserve((card / cardfmt.RESERVE).read_bytes())[1]
+    with open_card(card) as c:  # a folder or an image
+        return cardfmt.read_reserve(c.read(cardfmt.RESERVE))[1]
 
 
 def golden_sha(latent: bytes) -> bytes:
@@ -295,3 +296,22 @@ def test_a_card_of_another_pool_and_careless_paths_are_one_sentence(run_qcat, ca
     r = run_qcat("sd", "reconcile", card)
     assert r.code == 2 and "Traceback" not in r.err
     assert "lease" in r.err
+
+
+def test_sd_write_will_not_overwrite_a_card_that_was_not_reconciled(run_qcat, pool_path: Path,
+                                                                     tmp_path: Path) -> None:
+    clips = write_clip_bank(tmp_path / "clips.qcv")
+    used, fresh = tmp_path / "used.img", tmp_path / "fresh.img"
+    for out in (used, fresh):
+        r = run_qcat("sd", "build", "--unit", "cat-west-2", "--reserve", 2, "--out", out,
+                     "--weights", SHIPPED_DEMO, "--clips", clips)
+        assert r.code == 0, r.err
+    journal(used, 0)
+    before = used.read_bytes()
+    r = run_qcat("sd", "write", fresh, used)
+    assert r.code == 2 and "1 offline exhibit not yet reconciled" in r.err
+    assert f"qcat sd reconcile {used}" in r.err and used.read_bytes() == before
+    assert run_qcat("sd", "reconcile", used).code == 0
+    r = run_qcat("sd", "write", fresh, used)
+    assert r.code == 0, r.err
+    assert used.read_bytes() == fresh.read_bytes()

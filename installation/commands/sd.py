@@ -15,6 +15,7 @@ images (torch, imported inside the handler), `models.weightimage` reads and chec
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,6 +247,20 @@ def register_write(groups: Any) -> None:
     add_json(p)
 
 
+def _reconciled_in(ctx: Context) -> Callable[[str, int], bool]:
+    """Has this home's pool taken in the records a card's journal spent? (A lease it does not
+    know was not reconciled here.)"""
+    def reconciled(lease_id: str, spent: int) -> bool:
+        if not ctx.home.pool_db.exists():
+            return False
+        with ctx.workspace.open_pool() as pool:
+            if lease_id not in {lease.lease_id for lease in pool.leases()}:
+                return False
+            return set(range(spent)) <= pool.spent_records(lease_id)
+
+    return reconciled
+
+
 def _write(ctx: Context, args: argparse.Namespace) -> int:
     import os
     import sys
@@ -271,7 +286,7 @@ def _write(ctx: Context, args: argparse.Namespace) -> int:
             yes=Path(args.yes) if args.yes else None,
             max_card_bytes=ctx.config["sd.max_card_bytes"], show=show,
             confirm=confirm if sys.stdin.isatty() else None, progress=bar,
-            check_card=sdwrite.installed_card_check())
+            check_card=sdwrite.installed_card_check(), reconciled=_reconciled_in(ctx))
     if args.json:
         ctx.emit_json(result.as_dict())
         return 0
