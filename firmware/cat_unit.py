@@ -419,9 +419,11 @@ class CatUnit:
         except BaseException as exc:  # noqa: BLE001
             self._keep(exc)
 
-    def _on_read(self, _ctx: int | None, offset: int, dst: ctypes._Pointer, n: int) -> int:
+    def _fill(self, read: Callable[[], bytes | None], dst: ctypes._Pointer, n: int) -> int:
+        """A C read callback's answer: 0 with exactly `n` bytes copied to `dst`, else -1 (an
+        exception is kept for the caller of rx/poll)."""
         try:
-            data = self._board.read(offset, n)
+            data = read()
         except BaseException as exc:  # noqa: BLE001
             self._keep(exc)
             return -1
@@ -430,18 +432,14 @@ class CatUnit:
         ctypes.memmove(dst, data, n)
         return 0
 
+    def _on_read(self, _ctx: int | None, offset: int, dst: ctypes._Pointer, n: int) -> int:
+        return self._fill(lambda: self._board.read(offset, n), dst, n)
+
     def _on_card_read(self, _ctx: int | None, file: int, offset: int, dst: ctypes._Pointer,
                       n: int) -> int:
-        try:
-            assert self._card is not None
-            data = self._card.card_read(CardFile(file), offset, n)
-        except BaseException as exc:  # noqa: BLE001
-            self._keep(exc)
-            return -1
-        if data is None or len(data) != n:
-            return -1
-        ctypes.memmove(dst, data, n)
-        return 0
+        card = self._card
+        assert card is not None
+        return self._fill(lambda: card.card_read(CardFile(file), offset, n), dst, n)
 
     def _on_card_write(self, _ctx: int | None, file: int, offset: int, src: ctypes._Pointer,
                        n: int) -> int:

@@ -97,10 +97,7 @@ def _build(ctx: Context, args: argparse.Namespace) -> int:
 def _verify_card(ctx: Context, args: argparse.Namespace) -> int:
     from installation.sdcard import verify_card
 
-    path = Path(args.card)
-    if not path.exists():
-        raise InputError(f"card {path} does not exist",
-                         hint="give a card's folder or a .img made by `qcat sd build`")
+    path = _existing_card(args.card)
     with ProgressBar("verifying the card", enabled=not args.json) as bar:
         report = verify_card(path, bar)
     if args.json:
@@ -118,13 +115,18 @@ def _verify_card(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _reconcile(ctx: Context, args: argparse.Namespace) -> int:
-    from installation.reconcile import reconcile
-
-    path = Path(args.card)
+def _existing_card(name: str) -> Path:
+    path = Path(name)
     if not path.exists():
         raise InputError(f"card {path} does not exist",
                          hint="give a card's folder or a .img made by `qcat sd build`")
+    return path
+
+
+def _reconcile(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.reconcile import reconcile
+
+    path = _existing_card(args.card)
     ws = ctx.workspace
     ws.require_writable("`qcat sd reconcile`")
     gen = ws.open_generator()
