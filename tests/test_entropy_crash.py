@@ -129,6 +129,8 @@ def test_sigkill_at_random_moments_never_replays_or_loses_a_draw(qcat_home, run_
     acked: dict[int, str] = {}
     for k in range(KILLS):
         proc = _spawn(pool_path, k, "exhibit")
+        if k % 2:  # every other kill counts from the open pool: a busy machine's slow start-up
+            _wait_ready(proc)  # must not leave every kill inside the interpreter's imports
         time.sleep(rng.uniform(*KILL_AFTER_S))
         got = _acknowledged(_kill(proc))
         assert not set(got) & set(acked), "a draw id was handed out twice"
@@ -203,6 +205,11 @@ def test_sigkill_during_fetch_keeps_every_acknowledged_batch(qcat_home):
                                          fake.url, KEY], stdout=f, stderr=subprocess.STDOUT,
                                         text=True, cwd=REPO)
             proc.out_path = out_path  # type: ignore[attr-defined]
+            if k % 2:  # every other kill counts from the first stored batch (a busy machine's
+                deadline = time.monotonic() + 60  # start-up must not take every kill)
+                while not out_path.read_text().strip() and time.monotonic() < deadline:
+                    assert proc.poll() is None, out_path.read_text()
+                    time.sleep(0.01)
             time.sleep(rng.uniform(0.3, 0.9))
             out = _kill(proc)
             lines = [ln for ln in out.splitlines(keepends=True)
