@@ -204,6 +204,22 @@ def test_checkerboard_level_scores_a_grid_and_not_a_smooth_image():
         checkerboard.checkerboard_map(np.zeros((1, 60, 64, 3)))
 
 
+def test_the_training_penalty_is_the_measure_squared_and_pulls_a_grid_out():
+    rng = np.random.default_rng(0)
+    pixels = rng.normal(128, 20, size=(2, 64, 64, 3))
+    x = torch.from_numpy(pixels.transpose(0, 3, 1, 2) / 127.5 - 1).requires_grad_(True)
+    energy = train.checkerboard_energy(x)
+    want = (checkerboard.checkerboard_map(pixels) ** 2).mean() / 127.5**2
+    assert energy.item() == pytest.approx(want, rel=1e-9)
+    # one gradient step on the penalty alone lowers the measured level
+    energy.backward()
+    assert x.grad is not None
+    rate = 0.2 * energy.item() / x.grad.square().sum().item()  # ~ a fifth of the energy away
+    stepped = (x.detach() - rate * x.grad).numpy().transpose(0, 2, 3, 1)
+    assert checkerboard.checkerboard_level((stepped + 1) * 127.5) < \
+        checkerboard.checkerboard_level(pixels)
+
+
 def test_phase_equal_init_gives_a_flat_output_for_a_flat_input():
     g, _ = cat.make_models("demo", 0)
     for conv in g.convs()[1:]:  # the stride-2 layers
@@ -229,16 +245,18 @@ def test_train_command_options_reach_the_checkpoint(run_qcat, tmp_path):
     ckpt = tmp_path / "c.pt"
     args = ["models", "train", "cat", "--images", "32", "--batch-size", "16", "--threads", "1",
             "--epochs", "1", "--out", str(ckpt)]
-    res = run_qcat(*args, "--r1-gamma", "0.5", "--ema", "0", "--augment", "none")
+    res = run_qcat(*args, "--r1-gamma", "0.5", "--ema", "0", "--hf-penalty", "3",
+                   "--augment", "none")
     assert res.code == 0, res.err
     assert "checkerboard" in res.out
     saved = cat.load_checkpoint(ckpt)
     assert saved["settings"] == {"r1_gamma": 0.5, "r1_every": train.R1_EVERY,
-                                 "ema_halflife": 0.0, "augment": ""}
-    assert "--r1-gamma 0.5 --ema 0 --augment none" in saved["command"]
+                                 "ema_halflife": 0.0, "hf_penalty": 3.0,
+                                 "lr_d": train.LEARNING_RATE_D, "augment": ""}
+    assert "--r1-gamma 0.5 --ema 0 --hf-penalty 3 --augment none" in saved["command"]
     for name, value in saved["generator"].items():  # --ema 0: the average is the trained model
         assert torch.equal(value, saved["generator_raw"][name]), name
     assert 0 <= saved["history"][0]["checkerboard"] < 255
     res = run_qcat(*args, "--fresh", "--ema", "-1")
-    assert res.code == 2 and "--r1-gamma and --ema must be at least 0" in res.err
+    assert res.code == 2 and "--ema and --hf-penalty must be at least 0" in res.err
     assert "Traceback" not in res.err

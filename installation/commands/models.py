@@ -2,7 +2,7 @@
 
     qcat models init cat --size demo|full --seed N --out CKPT
     qcat models train cat --data DIR|procedural --size demo|full --epochs N --out CKPT
-                          [--r1-gamma G] [--ema IMAGES] [--augment POLICY]   (docs: the recipe)
+                          [--r1-gamma G] [--ema IMAGES] [--hf-penalty W] [--augment POLICY]
     qcat models export CKPT --out PT                 (generator only: the shipped cat-demo.pt)
     qcat models samples [--weights FILE] --out PNG   (a grid of int8 cats, numpy reference)
     qcat models quantize CKPT --out FILE.qcw         (same as `qcat sd weights build`)
@@ -90,6 +90,9 @@ def register(sub: Any) -> None:
     p.add_argument("--ema", type=float, default=None, metavar="IMAGES",
                    help="cat: half-life in images of the generator's moving average, which is "
                         "what the checkpoint exports (default 10000; 0: no average)")
+    p.add_argument("--hf-penalty", type=float, default=None, metavar="WEIGHT",
+                   help="cat: weight of the generator's penalty on 2-pixel checkerboard "
+                        "patterns (default 100; 0: none)")
     p.add_argument("--augment", default=None, metavar="POLICY",
                    help="cat: DiffAugment for the discriminator, some of color,translation,"
                         "cutout (default all three; 'none' for none)")
@@ -188,6 +191,7 @@ def _train(ctx: Context, args: argparse.Namespace) -> int:
     recipe = train.Recipe(
         r1_gamma=defaults.r1_gamma if args.r1_gamma is None else args.r1_gamma,
         ema_halflife=defaults.ema_halflife if args.ema is None else args.ema,
+        hf_penalty=defaults.hf_penalty if args.hf_penalty is None else args.hf_penalty,
         augment="" if augment == "none" else augment)
     out = Path(args.out)
     with ProgressBar("data") as bar:
@@ -209,6 +213,7 @@ def _train(ctx: Context, args: argparse.Namespace) -> int:
                                              "--batch-size", args.batch_size,
                                              "--r1-gamma", recipe.r1_gamma,
                                              "--ema", f"{recipe.ema_halflife:g}",
+                                             "--hf-penalty", f"{recipe.hf_penalty:g}",
                                              "--augment", augment, "--out", args.out),
                            data_desc=desc, progress=bar)
     last = ckpt["history"][-1] if ckpt["history"] else {}
