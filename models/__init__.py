@@ -8,6 +8,7 @@ The cat:
     weightimage  the .qcw SD weight image: encode/decode/verify, synthetic models   (numpy)
     reference    the golden integer reference every engine matches exactly          (numpy)
     data         procedural cartoon cat faces and an image-folder loader     (numpy, Pillow)
+    checkerboard how strongly images carry the 2-pixel grid of stride-2 transposed convs  (numpy)
     quality      PSNR / SSIM of the int8 model against the float one          (numpy; torch
                  only inside `measure`)
     cat          the DCGAN generator/discriminator and checkpoints                  (torch)

@@ -2,6 +2,7 @@
 
     qcat models init cat --size demo|full --seed N --out CKPT
     qcat models train cat --data DIR|procedural --size demo|full --epochs N --out CKPT
+                          [--r1-gamma G] [--ema IMAGES] [--hf-penalty W] [--augment POLICY]
     qcat models export CKPT --out PT                 (generator only: the shipped cat-demo.pt)
     qcat models samples [--weights FILE] --out PNG   (a grid of int8 cats, numpy reference)
     qcat models quantize CKPT --out FILE.qcw         (same as `qcat sd weights build`)
@@ -83,6 +84,18 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=DEFAULT_TRAIN_THREADS,
                    help="CPU threads for torch")
     p.add_argument("--fresh", action="store_true", help="start over even if CKPT exists")
+    p.add_argument("--r1-gamma", type=float, default=None, metavar="GAMMA",
+                   help="cat: R1 gradient penalty weight on real images (default 0.1; 0: none; "
+                        "a resumed run keeps its checkpoint's, like --seed)")
+    p.add_argument("--ema", type=float, default=None, metavar="IMAGES",
+                   help="cat: half-life in images of the generator's moving average, which is "
+                        "what the checkpoint exports (default 10000; 0: no average)")
+    p.add_argument("--hf-penalty", type=float, default=None, metavar="WEIGHT",
+                   help="cat: weight of the generator's penalty on 2-pixel checkerboard "
+                        "patterns (default 100; 0: none)")
+    p.add_argument("--augment", default=None, metavar="POLICY",
+                   help="cat: DiffAugment for the discriminator, some of color,translation,"
+                        "cutout (default all three; 'none' for none)")
 
     p = command(cmds, "export", "write the generator-only checkpoint (small; what the torch "
                 "engine and `quality` load)", _export)
@@ -173,6 +186,13 @@ def _train(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError("--epochs, --batch-size and --images must be at least 1")
     torch_models().set_threads(args.threads)
     from models import data, train
+    defaults = train.Recipe()
+    augment = defaults.augment if args.augment is None else args.augment
+    recipe = train.Recipe(
+        r1_gamma=defaults.r1_gamma if args.r1_gamma is None else args.r1_gamma,
+        ema_halflife=defaults.ema_halflife if args.ema is None else args.ema,
+        hf_penalty=defaults.hf_penalty if args.hf_penalty is None else args.hf_penalty,
+        augment="" if augment == "none" else augment)
     out = Path(args.out)
     with ProgressBar("data") as bar:
         if args.data == "procedural":
@@ -186,15 +206,20 @@ def _train(ctx: Context, args: argparse.Namespace) -> int:
     with ProgressBar("training") as bar:
         ckpt = train.train(out, images, size=args.size, epochs=args.epochs, seed=args.seed,
                            batch_size=args.batch_size, resume=not args.fresh,
-                           samples_dir=samples, device=args.device,
+                           samples_dir=samples, device=args.device, recipe=recipe,
                            command=canonical("models", "train", "cat", "--data", args.data,
                                              "--images", args.images, "--size", args.size,
                                              "--epochs", args.epochs, "--seed", args.seed,
-                                             "--batch-size", args.batch_size, "--out", args.out),
+                                             "--batch-size", args.batch_size,
+                                             "--r1-gamma", recipe.r1_gamma,
+                                             "--ema", f"{recipe.ema_halflife:g}",
+                                             "--hf-penalty", f"{recipe.hf_penalty:g}",
+                                             "--augment", augment, "--out", args.out),
                            data_desc=desc, progress=bar)
     last = ckpt["history"][-1] if ckpt["history"] else {}
     ctx.out(f"trained {args.size} cat model to epoch {ckpt['epoch']}: "
-            f"loss D {last.get('loss_d')}, G {last.get('loss_g')}; checkpoint {out}; "
+            f"loss D {last.get('loss_d')}, G {last.get('loss_g')}, checkerboard "
+            f"{last.get('checkerboard')} grey levels; checkpoint {out}; "
             f"samples in {samples}")
     return 0
 
@@ -270,8 +295,10 @@ def _export(ctx: Context, args: argparse.Namespace) -> int:
     from models import cat
 
     ckpt = cat.load_checkpoint(Path(args.checkpoint))
+    # "generator" is the moving average in a checkpoint `train cat` wrote: the one that ships
     slim = {k: ckpt.get(k) for k in ("size", "nz", "ngf", "seed", "epoch", "batch", "step",
-                                     "history", "command", "commands", "data", "generator")}
+                                     "history", "command", "commands", "data", "recipe",
+                                     "settings", "generator")}
     slim["generator"] = {k: v.detach().clone() for k, v in ckpt["generator"].items()}
     cat.generator_from(slim)  # refuse to export something that does not load
     cat.save_checkpoint(Path(args.out), slim)
