@@ -47,7 +47,6 @@ DEFAULT_JUDGE_PER_COUNT = 100
 DEFAULT_JUDGE_OUT = "die-judge.npz"
 DEFAULT_ATTRIBUTES_OUT = "cat-attributes.npz"
 DEFAULT_VARIETY_CATS = 1000
-CAT_DATA_SCALE = 4
 DEFAULT_DIE_OUT = "die-decoder.npz"
 DIE_SHEET_PER_ROW = 12
 DIE_SHEET_SCALE = 4
@@ -355,7 +354,7 @@ def _samples_cat_data(ctx: Context, args: argparse.Namespace) -> int:
 
     from models import data
 
-    scale = CAT_DATA_SCALE if args.scale is None else args.scale
+    scale = DEFAULT_CAT_SCALE if args.scale is None else args.scale
     if args.n < 1 or scale < 1:
         raise UsageError("-n and --scale must be at least 1")
     cats = data.procedural(args.n, args.seed)
