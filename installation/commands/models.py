@@ -5,8 +5,11 @@
                           [--r1-gamma G] [--ema IMAGES] [--hf-penalty W] [--augment POLICY]
     qcat models export CKPT --out PT                 (generator only: the shipped cat-demo.pt)
     qcat models samples [--weights FILE] --out PNG   (a grid of int8 cats, numpy reference)
+    qcat models samples cat --source data --out PNG  (a grid of procedural training cats)
     qcat models quantize CKPT --out FILE.qcw         (same as `qcat sd weights build`)
-    qcat models quality [--weights FILE] [--state CKPT] [--latents N] [--json]
+    qcat models quality [--weights FILE] [--state CKPT] [--latents N] [-n N] [--json]
+                                                     (int8 vs float, and the cats' variety)
+    qcat models train attributes [--epochs N] [--out FILE.npz]  (the cat attribute classifier)
     qcat models train judge [--epochs N] [--out FILE.npz]   (the die face pip classifier)
     qcat models quality judge [--judge FILE] [--per-count N] [--seed S] [--json]
     qcat models samples die [--source data|decoder] --out PNG   (one row of die faces per count)
@@ -43,6 +46,8 @@ DEFAULT_CAT_SCALE = 2
 JUDGE_GOAL_PERCENT = 99.5
 DEFAULT_JUDGE_PER_COUNT = 100
 DEFAULT_JUDGE_OUT = "die-judge.npz"
+DEFAULT_ATTRIBUTES_OUT = "cat-attributes.npz"
+DEFAULT_VARIETY_CATS = 1000
 DEFAULT_DIE_OUT = "die-decoder.npz"
 DIE_SHEET_PER_ROW = 12
 DIE_SHEET_SCALE = 4
@@ -59,12 +64,12 @@ def register(sub: Any) -> None:
 
     p = command(cmds, "train", "train the cat DCGAN (resumes from --out if it exists), the "
                 "die judge (a few minutes, from scratch) or the die decoder", _train)
-    p.add_argument("model", choices=["cat", "judge", "die"])
+    p.add_argument("model", choices=["cat", "judge", "die", "attributes"])
     p.add_argument("--data", default="procedural", metavar="DIR|procedural",
                    help="a folder of face crops, or 'procedural' (the built-in cartoon cats)")
     p.add_argument("--images", type=int, default=None, metavar="N",
                    help="procedural images to draw (or the most images to load from DIR); "
-                        "for judge, the die faces to train on")
+                        "for judge, the die faces to train on; for attributes, the cats")
     p.add_argument("--size", choices=["demo", "full"], default="demo")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"default {DEFAULT_CAT_EPOCHS} for cat, 10 for judge, 40 for die")
@@ -109,8 +114,9 @@ def register(sub: Any) -> None:
                    help="weight image (default: models.weights, else the shipped demo)")
     p.add_argument("--out", required=True, metavar="PNG")
     p.add_argument("-n", type=int, default=64, help="cats in the grid")
-    p.add_argument("--source", choices=["data", "decoder"], default="data",
-                   help="die: rendered training faces, or faces the decoder generates")
+    p.add_argument("--source", choices=["data", "decoder"], default=None,
+                   help="die: rendered training faces (default), or faces the decoder generates; "
+                        "cat: 'data' draws procedural training cats instead of int8 ones")
     p.add_argument("--decoder", metavar="FILE",
                    help="die decoder (.npz) for --source decoder; default: the shipped one")
     p.add_argument("--seed", type=int, default=0, help="seed of the entropy bytes (of the "
@@ -142,6 +148,13 @@ def register(sub: Any) -> None:
                         f"{DEFAULT_JUDGE_PER_COUNT} for judge, 1000 for die)")
     p.add_argument("--decoder", metavar="FILE",
                    help="die decoder (.npz); default: the shipped one")
+    p.add_argument("-n", "--n", type=int, default=DEFAULT_VARIETY_CATS, dest="n",
+                   help="cat: generated and data cats compared for variety (default "
+                        f"{DEFAULT_VARIETY_CATS}; 0 skips the variety measures)")
+    p.add_argument("--classifier", metavar="FILE",
+                   help="cat: attribute classifier (.npz); default: the shipped one")
+    p.add_argument("--data-seed", type=int, default=None, metavar="S",
+                   help="cat: seed of the procedural data cats (default 0, the training seed)")
     add_json(p)
 
 
@@ -177,6 +190,8 @@ def _train(ctx: Context, args: argparse.Namespace) -> int:
         return _train_judge(ctx, args)
     if args.model == "die":
         return _train_die(ctx, args)
+    if args.model == "attributes":
+        return _train_attributes(ctx, args)
     if args.out is None:
         raise UsageError("qcat models train cat needs --out CKPT (the checkpoint to write)")
     args.epochs = DEFAULT_CAT_EPOCHS if args.epochs is None else args.epochs
@@ -252,6 +267,35 @@ def _train_judge(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_attributes(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.engines import torch_models
+    from installation.files import check_target
+
+    if (args.epochs is not None and args.epochs < 1) or (args.images is not None
+                                                         and args.images < 2):
+        raise UsageError("--epochs must be at least 1 and --images at least 2")
+    out = check_target(Path(args.out or DEFAULT_ATTRIBUTES_OUT), "--out")
+    torch_models().set_threads(args.threads)  # says so in one sentence when torch is missing
+    from models import attr_train
+
+    epochs = attr_train.DEFAULT_EPOCHS if args.epochs is None else args.epochs
+    seed = attr_train.DEFAULT_SEED if args.seed is None else args.seed
+    cats = attr_train.DEFAULT_TRAIN_CATS if args.images is None else args.images
+    with ProgressBar("training attribute classifier") as bar:
+        classifier, _ = attr_train.train(
+            epochs=epochs, seed=seed, cats=cats, progress=bar,
+            command=canonical("models", "train", "attributes", "--epochs", epochs, "--seed",
+                              seed, "--images", cats, "--out", out))
+    classifier.save(out)
+    p = classifier.provenance
+    worst = min(p["accuracy"], key=p["accuracy"].get)
+    ctx.out(f"trained the cat attribute classifier ({p['parameters']:,} parameters, {epochs} "
+            f"epochs, {p['train_seconds']:.0f} s) to {out}: validation accuracy from "
+            f"{100 * p['accuracy'][worst]:.1f} % ({worst}) to "
+            f"{100 * max(p['accuracy'].values()):.1f} %")
+    return 0
+
+
 def _train_die(ctx: Context, args: argparse.Namespace) -> int:
     from installation.engines import torch_models
     from installation.files import check_target
@@ -313,6 +357,11 @@ def _samples(ctx: Context, args: argparse.Namespace) -> int:
 
     if args.model == "die":
         return _samples_die(ctx, args)
+    if args.source == "decoder":
+        raise UsageError("--source decoder is for die; a cat's grid is --source data or the "
+                         "int8 model's (no --source)")
+    if args.source == "data":
+        return _samples_cat_data(ctx, args)
     args.scale = DEFAULT_CAT_SCALE if args.scale is None else args.scale
     if args.n < 1 or args.scale < 1:
         raise UsageError("-n and --scale must be at least 1")
@@ -324,6 +373,21 @@ def _samples(ctx: Context, args: argparse.Namespace) -> int:
     cols = int(np.ceil(np.sqrt(args.n)))
     data.save_png(Path(args.out), data.grid(rgb, cols=cols), scale=args.scale)
     ctx.out(f"wrote {args.n} int8 cats from {weights} to {args.out}")
+    return 0
+
+
+def _samples_cat_data(ctx: Context, args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from models import data
+
+    scale = DEFAULT_CAT_SCALE if args.scale is None else args.scale
+    if args.n < 1 or scale < 1:
+        raise UsageError("-n and --scale must be at least 1")
+    cats = data.procedural(args.n, args.seed)
+    data.save_png(Path(args.out), data.grid(cats, cols=int(np.ceil(np.sqrt(args.n)))),
+                  scale=scale)
+    ctx.out(f"wrote {args.n} procedural cats (seed {args.seed}) to {args.out}")
     return 0
 
 
@@ -372,6 +436,11 @@ def _quality(ctx: Context, args: argparse.Namespace) -> int:
     if args.latents < 1:  # checked before torch loads: a typo costs no start-up time
         raise UsageError(f"--latents must be at least 1, not {args.latents}",
                          hint=f"the default is {DEFAULT_QUALITY_LATENTS}")
+    if args.n == 1 or args.n < 0:
+        raise UsageError(f"-n must be at least 2 (or 0 to skip the variety measures), not "
+                         f"{args.n}", hint=f"the default is {DEFAULT_VARIETY_CATS}")
+    from models import variety
+    classifier = variety.AttributeClassifier.load(args.classifier) if args.n else None
 
     torch_models().set_threads(1)
     from models import cat, quality, weightimage
@@ -384,8 +453,14 @@ def _quality(ctx: Context, args: argparse.Namespace) -> int:
                              "shipped demo")
         state = weightimage.SHIPPED_DEMO_STATE
     g = cat.generator_from(cat.load_checkpoint(state))
-    with ProgressBar("quality") as bar:
+    with ProgressBar("quality", enabled=not args.json) as bar:
         report = quality.measure(img, g, n=args.latents, seed=args.seed, progress=bar)
+    if classifier is not None:
+        data_seed = variety.DEFAULT_DATA_SEED if args.data_seed is None else args.data_seed
+        with ProgressBar("variety", enabled=not args.json) as bar:
+            report["variety"] = variety.measure(img, classifier, n=args.n, seed=args.seed,
+                                                data_seed=data_seed, progress=bar)
+        report["variety"]["classifier"] = str(args.classifier or variety.SHIPPED_CLASSIFIER)
     report["weights"], report["state"], report["goal_db"] = str(weights), str(state), args.goal
     report["ok"] = report["psnr_db_mean"] >= args.goal
     if args.json:
@@ -395,7 +470,28 @@ def _quality(ctx: Context, args: argparse.Namespace) -> int:
                 f"{report['psnr_db_mean']:.2f} dB (min {report['psnr_db_min']:.2f}), "
                 f"SSIM mean {report['ssim_mean']:.4f}; goal {args.goal} dB: "
                 f"{'met' if report['ok'] else 'NOT met'}")
+        if "variety" in report:
+            for line in _variety_lines(report["variety"]):
+                ctx.out(line)
     return 0 if report["ok"] else 1
+
+
+def _variety_lines(v: dict[str, Any]) -> list[str]:
+    """The variety report as a few lines (the data's figures are the reference)."""
+    lines = [f"variety of {v['generated']} int8 cats against {v['data']} data cats "
+             f"(data seed {v['data_seed']}):",
+             f"  near twins (RMS < {v['near_twin_rms']}): generated "
+             f"{100 * v['near_twin_rate_generated']:.1f} %, data "
+             f"{100 * v['near_twin_rate_data']:.1f} %",
+             f"  Frechet distance (classifier features): {v['fid']:.2f} (data half against "
+             f"half: {v['fid_data_halves']:.2f})",
+             "  attribute    TV distance  accuracy  values never generated"]
+    for name, a in v["attributes"].items():
+        acc = v["classifier_accuracy"].get(name)
+        acc_text = f"{100 * acc:6.1f} %" if acc is not None else "      ?"
+        missing = ", ".join(a["missing"]) or "-"
+        lines.append(f"  {name:<12} {a['tv_distance']:>11.3f}  {acc_text}  {missing}")
+    return lines
 
 
 def _quality_judge(ctx: Context, args: argparse.Namespace) -> int:
