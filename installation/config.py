@@ -105,6 +105,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("phrases.words_per_minute", int, 160, "espeak-ng speed (espeak-ng voices only).",
         minimum=80),
     Key("phrases.pitch", int, 45, "espeak-ng pitch, 0..99 (espeak-ng voices only).", minimum=0),
+    Key("phrases.tempo", float, 1.06,
+        "Speaking-rate factor of the festival and flite voices (1.0: their own pace; the "
+        "default fits the longest verdict in 9 s).", minimum=0.5),
     Key("phrases.sample_rate", int, 16000, "DAC sample rate of the rendered clips, in Hz.",
         choices=(8000, 11025, 16000, 22050)),
     Key("phrases.gap_ms", int, 90, "Silence between the four fragments of a verdict.", minimum=0),

@@ -209,8 +209,8 @@ def measure_voice(voice: str, cache_dir: Path, recogniser: Recogniser, *,
                   codes: Sequence[int] = (), fragments: Sequence[int] | None = None,
                   bank: Bank | None = None,
                   sample_rate: int = 16000, gap_ms: int = 90, words_per_minute: int = 160,
-                  pitch: int = 45, progress: ProgressCallback | None = None,
-                  label: str = "") -> VoiceScore:
+                  pitch: int = 45, tempo: float = 1.0,
+                  progress: ProgressCallback | None = None, label: str = "") -> VoiceScore:
     """Render the 128 fragments with `voice` (through the render cache), then transcribe the
     fragment clips (all, or the clip indices in `fragments`) and each verdict in `codes` joined
     as the unit joins it."""
@@ -225,7 +225,7 @@ def measure_voice(voice: str, cache_dir: Path, recogniser: Recogniser, *,
     total = len(frags) + len(heard_ones) + len(codes)  # render all, hear some, hear verdicts
     tell = (lambda done, what: progress(done, total, f"{label}{what}")) if progress else None
     clips, stats = render_clips(cache_dir, voice, words_per_minute, pitch, sample_rate,
-                                (lambda d, _t, n: tell(d, n)) if tell else None, bank)
+                                (lambda d, _t, n: tell(d, n)) if tell else None, bank, tempo)
     score = VoiceScore(stats.voice, stats.engine_version, rendered=stats.rendered,
                        speech_seconds=sum(stats.clip_seconds))
     for n, i in enumerate(heard_ones):
@@ -255,7 +255,7 @@ def measure_voices(specs: Sequence[str], cache_dir: Path, recogniser: Recogniser
                    **settings: Any) -> list[VoiceScore]:
     """Measure each voice on the same fragments (all 128, or `fragments` spread over the bank)
     and the same seeded verdicts, in the order given. `settings` are render settings
-    (sample_rate, gap_ms, words_per_minute, pitch)."""
+    (sample_rate, gap_ms, words_per_minute, pitch, tempo)."""
     codes = verdict_codes(verdicts, seed)
     sample = fragment_sample(fragments)
     return [measure_voice(spec, cache_dir, recogniser, codes=codes, fragments=sample,

@@ -41,6 +41,7 @@ CONTINUATION_MARK = ","  # appended to fragments that do not end a sentence (see
 DEFAULT_VOICE = "festival:cmu_us_slt_arctic_hts"
 DEFAULT_WPM = 160  # espeak-ng voices only (the other engines speak at their own pace)
 DEFAULT_PITCH = 45  # espeak-ng voices only
+DEFAULT_TEMPO = 1.06  # festival and flite voices: fits the longest verdict in 9 s (verify.py)
 DEFAULT_RATE = 16000
 DEFAULT_GAP_MS = 90
 TOOL_NAME = "qcat phrases build"
@@ -65,19 +66,19 @@ def spoken_text(fragment: str) -> str:
     return fragment if fragment.endswith(SENTENCE_END) else fragment + CONTINUATION_MARK
 
 
-def cache_key(text: str, voice: voices.Voice, wpm: int, pitch: int, version: str) -> str:
-    """Speed and pitch are part of the key only for the engine that takes them (espeak-ng)."""
-    takes = voices.engine_of(voice).speed_and_pitch
+def cache_key(text: str, voice: voices.Voice, prosody: voices.Prosody, version: str) -> str:
+    """Only the prosody settings the engine uses are part of the key (a tempo change does not
+    re-render espeak-ng's clips)."""
     blob = json.dumps({"text": text, "engine": voice.engine, "engine_version": version,
-                       "voice": voice.name, "wpm": wpm if takes else None,
-                       "pitch": pitch if takes else None}, sort_keys=True)
+                       "voice": voice.name, **voices.engine_of(voice).prosody_key(prosody)},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def render_clips(cache_dir: Path, voice: str = DEFAULT_VOICE, words_per_minute: int = DEFAULT_WPM,
                  pitch: int = DEFAULT_PITCH, sample_rate: int = DEFAULT_RATE,
-                 progress: ProgressCallback | None = None, bank: Bank | None = None
-                 ) -> tuple[list[np.ndarray], RenderStats]:
+                 progress: ProgressCallback | None = None, bank: Bank | None = None,
+                 tempo: float = DEFAULT_TEMPO) -> tuple[list[np.ndarray], RenderStats]:
     """The 128 DAC clips in clip-bank order, rendering only what the cache lacks.
 
     `voice` is `ENGINE:VOICE` or a plain espeak-ng voice name."""
@@ -87,8 +88,9 @@ def render_clips(cache_dir: Path, voice: str = DEFAULT_VOICE, words_per_minute: 
     exe = engine.require()
     stats = RenderStats(voice=str(spec), engine=spec.engine, engine_version=engine.version(exe))
     started = time.monotonic()
+    prosody = voices.Prosody(words_per_minute, pitch, tempo)
     frags = [text for *_, text in bank.all_fragments()]
-    wavs = [Path(cache_dir) / f"{cache_key(spoken_text(t), spec, words_per_minute, pitch, stats.engine_version)}.wav"
+    wavs = [Path(cache_dir) / f"{cache_key(spoken_text(t), spec, prosody, stats.engine_version)}.wav"
             for t in frags]
     clips: list[np.ndarray] = []
     for start in range(0, len(frags), RENDER_BATCH):
@@ -97,7 +99,7 @@ def render_clips(cache_dir: Path, voice: str = DEFAULT_VOICE, words_per_minute: 
                 if not wavs[i].exists()]
         if todo:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            engine.synthesize_all(exe, todo, spec.name, words_per_minute, pitch)
+            engine.synthesize_all(exe, todo, spec.name, prosody)
         stats.rendered += len(todo)
         for n in range(start, min(start + RENDER_BATCH, len(frags))):
             x, rate = audio.read_wav(wavs[n])
@@ -115,7 +117,7 @@ def build_bank(out_path: Path, cache_dir: Path, voice: str = DEFAULT_VOICE,
                words_per_minute: int = DEFAULT_WPM, pitch: int = DEFAULT_PITCH,
                sample_rate: int = DEFAULT_RATE, gap_ms: int = DEFAULT_GAP_MS,
                progress: ProgressCallback | None = None, bank: Bank | None = None,
-               stats: RenderStats | None = None) -> Path:
+               stats: RenderStats | None = None, tempo: float = DEFAULT_TEMPO) -> Path:
     """Render (or take from the cache) every fragment and write the clip bank to `out_path`.
 
     `stats`, when given, is filled in with what the build did (for the CLI and the tests).
@@ -124,7 +126,7 @@ def build_bank(out_path: Path, cache_dir: Path, voice: str = DEFAULT_VOICE,
 
     bank = bank or default_bank()
     clips, result = render_clips(cache_dir, voice, words_per_minute, pitch, sample_rate,
-                                 progress, bank)
+                                 progress, bank, tempo)
     gap = audio.gap_samples(gap_ms, sample_rate)
     provenance = {
         "tool": TOOL_NAME,
@@ -135,6 +137,7 @@ def build_bank(out_path: Path, cache_dir: Path, voice: str = DEFAULT_VOICE,
         "voice": result.voice,  # the full ENGINE:VOICE name
         "words_per_minute": words_per_minute,
         "pitch": pitch,
+        "tempo": tempo,
         "sample_rate": sample_rate,
         "gap_ms": gap_ms,
         "dsp": {"resampler": "kaiser-windowed sinc", "fade_ms": audio.FADE_MS,

@@ -52,22 +52,38 @@ class Voice:
 
 
 @dataclass(frozen=True)
+class Prosody:
+    """How fast and how high: espeak-ng takes words per minute and pitch (0..99); festival and
+    flite take a tempo factor on their own pace (1.0: as the voice was recorded)."""
+
+    words_per_minute: int = 160
+    pitch: int = 45
+    tempo: float = 1.0
+
+
+@dataclass(frozen=True)
 class Engine:
-    """How to run one synthesizer. `synthesize(exe, text, voice, wpm, pitch, out)` writes a WAV."""
+    """How to run one synthesizer. `synthesize(exe, text, voice, prosody, out)` writes a WAV."""
 
     name: str
     binary: str
     package: str  # the Debian package that installs `binary`
-    synthesize: Callable[[str, str, str, int, int, Path], None]
+    synthesize: Callable[[str, str, str, Prosody, Path], None]
     list_voices: Callable[[str], tuple[str, ...]]
     version_command: tuple[str, ...]  # a program beside `binary` and its arguments
     version_pattern: str  # group 1 is the version in what that command prints
     # voices that come in a Debian package of their own (the rest ship with the engine)
     voice_packages: dict[str, str] = field(default_factory=dict)
-    speed_and_pitch: bool = False  # whether phrases.words_per_minute / phrases.pitch apply
+    speed_and_pitch: bool = False  # phrases.words_per_minute / .pitch apply (else: .tempo)
     # many fragments in one run of the engine (festival spends a second loading its lexicon);
     # None: one `synthesize` call per fragment
-    synthesize_many: Callable[[str, list[tuple[str, Path]], str, int, int], None] | None = None
+    synthesize_many: Callable[[str, list[tuple[str, Path]], str, Prosody], None] | None = None
+
+    def prosody_key(self, prosody: Prosody) -> dict[str, float]:
+        """The prosody settings this engine uses (part of the render cache key)."""
+        if self.speed_and_pitch:
+            return {"wpm": prosody.words_per_minute, "pitch": prosody.pitch}
+        return {"tempo": prosody.tempo}
 
     def find(self) -> str | None:
         return shutil.which(self.binary)
@@ -82,14 +98,14 @@ class Engine:
                                    f"{self.package}")
         return exe
 
-    def synthesize_all(self, exe: str, items: list[tuple[str, Path]], voice: str, wpm: int,
-                       pitch: int) -> None:
+    def synthesize_all(self, exe: str, items: list[tuple[str, Path]], voice: str,
+                       prosody: Prosody) -> None:
         """Each (text, out) to a WAV at `out`, each file written atomically."""
         if self.synthesize_many is not None and len(items) > 1:
-            self.synthesize_many(exe, items, voice, wpm, pitch)
+            self.synthesize_many(exe, items, voice, prosody)
             return
         for text, out in items:
-            self.synthesize(exe, text, voice, wpm, pitch, out)
+            self.synthesize(exe, text, voice, prosody, out)
 
     def version(self, exe: str) -> str:
         """The engine's version: part of the render cache key and of the clip bank's provenance."""
@@ -156,10 +172,10 @@ def _espeak_voices(exe: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _espeak_synthesize(exe: str, text: str, voice: str, wpm: int, pitch: int, out: Path) -> None:
+def _espeak_synthesize(exe: str, text: str, voice: str, prosody: Prosody, out: Path) -> None:
     with atomic_path(out) as tmp:
-        cmd = [exe, "-v", voice, "-s", str(wpm), "-p", str(pitch), "-z", "-w", str(tmp),
-               "--stdin"]
+        cmd = [exe, "-v", voice, "-s", str(prosody.words_per_minute), "-p", str(prosody.pitch),
+               "-z", "-w", str(tmp), "--stdin"]
         proc = _run(cmd, f"espeak-ng on {text!r}", stdin=text)
         err = (proc.stderr or "").strip()
         if "voice" in err.lower():  # espeak-ng says so on stderr and may still exit 0
@@ -179,13 +195,14 @@ def _flite_voices(exe: str) -> tuple[str, ...]:
     return tuple(w for w in words if not w.endswith("_time"))
 
 
-def _flite_synthesize(exe: str, text: str, voice: str, wpm: int, pitch: int, out: Path) -> None:
+def _flite_synthesize(exe: str, text: str, voice: str, prosody: Prosody, out: Path) -> None:
     _unknown_voice(ENGINES["flite"], exe, voice)
     with atomic_path(out) as tmp:
         src = tmp.with_name(tmp.name + ".txt")
         src.write_text(ascii_text(text) + "\n", encoding="ascii")
         try:
-            proc = _run([exe, "-voice", voice, "-f", str(src), "-o", str(tmp)], f"flite on {text!r}")
+            proc = _run([exe, "-voice", voice, "--setf", f"duration_stretch={1 / prosody.tempo:.4f}",
+                         "-f", str(src), "-o", str(tmp)], f"flite on {text!r}")
         finally:
             src.unlink(missing_ok=True)
         _check_output(tmp, "flite", text, proc)
@@ -206,22 +223,25 @@ def _scheme_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _festival_synthesize(exe: str, text: str, voice: str, wpm: int, pitch: int,
-                         out: Path) -> None:
-    _festival_synthesize_many(exe, [(text, out)], voice, wpm, pitch)
+def _festival_synthesize(exe: str, text: str, voice: str, prosody: Prosody, out: Path) -> None:
+    _festival_synthesize_many(exe, [(text, out)], voice, prosody)
 
 
-def _festival_synthesize_many(exe: str, items: list[tuple[str, Path]], voice: str, wpm: int,
-                              pitch: int) -> None:
+def _festival_synthesize_many(exe: str, items: list[tuple[str, Path]], voice: str,
+                              prosody: Prosody) -> None:
     """One festival process speaks every item: a Scheme script selects the voice (checked
-    first, so it is a known voice's name) and saves one utterance per fragment."""
+    first, so it is a known voice's name) and saves one utterance per fragment. The tempo is
+    the HTS engine's speed rate (-r) for HTS voices and Duration_Stretch for the others."""
     _unknown_voice(ENGINES["festival"], exe, voice)
     if not items:
         return
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_path(out)) for _, out in items]
         script = tmps[0].with_name(tmps[0].name + ".scm")
-        lines = [f"(voice_{voice})"]
+        lines = [f"(voice_{voice})",
+                 f"(Parameter.set 'Duration_Stretch {1 / prosody.tempo:.4f})",
+                 f"(set! hts_engine_params (append hts_engine_params "
+                 f"(list (list \"-r\" {prosody.tempo:.4f}))))"]
         lines += [f"(utt.save.wave (utt.synth (Utterance Text {_scheme_string(ascii_text(text))})) "
                   f"{_scheme_string(str(tmp))} 'riff)" for (text, _), tmp in zip(items, tmps,
                                                                                   strict=True)]
