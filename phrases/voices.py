@@ -240,6 +240,7 @@ def _festival_synthesize_many(exe: str, items: list[tuple[str, Path]], voice: st
         script = tmps[0].with_name(tmps[0].name + ".scm")
         lines = [f"(voice_{voice})",
                  f"(Parameter.set 'Duration_Stretch {1 / prosody.tempo:.4f})",
+                 "(defvar hts_engine_params nil)",  # bound by HTS voices only
                  f"(set! hts_engine_params (append hts_engine_params "
                  f"(list (list \"-r\" {prosody.tempo:.4f}))))"]
         lines += [f"(utt.save.wave (utt.synth (Utterance Text {_scheme_string(ascii_text(text))})) "

@@ -20,7 +20,7 @@ import pytest
 import phrases
 from installation.cli import main
 from installation.errors import FormatError, InputError, ToolMissing
-from phrases import audio
+from phrases import audio, voices
 from phrases.bank import BANK_FILE, load_bank
 from phrases.clipbank import (
     HEADER,
@@ -32,7 +32,6 @@ from phrases.clipbank import (
     clip_index,
     write_clip_bank,
 )
-from phrases import voices
 from phrases.render import DEFAULT_VOICE, RenderStats, build_bank, render_clips
 from phrases.verify import MAX_VERDICT_SECONDS, verify_durations, verify_text
 from quantum.latent import N_VERDICTS
@@ -49,7 +48,7 @@ LOUDNESS_SPREAD_DB = 1.5
 JOIN_WINDOW = 16  # samples either side of a join (1 ms at 16 kHz)
 JOIN_STEP_MAX = 12  # LSB of 4096: the largest sample-to-sample step allowed near a join
 SETTINGS = {"voice": DEFAULT_VOICE, "words_per_minute": 160, "pitch": 45, "sample_rate": 16000,
-            "gap_ms": 90}  # the config defaults, so a copied bank counts as current
+            "gap_ms": 90, "tempo": 1.06}  # the config defaults: a copied bank counts as current
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +97,7 @@ def test_build_rendered_every_fragment_into_a_sized_bank(built, bank: ClipBank) 
     assert stats.engine_version[:1].isdigit()  # parsed from `festival --version`
     assert prov["fragments"] == [t for *_, t in phrases.default_bank().all_fragments()]
     assert (prov["words_per_minute"], prov["pitch"], prov["sample_rate"]) == (160, 45, 16000)
+    assert prov["tempo"] == 1.06
 
 
 def test_loudness_spread_across_all_fragments(bank: ClipBank) -> None:

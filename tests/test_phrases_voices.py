@@ -24,7 +24,7 @@ from installation.paths import Home
 from installation.speech import ensure_clip_bank, is_current
 from installation.workspace import Workspace
 from phrases import audio, intelligibility, voices
-from phrases.render import DEFAULT_VOICE, build_bank, spoken_text
+from phrases.render import DEFAULT_TEMPO, DEFAULT_VOICE, build_bank, cache_key, spoken_text
 
 REPO = Path(__file__).resolve().parent.parent
 RATE = 16000
@@ -42,14 +42,14 @@ def _skip_unless_speaks(spec: str) -> voices.Voice:
     return voice
 
 
-def _render(spec: str, texts: list[str], folder: Path) -> list[np.ndarray]:
+def _render(spec: str, texts: list[str], folder: Path, tempo: float = 1.0) -> list[np.ndarray]:
     """The DAC clips of `texts` spoken by `spec`, through one engine run (a batch where the
     engine has one)."""
     voice = _skip_unless_speaks(spec)
     engine = voices.engine_of(voice)
     items = [(spoken_text(t), folder / f"{i}.wav") for i, t in enumerate(texts)]
     folder.mkdir(parents=True, exist_ok=True)
-    engine.synthesize_all(engine.require(), items, voice.name, 160, 45)
+    engine.synthesize_all(engine.require(), items, voice.name, voices.Prosody(160, 45, tempo))
     clips = []
     for _, wav in items:
         x, rate = audio.read_wav(wav)
@@ -86,6 +86,7 @@ def test_a_bad_voice_name_is_one_sentence(bad: str) -> None:
 
 def test_config_default_is_the_render_default_and_bad_engines_are_refused(tmp_path: Path) -> None:
     assert config_mod.KEYS["phrases.voice"].default == DEFAULT_VOICE
+    assert config_mod.KEYS["phrases.tempo"].default == DEFAULT_TEMPO
     good = tmp_path / "good.toml"
     good.write_text('[phrases]\nvoice = "en-us"\n')  # an old file keeps working
     assert config_mod.load(good)["phrases.voice"] == "en-us"
@@ -123,6 +124,25 @@ def test_festival_batch_gives_each_text_its_own_file(tmp_path: Path) -> None:
     alone = _render("festival:cmu_us_slt_arctic_hts", [OTHER], tmp_path / "alone")
     assert np.array_equal(both[1], alone[0])
     assert not np.array_equal(both[0][:both[1].size], both[1][:both[0].size])
+
+
+@pytest.mark.parametrize("spec", ["festival:cmu_us_slt_arctic_hts", "flite:slt"])
+def test_tempo_speeds_up_festival_and_flite(spec: str, tmp_path: Path) -> None:
+    text = "A superposition of forty kittens"
+    (plain,) = _render(spec, [text], tmp_path / "plain", tempo=1.0)
+    (fast,) = _render(spec, [text], tmp_path / "fast", tempo=1.25)
+    assert fast.size < 0.9 * plain.size, (plain.size, fast.size)
+
+
+def test_cache_key_holds_only_the_prosody_an_engine_uses() -> None:
+    espeak, festival = voices.parse_voice("en-us"), voices.parse_voice(DEFAULT_VOICE)
+    a, b = voices.Prosody(160, 45, 1.0), voices.Prosody(160, 45, 1.2)
+    assert cache_key("x", espeak, a, "1.51") == cache_key("x", espeak, b, "1.51")
+    assert cache_key("x", festival, a, "2.5.0") != cache_key("x", festival, b, "2.5.0")
+    slower = voices.Prosody(150, 45, 1.0)
+    assert cache_key("x", espeak, a, "1.51") != cache_key("x", espeak, slower, "1.51")
+    assert cache_key("x", festival, a, "2.5.0") == cache_key("x", festival, slower, "2.5.0")
+    assert cache_key("x", festival, a, "2.5.0") != cache_key("x", festival, a, "2.4.0")
 
 
 @pytest.mark.parametrize("spec", ["flite:nosuch", "festival:nosuch"])
