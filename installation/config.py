@@ -97,7 +97,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("engine.default", str, "c",
         "Engine that renders exhibits on the controller.", choices=("c", "numpy")),
     # phrases: rendering the verdict bank
-    Key("phrases.voice", str, "festival:cmu_us_slt_arctic_hts",
+    Key("phrases.voice", str, "flite:rms",
         "Voice of the verdicts, ENGINE:VOICE (engines: espeak-ng, flite, festival; a plain name "
         "is an espeak-ng voice). `qcat phrases voices` measures them; docs/voices.md has the "
         "figures. When the engine is missing, espeak-ng:en-us speaks instead.",
@@ -105,7 +105,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("phrases.words_per_minute", int, 160, "espeak-ng speed (espeak-ng voices only).",
         minimum=80),
     Key("phrases.pitch", int, 45, "espeak-ng pitch, 0..99 (espeak-ng voices only).", minimum=0),
-    Key("phrases.tempo", float, 1.06,
+    Key("phrases.tempo", float, 1.18,
         "Speaking-rate factor of the festival and flite voices (1.0: their own pace; the "
         "default fits the longest verdict in 9 s).", minimum=0.5),
     Key("phrases.sample_rate", int, 16000, "DAC sample rate of the rendered clips, in Hz.",

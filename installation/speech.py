@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from installation.workspace import SpeechSettings, Workspace
     from phrases.clipbank import ClipBank
 
-INSTALL_HINT = ("install the default voice (sudo apt-get install festival festvox-us-slt-hts) or "
-                "at least espeak-ng (sudo apt-get install espeak-ng)")
+INSTALL_HINT = ("install the default voice (sudo apt-get install flite) or at least espeak-ng "
+                "(sudo apt-get install espeak-ng)")
 log = logging.getLogger("qcat.speech")
 
 

@@ -1,6 +1,6 @@
 """Rendering the 128 fragments with a speech synthesizer and building the clip bank.
 
-The voice (`phrases.voices`: `ENGINE:VOICE`, e.g. festival:cmu_us_slt_arctic_hts) speaks each
+The voice (`phrases.voices`: `ENGINE:VOICE`, e.g. flite:rms, the default) speaks each
 fragment to a 16-bit WAV; `phrases.audio.process_clip` turns it into a DAC clip whatever the
 engine; `phrases.clipbank.write_clip_bank` writes the `.qcv`. The synthesizer's output is cached
 under the cache folder, keyed by the SHA-256 of (spoken text, engine, engine version, voice, speed,
@@ -38,10 +38,11 @@ CONTINUATION_MARK = ","  # appended to fragments that do not end a sentence (see
 # The voice a fresh install speaks with: the best word recall (docs/voices.md) among the voices
 # the Makefile's DEB_PACKAGES install. espeak-ng (voices.FALLBACK_VOICE) speaks when its engine is
 # missing (installation.speech).
-DEFAULT_VOICE = "festival:cmu_us_slt_arctic_hts"
+DEFAULT_VOICE = "flite:rms"
 DEFAULT_WPM = 160  # espeak-ng voices only (the other engines speak at their own pace)
 DEFAULT_PITCH = 45  # espeak-ng voices only
-DEFAULT_TEMPO = 1.06  # festival and flite voices: fits the longest verdict in 9 s (verify.py)
+DEFAULT_TEMPO = 1.18  # festival and flite voices: flite:rms says the longest verdict in 8.8 s
+# (verify.py allows 9; at its own pace it takes 10.3 s)
 DEFAULT_RATE = 16000
 DEFAULT_GAP_MS = 90
 TOOL_NAME = "qcat phrases build"

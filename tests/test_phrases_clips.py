@@ -1,5 +1,4 @@
-"""The rendered clip bank, with the real synthesizer of the default voice (festival's
-cmu_us_slt_arctic_hts): loudness, click-free joins, the .qcv round trip, corruption caught by CRC,
+"""The rendered clip bank, with the real synthesizer of the default voice (flite's rms): loudness, click-free joins, the .qcv round trip, corruption caught by CRC,
 the render cache, and the `qcat phrases` commands.
 
 The 128 fragments are rendered once per test session (a session-scoped fixture) and reused.
@@ -48,7 +47,7 @@ LOUDNESS_SPREAD_DB = 1.5
 JOIN_WINDOW = 16  # samples either side of a join (1 ms at 16 kHz)
 JOIN_STEP_MAX = 12  # LSB of 4096: the largest sample-to-sample step allowed near a join
 SETTINGS = {"voice": DEFAULT_VOICE, "words_per_minute": 160, "pitch": 45, "sample_rate": 16000,
-            "gap_ms": 90, "tempo": 1.06}  # the config defaults: a copied bank counts as current
+            "gap_ms": 90, "tempo": 1.18}  # the config defaults: a copied bank counts as current
 
 
 @pytest.fixture(scope="session")
@@ -91,13 +90,12 @@ def test_build_rendered_every_fragment_into_a_sized_bank(built, bank: ClipBank) 
         assert clip.dtype == np.uint16 and int(clip.max()) <= 4095
         assert 0.25 <= clip.size / bank.sample_rate <= 3.0
     prov = bank.provenance
-    assert prov["voice"] == DEFAULT_VOICE == "festival:cmu_us_slt_arctic_hts"
-    assert (prov["synthesizer"], prov["synthesizer_version"]) == ("festival",
-                                                                  stats.engine_version)
-    assert stats.engine_version[:1].isdigit()  # parsed from `festival --version`
+    assert prov["voice"] == DEFAULT_VOICE == "flite:rms"
+    assert (prov["synthesizer"], prov["synthesizer_version"]) == ("flite", stats.engine_version)
+    assert stats.engine_version[:1].isdigit()  # parsed from `flite --version`
     assert prov["fragments"] == [t for *_, t in phrases.default_bank().all_fragments()]
     assert (prov["words_per_minute"], prov["pitch"], prov["sample_rate"]) == (160, 45, 16000)
-    assert prov["tempo"] == 1.06
+    assert prov["tempo"] == 1.18
 
 
 def test_loudness_spread_across_all_fragments(bank: ClipBank) -> None:
