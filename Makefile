@@ -5,17 +5,20 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Debian packages: espeak-ng renders the verdicts, libportaudio2 lets sounddevice play them,
+# Debian packages: flite speaks the verdicts (its voice rms is the one an offline recogniser
+# understands best of those Debian ships: docs/voices.md), espeak-ng is the fallback voice when
+# flite is missing, libportaudio2 lets sounddevice play them,
 # the RISC-V cross compiler and picolibc build the cat unit's firmware for the real MCU, tmux
 # drives the dashboard in the tests as a person would (and keeps it running over ssh), dosfstools
 # and mtools make and check the units' FAT32 SD-card images (`qcat sd build --out FILE.img`).
-DEB_PACKAGES := espeak-ng libportaudio2 gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf tmux \
-                dosfstools mtools
-# For `make test` only: headless Chromium screenshots `qcat tui --web` (about 110 MB to fetch,
-# 4 s to unpack on the CI machine; the test skips, saying why, where it is absent); QEMU's RISC-V
-# system emulator runs the die unit's rv32ec build (its bytes against the host's, its
-# instructions per roll).
-TEST_DEB_PACKAGES := chromium qemu-system-misc
+DEB_PACKAGES := flite espeak-ng libportaudio2 \
+                gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf tmux dosfstools mtools
+# For `make test` only: festival and its HTS voice (their adapter is checked beside the
+# default's in tests/test_phrases_voices.py), headless Chromium screenshots `qcat tui --web` (about 110 MB to
+# fetch, 4 s to unpack on the CI machine; the test skips, saying why, where it is absent);
+# QEMU's RISC-V system emulator runs the die unit's rv32ec build (its bytes against the host's,
+# its instructions per roll).
+TEST_DEB_PACKAGES := festival festvox-us-slt-hts chromium qemu-system-misc
 STAMP  := $(VENV)/.qcat-installed
 
 .PHONY: demo test lint bench system-deps test-deps deb-install venv clean help firmware-sizes

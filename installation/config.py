@@ -14,7 +14,7 @@ import difflib
 import os
 import stat
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ class Key:
     minimum: float | None = None
     secret: bool = False
     env: str | None = None  # environment variable that overrides the file
+    # a check beyond type, choices and minimum: the value -> None, or why it is wrong
+    check: Callable[[Any], str | None] | None = None
 
     @property
     def section(self) -> str:
@@ -95,9 +97,17 @@ SCHEMA: tuple[Key, ...] = (
     Key("engine.default", str, "c",
         "Engine that renders exhibits on the controller.", choices=("c", "numpy")),
     # phrases: rendering the verdict bank
-    Key("phrases.voice", str, "en-us", "espeak-ng voice for the verdicts (espeak-ng --voices)."),
-    Key("phrases.words_per_minute", int, 160, "espeak-ng speed.", minimum=80),
-    Key("phrases.pitch", int, 45, "espeak-ng pitch, 0..99.", minimum=0),
+    Key("phrases.voice", str, "flite:rms",
+        "Voice of the verdicts, ENGINE:VOICE (engines: espeak-ng, flite, festival; a plain name "
+        "is an espeak-ng voice). `qcat phrases voices` measures them; docs/voices.md has the "
+        "figures. When the engine is missing, espeak-ng:en-us speaks instead.",
+        check=lambda v: _voice_problem(v)),  # defined below the table
+    Key("phrases.words_per_minute", int, 160, "espeak-ng speed (espeak-ng voices only).",
+        minimum=80),
+    Key("phrases.pitch", int, 45, "espeak-ng pitch, 0..99 (espeak-ng voices only).", minimum=0),
+    Key("phrases.tempo", float, 1.18,
+        "Speaking-rate factor of the festival and flite voices (1.0: their own pace; the "
+        "default fits the longest verdict in 9 s).", minimum=0.5),
     Key("phrases.sample_rate", int, 16000, "DAC sample rate of the rendered clips, in Hz.",
         choices=(8000, 11025, 16000, 22050)),
     Key("phrases.gap_ms", int, 90, "Silence between the four fragments of a verdict.", minimum=0),
@@ -288,7 +298,22 @@ def _check_value(key: Key, value: Any, where: str) -> Any:
     if key.minimum is not None and value < key.minimum:
         raise ConfigError(f"{where}: {key.name} = {shown} is below the minimum {key.minimum:g}",
                           hint=key.doc)
+    problem = key.check(value) if key.check else None
+    if problem:
+        raise ConfigError(f"{where}: {key.name} = {shown} {problem}", hint=key.doc)
     return value
+
+
+def _voice_problem(value: str) -> str | None:
+    """phrases.voice names a known engine (whether it is installed is said when it speaks)."""
+    from phrases.voices import ENGINES, SEPARATOR
+
+    engine, sep, name = value.strip().partition(SEPARATOR)
+    if sep and (engine not in ENGINES or not name):
+        return f"is not ENGINE:VOICE with ENGINE one of {', '.join(ENGINES)}"
+    if not value.strip():
+        return "is empty"
+    return None
 
 
 def _suggest(word: str, options: Iterable[str]) -> str:

@@ -42,10 +42,12 @@ class SpeechSettings:
     pitch: int
     sample_rate: int
     gap_ms: int
+    tempo: float = 1.0  # festival and flite voices (espeak-ng takes words_per_minute)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {"voice": self.voice, "words_per_minute": self.words_per_minute,
-                "pitch": self.pitch, "sample_rate": self.sample_rate, "gap_ms": self.gap_ms}
+                "pitch": self.pitch, "sample_rate": self.sample_rate, "gap_ms": self.gap_ms,
+                "tempo": self.tempo}
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Workspace:
         return SpeechSettings(voice=cfg["phrases.voice"],
                               words_per_minute=cfg["phrases.words_per_minute"],
                               pitch=cfg["phrases.pitch"], sample_rate=cfg["phrases.sample_rate"],
-                              gap_ms=cfg["phrases.gap_ms"])
+                              gap_ms=cfg["phrases.gap_ms"], tempo=cfg["phrases.tempo"])
 
     @property
     def engine(self) -> str:

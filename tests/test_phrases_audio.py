@@ -190,3 +190,17 @@ def test_play_when_sounddevice_cannot_load_portaudio(monkeypatch: pytest.MonkeyP
     with pytest.raises(DeviceError, match="cannot load PortAudio") as exc:
         audio.play(np.full(10, 2048, dtype=np.uint16), RATE_OUT)
     assert "--wav" in (exc.value.hint or "") and "libportaudio2" in (exc.value.hint or "")
+
+
+def test_normalize_balances_active_and_whole_clip_level() -> None:
+    """A word with a long pause inside: the active level alone would leave the whole clip far
+    quieter than a pauseless one; the balanced level puts the target between the two."""
+    word = _tone(300, 0.3, RATE_OUT, amp=0.05)
+    paused = np.concatenate([word, np.zeros(RATE_OUT // 2), word])
+    y = audio.normalize(paused, RATE_OUT)
+    active = audio.active_rms_db(y, RATE_OUT)
+    whole = _db(y)
+    assert active - whole > 2.5  # the pause takes 45 % of the clip: 10 log10(0.6 / 1.1)
+    assert (active + whole) / 2 == pytest.approx(audio.TARGET_ACTIVE_RMS_DBFS, abs=0.01)
+    assert audio.clip_level_db(word, RATE_OUT) == pytest.approx(audio.active_rms_db(word, RATE_OUT),
+                                                                abs=0.05)

@@ -1,5 +1,5 @@
-"""The rendered clip bank, with the real espeak-ng: loudness, click-free joins, the .qcv round
-trip, corruption caught by CRC, the render cache, and the `qcat phrases` commands.
+"""The rendered clip bank, with the real synthesizer of the default voice (flite's rms): loudness, click-free joins, the .qcv round trip, corruption caught by CRC,
+the render cache, and the `qcat phrases` commands.
 
 The 128 fragments are rendered once per test session (a session-scoped fixture) and reused.
 """
@@ -19,7 +19,7 @@ import pytest
 import phrases
 from installation.cli import main
 from installation.errors import FormatError, InputError, ToolMissing
-from phrases import audio
+from phrases import audio, voices
 from phrases.bank import BANK_FILE, load_bank
 from phrases.clipbank import (
     HEADER,
@@ -31,21 +31,23 @@ from phrases.clipbank import (
     clip_index,
     write_clip_bank,
 )
-from phrases.render import RenderStats, build_bank, render_clips
+from phrases.render import DEFAULT_VOICE, RenderStats, build_bank, render_clips
 from phrases.verify import MAX_VERDICT_SECONDS, verify_durations, verify_text
 from quantum.latent import N_VERDICTS
 
+_DEFAULT_MISSING = voices.unavailable(voices.parse_voice(DEFAULT_VOICE))
 pytestmark = [
-    pytest.mark.slow,  # renders 128 fragments once per session (a few seconds)
-    pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                       reason="espeak-ng is not installed (apt-get install espeak-ng)"),
+    pytest.mark.slow,  # renders 128 fragments once per session (seconds to half a minute)
+    pytest.mark.skipif(_DEFAULT_MISSING is not None,
+                       reason=f"the default voice {DEFAULT_VOICE} cannot speak here: "
+                              f"{_DEFAULT_MISSING} (`make test` installs it)"),
 ]
 
 LOUDNESS_SPREAD_DB = 1.5
 JOIN_WINDOW = 16  # samples either side of a join (1 ms at 16 kHz)
 JOIN_STEP_MAX = 12  # LSB of 4096: the largest sample-to-sample step allowed near a join
-SETTINGS = {"voice": "en-us", "words_per_minute": 160, "pitch": 45, "sample_rate": 16000,
-            "gap_ms": 90}  # the config defaults, so a copied bank counts as current
+SETTINGS = {"voice": DEFAULT_VOICE, "words_per_minute": 160, "pitch": 45, "sample_rate": 16000,
+            "gap_ms": 90, "tempo": 1.18}  # the config defaults: a copied bank counts as current
 
 
 @pytest.fixture(scope="session")
@@ -88,9 +90,12 @@ def test_build_rendered_every_fragment_into_a_sized_bank(built, bank: ClipBank) 
         assert clip.dtype == np.uint16 and int(clip.max()) <= 4095
         assert 0.25 <= clip.size / bank.sample_rate <= 3.0
     prov = bank.provenance
-    assert prov["voice"] == "en-us" and prov["espeak_ng_version"] == stats.espeak_version
+    assert prov["voice"] == DEFAULT_VOICE == "flite:rms"
+    assert (prov["synthesizer"], prov["synthesizer_version"]) == ("flite", stats.engine_version)
+    assert stats.engine_version[:1].isdigit()  # parsed from `flite --version`
     assert prov["fragments"] == [t for *_, t in phrases.default_bank().all_fragments()]
     assert (prov["words_per_minute"], prov["pitch"], prov["sample_rate"]) == (160, 45, 16000)
+    assert prov["tempo"] == 1.18
 
 
 def test_loudness_spread_across_all_fragments(bank: ClipBank) -> None:
@@ -232,10 +237,15 @@ def test_rebuild_renders_only_changed_fragments(built, tmp_path: Path) -> None:
     assert ClipBank.load(out).provenance["fragments"][64 + 48 + 4] == "Keep going."
 
 
-def test_missing_espeak_names_the_package(tmp_path: Path) -> None:
-    with pytest.raises(ToolMissing, match="espeak-ng-absent is not installed") as exc:
-        build_bank(tmp_path / "v.qcv", tmp_path / "cache", espeak="espeak-ng-absent")
-    assert "apt-get install espeak-ng" in (exc.value.hint or "")
+@pytest.mark.parametrize(("voice", "package"), [("en-us", "espeak-ng"),
+                                               ("festival:kal_diphone", "festival"),
+                                               ("flite:slt", "flite")])
+def test_missing_engine_names_the_package(tmp_path: Path, monkeypatch, voice: str,
+                                          package: str) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools-here"))
+    with pytest.raises(ToolMissing, match=f"{package} is not installed") as exc:
+        build_bank(tmp_path / "v.qcv", tmp_path / "cache", voice=voice)
+    assert f"apt-get install {package}" in (exc.value.hint or "")
     assert not (tmp_path / "v.qcv").exists()
 
 
@@ -250,7 +260,7 @@ def test_unknown_voice_is_an_input_error(tmp_path: Path) -> None:
 
 @pytest.fixture
 def home(built, tmp_path: Path) -> Path:
-    """A qcat home whose clip cache is pre-filled (a build there runs no espeak-ng)."""
+    """A qcat home whose clip cache is pre-filled (a build there runs no synthesizer)."""
     root = tmp_path / "home"
     shutil.copytree(built[1], root / "builds" / "clip-cache")
     return root

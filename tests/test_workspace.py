@@ -71,7 +71,7 @@ def test_speech_settings_and_clip_bank_come_from_the_config(tmp_path):
     speech = ws.speech
     assert (speech.voice, speech.words_per_minute) == ("en-gb", 150)
     assert set(speech.as_kwargs()) == {"voice", "words_per_minute", "pitch", "sample_rate",
-                                       "gap_ms"}
+                                       "gap_ms", "tempo"}
 
 
 def test_no_clip_bank_and_no_espeak_is_a_reason_not_an_error(tmp_path, monkeypatch):

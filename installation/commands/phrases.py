@@ -1,9 +1,10 @@
-"""`qcat phrases verify|build|say|show|list`: the verdict bank, its clips and a preview.
+"""`qcat phrases verify|build|say|show|list|voices`: the verdict bank, its clips and a preview.
 
 Thin handlers over `phrases` (the library does the work): the text checks and durations,
-rendering the clip bank with espeak-ng (cached under HOME/builds/clip-cache), speaking a verdict
-exactly as the unit joins it (sounddevice, or a WAV with --wav), and browsing the 131,072
-verdicts. Library modules are imported inside the handlers so `qcat --help` stays fast.
+rendering the clip bank with the configured voice (cached under HOME/builds/clip-cache), speaking
+a verdict exactly as the unit joins it (sounddevice, or a WAV with --wav), browsing the 131,072
+verdicts, and measuring how well each voice is understood (`phrases.intelligibility`). Library
+modules are imported inside the handlers so `qcat --help` stays fast.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from installation.commands import add_json, command, group
 from installation.errors import InputError, UsageError
-from installation.files import check_target
+from installation.files import check_target, write_atomic
 from installation.words import plural
 from installation.workspace import CLIP_BANK_FILE
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from installation.cli import Context
     from phrases.clipbank import ClipBank
 
+VERDICT_PAUSE_MS = 700  # between verdicts with --count: a breath, longer than the fragment gap
 CODE_HELP = "a verdict code 0..131071 (decimal or 0x hex), or the verdict's text in quotes"
 
 
@@ -41,9 +43,10 @@ def register(sub: Any) -> None:
                    help="skip the duration check (needs no espeak-ng)")
     add_json(p)
     p = command(cmds, "build", "render every fragment and write the SD clip bank (.qcv)", build,
-                description="Render the 128 fragments with espeak-ng (unchanged ones come from "
-                "the cache), turn them into 12-bit DAC clips and write the clip bank. Voice, "
-                "speed, pitch, sample rate and gap come from the phrases.* config keys.")
+                description="Render the 128 fragments with the configured voice (unchanged ones "
+                "come from the cache), turn them into 12-bit DAC clips and write the clip bank. "
+                "Voice (ENGINE:VOICE), speed, pitch, sample rate and gap come from the phrases.* "
+                "config keys.")
     p.add_argument("--out", metavar="FILE", help=f"where to write (default: HOME/builds/"
                    f"{CLIP_BANK_FILE})")
     add_json(p)
@@ -54,9 +57,33 @@ def register(sub: Any) -> None:
     p.add_argument("code", nargs="?", help=CODE_HELP)
     p.add_argument("--random", action="store_true", help="a random verdict (not from the pool: "
                    "a preview spends no quantum bytes)")
+    p.add_argument("--count", type=int, default=1, metavar="N",
+                   help="with --random: N verdicts, one after the other with a pause")
+    p.add_argument("--seed", type=int, metavar="S", help="with --random: the same verdicts on "
+                   "every run (e.g. docs/verdicts-sample.wav)")
     p.add_argument("--wav", metavar="OUT", help="write a 16-bit PCM WAV instead of playing")
     p.add_argument("--clips", metavar="FILE", help="clip bank to read (default: HOME/builds/"
                    f"{CLIP_BANK_FILE})")
+    add_json(p)
+    p = command(cmds, "voices", "measure how well each voice is understood (word recall)",
+                voices_cmd,
+                description="Render the 128 fragments with each installed voice (or those named "
+                "with --voice) and a seeded sample of whole verdicts, feed each DAC clip exactly "
+                "as the unit plays it to an offline recogniser (pocketsphinx) and report the "
+                "fraction of words it recognised, in order. docs/voices.md has the figures and "
+                "how the default voice was chosen. Takes minutes per voice.")
+    p.add_argument("--voice", action="append", metavar="V", help="ENGINE:VOICE to measure "
+                   "(repeat for more; default: every installed voice of `--list`)")
+    p.add_argument("--verdicts", type=int, default=50, metavar="N",
+                   help="whole verdicts measured per voice (default 50)")
+    p.add_argument("--seed", type=int, default=1, metavar="S",
+                   help="seed of the verdict sample (default 1: every run hears the same ones)")
+    p.add_argument("--fragments", type=int, metavar="N", help="hear only N of the 128 "
+                   "fragments, spread over both moods and every slot (a quick look; default all)")
+    p.add_argument("--list", action="store_true",
+                   help="only list the voices that can speak here (nothing is measured)")
+    p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown to FILE "
+                   "(e.g. docs/voices.md)")
     add_json(p)
     p = command(cmds, "show", "print one verdict: mood, slots, fragments, text", show)
     p.add_argument("code", help=CODE_HELP)
@@ -82,7 +109,7 @@ def parse_code(value: str) -> int:
 
 def spoken_bank(ctx: Context, quiet: bool) -> ClipBank:
     """The workspace's clip bank, built first when missing or stale (`installation.speech`);
-    without espeak-ng there is nothing to speak from, and that is one sentence."""
+    without any voice there is nothing to speak from, and that is one sentence."""
     from installation.errors import ToolMissing
     from installation.progress import ProgressBar
     from installation.speech import INSTALL_HINT, ensure_clip_bank
@@ -92,6 +119,8 @@ def spoken_bank(ctx: Context, quiet: bool) -> ClipBank:
     if status.bank is None:
         raise ToolMissing(f"there is no clip bank to speak from: {status.reason}",
                           hint=INSTALL_HINT)
+    if status.fallback:
+        print(f"qcat: note: {status.fallback}", file=sys.stderr)
     if status.built:
         print(f"qcat: built {ctx.workspace.clip_bank_path} ({status.reason})", file=sys.stderr)
     return status.bank
@@ -163,20 +192,23 @@ def build(ctx: Context, args: argparse.Namespace) -> int:
     clips = ClipBank.load(out)  # read back: what we wrote must pass every check
     summary = {"path": str(out), "bytes": out.stat().st_size, "sha256": clips.sha256,
                "rendered": stats.rendered, "cached": stats.cached,
-               "espeak_ng_version": stats.espeak_version,
+               "synthesizer": stats.engine, "synthesizer_version": stats.engine_version,
                "clip_seconds_min": round(min(stats.clip_seconds), 3),
-               "clip_seconds_max": round(max(stats.clip_seconds), 3), **settings}
+               "clip_seconds_max": round(max(stats.clip_seconds), 3), **settings,
+               "voice": stats.voice}
     if args.json:
         ctx.emit_json(summary)
     else:
         ctx.out(f"wrote {out} ({summary['bytes']:,} bytes, sha256 {clips.sha256[:16]}...)")
-        ctx.out(f"  {plural(stats.rendered, 'fragment')} rendered with espeak-ng "
-                f"{stats.espeak_version}, {stats.cached} from the cache; {settings['sample_rate']} Hz, 12-bit, "
-                f"voice {settings['voice']}")
+        ctx.out(f"  {plural(stats.rendered, 'fragment')} rendered with {stats.engine} "
+                f"{stats.engine_version}, {stats.cached} from the cache; "
+                f"{settings['sample_rate']} Hz, 12-bit, voice {stats.voice}")
     return 0
 
 
 def say(ctx: Context, args: argparse.Namespace) -> int:
+    import random
+
     import phrases
     from phrases import audio
     from phrases.clipbank import ClipBank
@@ -185,27 +217,92 @@ def say(ctx: Context, args: argparse.Namespace) -> int:
     if args.random == (args.code is not None):
         raise UsageError("give either a verdict CODE or --random",
                          hint="e.g. `qcat phrases say --random --wav verdict.wav`")
-    code = secrets.randbelow(N_VERDICTS) if args.random else parse_code(args.code)
+    if not args.random and (args.count != 1 or args.seed is not None):
+        raise UsageError("--count and --seed go with --random",
+                         hint="e.g. `qcat phrases say --random --seed 7 --count 5 --wav s.wav`")
+    if args.count < 1:
+        raise UsageError(f"--count must be 1 or more, got {args.count}")
+    if args.random:  # a preview: the pool's quantum bytes are for exhibits
+        pick = random.Random(args.seed) if args.seed is not None else secrets.SystemRandom()
+        codes = [pick.randrange(N_VERDICTS) for _ in range(args.count)]
+    else:
+        codes = [parse_code(args.code)]
     wav = check_target(args.wav, "--wav", "verdict.wav").absolute() if args.wav else None
     clips = ClipBank.load(Path(args.clips)) if args.clips else spoken_bank(ctx, args.json)
-    v = phrases.verdict(code)
     if args.clips and clips.fragment_texts() != [t for *_, t in phrases.default_bank()
                                                  .all_fragments()]:
         raise InputError(f"the clip bank {args.clips} was built from a different verdict text",
                          hint="rebuild it with `qcat phrases build --out FILE`")
-    samples = clips.verdict_samples(code)
+    samples = audio.join_clips([clips.verdict_samples(c) for c in codes],
+                               audio.gap_samples(VERDICT_PAUSE_MS, clips.sample_rate))
     seconds = samples.size / clips.sample_rate
     if wav:
         audio.write_wav(wav, samples, clips.sample_rate)
     else:
         audio.play(samples, clips.sample_rate)
+    said = [phrases.verdict(c) for c in codes]
     if args.json:
-        ctx.emit_json({"code": code, "mood": v.mood, "text": v.text, "seconds": round(seconds, 3),
-                       "sample_rate": clips.sample_rate, "wav": args.wav})
+        one = {"seconds": round(seconds, 3), "sample_rate": clips.sample_rate, "wav": args.wav}
+        if len(said) == 1:
+            ctx.emit_json({"code": said[0].code, "mood": said[0].mood, "text": said[0].text,
+                           **one})
+        else:
+            ctx.emit_json({"verdicts": [{"code": v.code, "mood": v.mood, "text": v.text}
+                                        for v in said], **one})
     else:
-        ctx.out(f"{code}\t{v.mood}\t{v.text}")
+        for v in said:
+            ctx.out(f"{v.code}\t{v.mood}\t{v.text}")
         if args.wav:
             ctx.out(f"wrote {args.wav} ({seconds:.2f} s, {clips.sample_rate} Hz)")
+    return 0
+
+
+def voices_cmd(ctx: Context, args: argparse.Namespace) -> int:
+    from installation.progress import ProgressBar
+    from phrases import intelligibility, voices
+
+    if args.verdicts < 0:
+        raise UsageError(f"--verdicts must be 0 or more, got {args.verdicts}")
+    if args.fragments is not None and args.fragments < 1:
+        raise UsageError(f"--fragments must be 1 or more, got {args.fragments}")
+    specs = [voices.canonical(v) for v in args.voice] if args.voice else \
+        [str(v) for v in voices.installed()]
+    if args.list:
+        if args.json:
+            ctx.emit_json({"voices": specs, "default": ctx.workspace.speech.voice})
+        else:
+            for spec in specs:
+                ctx.out(spec)
+        return 0
+    markdown = check_target(args.markdown, "--markdown", "voices.md").absolute() \
+        if args.markdown else None
+    for spec in specs:  # every named voice can speak, before minutes are spent on the first
+        why = voices.unavailable(voices.parse_voice(spec))
+        if why:
+            raise InputError(f"the voice {spec} cannot speak here: {why}",
+                             hint="`qcat phrases voices --list` shows the voices that can")
+    settings = ctx.workspace.speech.as_kwargs()
+    del settings["voice"]
+    recogniser = intelligibility.PocketSphinx()
+    with ProgressBar("measuring voices", enabled=not args.json) as bar:
+        scores = intelligibility.measure_voices(specs, ctx.home.clip_cache_dir, recogniser,
+                                                verdicts=args.verdicts, seed=args.seed,
+                                                fragments=args.fragments, progress=bar,
+                                                **settings)
+    if markdown:
+        write_atomic(markdown, intelligibility.markdown_table(scores).encode("utf-8"))
+    if args.json:
+        ctx.emit_json({"verdicts": args.verdicts, "seed": args.seed,
+                       "fragments": len(scores[0].fragments) if scores else 0,
+                       "voices": [s.as_dict() for s in scores]})
+        return 0
+    rows = [intelligibility.TABLE_HEADER, *intelligibility.table_rows(scores)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        ctx.out("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                          for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+    if markdown:
+        ctx.out(f"wrote {markdown}")
     return 0
 
 
