@@ -17,8 +17,6 @@ Network (x: (N, 1, 32, 32) float32 in [0, 1]):
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from installation.errors import FormatError, UsageError
+from installation.errors import UsageError
 from installation.files import write_atomic
 from installation.progress import ProgressCallback
 from installation.reading import read_input
+from models import npznet
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 SHIPPED_JUDGE = SHIPPED_DIR / "die-judge.npz"
@@ -68,47 +67,13 @@ class DieJudge:
 
     @classmethod
     def decode(cls, data: bytes, name: str = "judge file") -> DieJudge:
-        try:
-            npz = np.load(io.BytesIO(data), allow_pickle=False)
-            arrays = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, EOFError) as exc:
-            raise FormatError(f"{name} is not a die judge (.npz) file: {exc}",
-                              hint=RETRAIN_HINT) from None
-        if "provenance" not in arrays:
-            raise FormatError(f"{name} has no provenance record, so it is not a qcat die judge",
-                              hint=RETRAIN_HINT)
-        try:
-            provenance = json.loads(str(arrays.pop("provenance")))
-        except ValueError:
-            raise FormatError(f"{name} has a provenance record that is not JSON",
-                              hint=RETRAIN_HINT) from None
-        if not isinstance(provenance, dict) or provenance.get("format") != FORMAT:
-            raise FormatError(f"{name} is not a qcat die judge (format is not {FORMAT!r})",
-                              hint=RETRAIN_HINT)
-        if provenance.get("version") != VERSION:
-            raise FormatError(f"{name} has die judge version {provenance.get('version')}; this "
-                              f"qcat reads version {VERSION}", hint=RETRAIN_HINT)
-        weights: dict[str, np.ndarray] = {}
-        for layer, shape in LAYERS:
-            for part, want in (("weight", shape), ("bias", shape[:1])):
-                key = f"{layer}.{part}"
-                arr = arrays.get(key)
-                if arr is None:
-                    raise FormatError(f"{name} lacks the array {key!r}", hint=RETRAIN_HINT)
-                if arr.shape != want or arr.dtype != np.float32:
-                    raise FormatError(f"{name}: {key} is {arr.dtype} {arr.shape}, expected "
-                                      f"float32 {want}", hint=RETRAIN_HINT)
-                weights[key] = arr
+        weights, provenance = npznet.decode(data, name, what="die judge", fmt=FORMAT,
+                                            version=VERSION, layers=LAYERS, hint=RETRAIN_HINT)
         return cls(weights, provenance)
 
     def encode(self) -> bytes:
         """The `.npz` bytes (uncompressed: a few thousand floats, readable by any numpy)."""
-        buf = io.BytesIO()
-        arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float32)
-                                  for k, v in self.weights.items()}
-        arrays["provenance"] = np.array(json.dumps(self.provenance, sort_keys=True))
-        np.savez(buf, **arrays)
-        return buf.getvalue()
+        return npznet.encode(self.weights, self.provenance)
 
     def save(self, path: str | Path) -> str:
         """Write atomically; returns the file's SHA-256."""
@@ -139,7 +104,7 @@ class DieJudge:
     def _forward(self, x: np.ndarray) -> np.ndarray:
         w = self.weights
         for layer in ("conv1", "conv2", "conv3"):
-            x = _maxpool2(np.maximum(_conv3x3(x, w[f"{layer}.weight"], w[f"{layer}.bias"]), 0))
+            x = npznet.maxpool2(np.maximum(npznet.conv3x3(x, w[f"{layer}.weight"], w[f"{layer}.bias"]), 0))
         flat = x.reshape(len(x), -1)
         return flat @ w["fc.weight"].T + w["fc.bias"]
 
@@ -155,20 +120,6 @@ def _as_input(images: np.ndarray) -> np.ndarray:
         raise ValueError(f"faces must be (N, 32, 32), got {arr.shape}")
     x = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
     return x[:, None]
-
-
-def _conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """x: (N, C, H, W), weight: (O, C, 3, 3) -> (N, O, H, W); zero padding 1, stride 1
-    (cross-correlation, as torch's Conv2d)."""
-    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))
-    out = np.einsum("nchwij,ocij->nohw", windows, weight, optimize=True)
-    return (out + bias[None, :, None, None]).astype(np.float32)
-
-
-def _maxpool2(x: np.ndarray) -> np.ndarray:
-    n, c, h, w = x.shape
-    return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
 
 
 def evaluate(judge: DieJudge, per_count: int, seed: int,

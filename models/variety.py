@@ -31,8 +31,6 @@ Network (x: (N, 3, 64, 64) float32 in [0, 1]):
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +41,7 @@ from installation.errors import FormatError, UsageError
 from installation.files import write_atomic
 from installation.progress import ProgressCallback
 from installation.reading import read_input
-from models import data
-from models.die_judge import _conv3x3, _maxpool2
+from models import data, npznet
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 SHIPPED_CLASSIFIER = SHIPPED_DIR / "cat-attributes.npz"
@@ -100,51 +97,18 @@ class AttributeClassifier:
 
     @classmethod
     def decode(cls, raw: bytes, name: str = "classifier file") -> AttributeClassifier:
-        try:
-            npz = np.load(io.BytesIO(raw), allow_pickle=False)
-            arrays = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, EOFError) as exc:
-            raise FormatError(f"{name} is not a cat attribute classifier (.npz) file: {exc}",
-                              hint=RETRAIN_HINT) from None
-        if "provenance" not in arrays:
-            raise FormatError(f"{name} has no provenance record, so it is not a qcat cat "
-                              "attribute classifier", hint=RETRAIN_HINT)
-        try:
-            provenance = json.loads(str(arrays.pop("provenance")))
-        except ValueError:
-            raise FormatError(f"{name} has a provenance record that is not JSON",
-                              hint=RETRAIN_HINT) from None
-        if not isinstance(provenance, dict) or provenance.get("format") != FORMAT:
-            raise FormatError(f"{name} is not a qcat cat attribute classifier (format is not "
-                              f"{FORMAT!r})", hint=RETRAIN_HINT)
-        if provenance.get("version") != VERSION:
-            raise FormatError(f"{name} has classifier version {provenance.get('version')}; this "
-                              f"qcat reads version {VERSION}", hint=RETRAIN_HINT)
+        weights, provenance = npznet.decode(raw, name, what="cat attribute classifier",
+                                            fmt=FORMAT, version=VERSION, layers=LAYERS,
+                                            hint=RETRAIN_HINT)
         expected = {k: list(v) for k, v in data.ATTRIBUTES.items()}
         if provenance.get("attributes") != expected:
             raise FormatError(f"{name} was trained on other cat attributes than this qcat draws",
                               hint=RETRAIN_HINT)
-        weights: dict[str, np.ndarray] = {}
-        for layer, shape in LAYERS:
-            for part, want in (("weight", shape), ("bias", shape[:1])):
-                key = f"{layer}.{part}"
-                arr = arrays.get(key)
-                if arr is None:
-                    raise FormatError(f"{name} lacks the array {key!r}", hint=RETRAIN_HINT)
-                if arr.shape != want or arr.dtype != np.float32:
-                    raise FormatError(f"{name}: {key} is {arr.dtype} {arr.shape}, expected "
-                                      f"float32 {want}", hint=RETRAIN_HINT)
-                weights[key] = arr
         return cls(weights, provenance)
 
     def encode(self) -> bytes:
         """The `.npz` bytes (uncompressed, readable by any numpy)."""
-        buf = io.BytesIO()
-        arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float32)
-                                  for k, v in self.weights.items()}
-        arrays["provenance"] = np.array(json.dumps(self.provenance, sort_keys=True))
-        np.savez(buf, **arrays)
-        return buf.getvalue()
+        return npznet.encode(self.weights, self.provenance)
 
     def save(self, path: str | Path) -> str:
         """Write atomically; returns the file's SHA-256."""
@@ -174,7 +138,7 @@ class AttributeClassifier:
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w = self.weights
         for layer in CONVS:
-            x = _maxpool2(np.maximum(_conv3x3(x, w[f"{layer}.weight"], w[f"{layer}.bias"]), 0))
+            x = npznet.maxpool2(np.maximum(npznet.conv3x3(x, w[f"{layer}.weight"], w[f"{layer}.bias"]), 0))
         feats = np.maximum(x.reshape(len(x), -1) @ w["fc1.weight"].T + w["fc1.bias"], 0)
         return feats, feats @ w["heads.weight"].T + w["heads.bias"]
 
