@@ -24,6 +24,7 @@ from torch import nn
 from installation import __version__
 from installation.progress import ProgressCallback
 from models import data
+from models.fit import fit_one_cycle
 from models.variety import (
     ATTRIBUTE_SIZES,
     FEATURES,
@@ -133,27 +134,10 @@ def train(epochs: int = DEFAULT_EPOCHS, seed: int = DEFAULT_SEED,
     del images, val_images
 
     model = AttributeNet()
-    opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    steps_per_epoch = -(-len(x) // BATCH_SIZE)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LEARNING_RATE,
-                                                total_steps=epochs * steps_per_epoch)
-    history = []
-    for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * BATCH_SIZE:(step + 1) * BATCH_SIZE]
-            loss = _loss(model(augment(x[idx], gen))[1], y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-            if progress:
-                progress(epoch * steps_per_epoch + step + 1, epochs * steps_per_epoch,
-                         f"epoch {epoch + 1}/{epochs}")
-        history.append({"epoch": epoch + 1, "loss": round(total / len(x), 5),
-                        "validation": _accuracy(model, vx, vy)})
+    history = fit_one_cycle(
+        model, x, y, epochs=epochs, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
+        gen=gen, loss_of=lambda out, labels: _loss(out[1], labels), augment=augment,
+        progress=progress, validate=lambda: {"validation": _accuracy(model, vx, vy)})
     provenance = {
         "format": FORMAT, "version": VERSION, "tool": f"qcat {__version__}",
         "command": command, "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -25,6 +25,7 @@ from installation import __version__
 from installation.progress import ProgressCallback
 from models import dice
 from models.die_judge import FORMAT, LAYERS, VERSION, DieJudge
+from models.fit import fit_one_cycle
 
 DEFAULT_EPOCHS = 10
 DEFAULT_SEED = 1
@@ -112,29 +113,11 @@ def train(epochs: int = DEFAULT_EPOCHS, seed: int = DEFAULT_SEED,
     vy = torch.from_numpy(val_labels - 1)
 
     model = JudgeNet()
-    opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    steps_per_epoch = -(-len(x) // BATCH_SIZE)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LEARNING_RATE,
-                                                total_steps=epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss()
-    history = []
-    for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * BATCH_SIZE:(step + 1) * BATCH_SIZE]
-            loss = loss_fn(model(augment(x[idx], gen)), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-            if progress:
-                progress(epoch * steps_per_epoch + step + 1, epochs * steps_per_epoch,
-                         f"epoch {epoch + 1}/{epochs}")
-        history.append({"epoch": epoch + 1, "loss": round(total / len(x), 5),
-                        "val_grey": _accuracy(model, vx, vy),
-                        "val_one_bit": _accuracy(model, vx1, vy)})
+    history = fit_one_cycle(
+        model, x, y, epochs=epochs, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
+        gen=gen, loss_of=nn.CrossEntropyLoss(), augment=augment, progress=progress,
+        validate=lambda: {"val_grey": _accuracy(model, vx, vy),
+                          "val_one_bit": _accuracy(model, vx1, vy)})
     provenance = {
         "format": FORMAT, "version": VERSION, "tool": f"qcat {__version__}",
         "command": command, "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

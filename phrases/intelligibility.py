@@ -118,8 +118,19 @@ class PocketSphinx:
 
 # ----------------------------------------------------------------------------- measuring
 
+class _Recall:
+    """What the recogniser got of one clip's words: `matched` of `words`."""
+
+    matched: int
+    words: int
+
+    @property
+    def recall(self) -> float:
+        return self.matched / self.words if self.words else 0.0
+
+
 @dataclass
-class FragmentScore:
+class FragmentScore(_Recall):
     mood: str
     slot: str
     index: int
@@ -128,26 +139,18 @@ class FragmentScore:
     matched: int
     words: int
 
-    @property
-    def recall(self) -> float:
-        return self.matched / self.words if self.words else 0.0
-
     def as_dict(self) -> dict[str, Any]:
         return {"mood": self.mood, "slot": self.slot, "index": self.index, "text": self.text,
                 "heard": self.heard, "recall": round(self.recall, 4)}
 
 
 @dataclass
-class VerdictScore:
+class VerdictScore(_Recall):
     code: int
     text: str
     heard: str
     matched: int
     words: int
-
-    @property
-    def recall(self) -> float:
-        return self.matched / self.words if self.words else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"code": self.code, "text": self.text, "heard": self.heard,
