@@ -18,16 +18,13 @@ Network (x: (N, 1, 32, 32) float32 in [0, 1]):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from installation.errors import UsageError
-from installation.files import write_atomic
 from installation.progress import ProgressCallback
-from installation.reading import read_input
 from models import npznet
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
@@ -51,36 +48,16 @@ LAYERS: tuple[tuple[str, tuple[int, ...]], ...] = (
 CLASSES = 6  # logits index k means k + 1 pips
 
 
-@dataclass
-class DieJudge:
-    """Loaded judge weights (float32) and the provenance they were shipped with."""
+class DieJudge(npznet.NpzNet):
+    """The die judge's weights and provenance (`load`, `save`: models.npznet)."""
 
-    weights: dict[str, np.ndarray]  # "<layer>.weight" / "<layer>.bias" -> float32
-    provenance: dict[str, Any]
-
-    @classmethod
-    def load(cls, path: str | Path | None = None) -> DieJudge:
-        """Read a judge file (default: the shipped one); FormatError names what is wrong."""
-        path = Path(path) if path is not None else SHIPPED_JUDGE
-        data = read_input(path, "judge file", max_bytes=MAX_FILE_BYTES)
-        return cls.decode(data, str(path))
-
-    @classmethod
-    def decode(cls, data: bytes, name: str = "judge file") -> DieJudge:
-        weights, provenance = npznet.decode(data, name, what="die judge", fmt=FORMAT,
-                                            version=VERSION, layers=LAYERS, hint=RETRAIN_HINT)
-        return cls(weights, provenance)
-
-    def encode(self) -> bytes:
-        """The `.npz` bytes (uncompressed: a few thousand floats, readable by any numpy)."""
-        return npznet.encode(self.weights, self.provenance)
-
-    def save(self, path: str | Path) -> str:
-        """Write atomically; returns the file's SHA-256."""
-        return write_atomic(path, self.encode())
-
-    def parameter_count(self) -> int:
-        return int(sum(v.size for v in self.weights.values()))
+    WHAT = "die judge"
+    FORMAT = FORMAT
+    VERSION = VERSION
+    LAYERS = LAYERS
+    SHIPPED = SHIPPED_JUDGE
+    HINT = RETRAIN_HINT
+    MAX_FILE_BYTES = MAX_FILE_BYTES
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """(N, 32, 32) faces (uint8 0..255 or float in [0, 1]) -> float32 (N, 6) logits."""

@@ -31,16 +31,13 @@ Network (x: (N, 3, 64, 64) float32 in [0, 1]):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from installation.errors import FormatError, UsageError
-from installation.files import write_atomic
 from installation.progress import ProgressCallback
-from installation.reading import read_input
 from models import data, npznet
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
@@ -81,41 +78,24 @@ def head_slices() -> dict[str, slice]:
     return out
 
 
-@dataclass
-class AttributeClassifier:
-    """Loaded classifier weights (float32) and the provenance they were shipped with."""
+class AttributeClassifier(npznet.NpzNet):
+    """The cat attribute classifier's weights and provenance (`load`, `save`: models.npznet);
+    a file trained on other attributes than `data.ATTRIBUTES` is refused."""
 
-    weights: dict[str, np.ndarray]  # "<layer>.weight" / "<layer>.bias" -> float32
-    provenance: dict[str, Any]
-
-    @classmethod
-    def load(cls, path: str | Path | None = None) -> AttributeClassifier:
-        """Read a classifier file (default: the shipped one); FormatError names what is wrong."""
-        path = Path(path) if path is not None else SHIPPED_CLASSIFIER
-        raw = read_input(path, "attribute classifier file", max_bytes=MAX_FILE_BYTES)
-        return cls.decode(raw, str(path))
+    WHAT = "cat attribute classifier"
+    FORMAT = FORMAT
+    VERSION = VERSION
+    LAYERS = LAYERS
+    SHIPPED = SHIPPED_CLASSIFIER
+    HINT = RETRAIN_HINT
+    MAX_FILE_BYTES = MAX_FILE_BYTES
 
     @classmethod
-    def decode(cls, raw: bytes, name: str = "classifier file") -> AttributeClassifier:
-        weights, provenance = npznet.decode(raw, name, what="cat attribute classifier",
-                                            fmt=FORMAT, version=VERSION, layers=LAYERS,
-                                            hint=RETRAIN_HINT)
+    def check(cls, provenance: dict[str, Any], name: str) -> None:
         expected = {k: list(v) for k, v in data.ATTRIBUTES.items()}
         if provenance.get("attributes") != expected:
             raise FormatError(f"{name} was trained on other cat attributes than this qcat draws",
                               hint=RETRAIN_HINT)
-        return cls(weights, provenance)
-
-    def encode(self) -> bytes:
-        """The `.npz` bytes (uncompressed, readable by any numpy)."""
-        return npznet.encode(self.weights, self.provenance)
-
-    def save(self, path: str | Path) -> str:
-        """Write atomically; returns the file's SHA-256."""
-        return write_atomic(path, self.encode())
-
-    def parameter_count(self) -> int:
-        return int(sum(v.size for v in self.weights.values()))
 
     def run(self, images: np.ndarray,
             progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
