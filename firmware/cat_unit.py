@@ -25,6 +25,7 @@ from enum import IntEnum
 from typing import Protocol
 
 from firmware import cat_engine
+from firmware.core_binding import CoreBinding
 
 LIBRARY_NAME = "libcatunit.so"
 SERIAL_BYTES = 16  # QP_HELLO_SERIAL_LEN
@@ -286,7 +287,7 @@ class LayerShape:
     slice_bytes: int
 
 
-class CatUnit:
+class CatUnit(CoreBinding):
     """One unit core with its own state and arena. Not thread-safe: one thread drives it.
 
     `engine_code` is what cat_open answered for the weight image (0, or a CAT_E_* code with which
@@ -295,6 +296,9 @@ class CatUnit:
     and works offline per `offline`; `display` sees each offline exhibit's image after its
     journal entry is written.
     """
+
+    PREFIX = "cat_unit"
+    _board: Board
 
     def __init__(self, board: Board, identity: Identity,
                  image_hook: ImageHook | None = None, *, card: Card | None = None,
@@ -329,27 +333,6 @@ class CatUnit:
 
     # -- driving it ----------------------------------------------------------------------------
 
-    def rx(self, data: bytes) -> None:
-        """Bytes from the controller; every frame they complete is answered (through write)."""
-        if data:
-            self._lib.cat_unit_rx(self._unit, bytes(data), len(data))
-            self._raise_kept()
-
-    def poll(self) -> int:
-        """Due work; the milliseconds until the unit next wants to be polled."""
-        wait = int(self._lib.cat_unit_poll(self._unit))
-        self._raise_kept()
-        return wait
-
-    def line_reset(self) -> None:
-        """The line was opened again: the core forgets a half-received frame."""
-        self._lib.cat_unit_line_reset(self._unit)
-
-    @property
-    def state(self) -> int:
-        """The unit's state, a code of the protocol table's states (QP_STATE_*)."""
-        return int(self._lib.cat_unit_host_state(self._unit))
-
     @property
     def stats(self) -> UnitStats:
         out = (ctypes.c_uint32 * 6)()
@@ -374,28 +357,6 @@ class CatUnit:
         return shapes
 
     # -- the callbacks: the board's methods, shielded from C -------------------------------------
-
-    def _keep(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-
-    def _raise_kept(self) -> None:
-        if self._error is not None:
-            exc, self._error = self._error, None
-            raise exc
-
-    def _on_write(self, _ctx: int | None, data: ctypes._Pointer, n: int) -> None:
-        try:
-            self._board.write(ctypes.string_at(data, n))
-        except BaseException as exc:  # noqa: BLE001 (re-raised after the C call returns)
-            self._keep(exc)
-
-    def _on_millis(self, _ctx: int | None) -> int:
-        try:
-            return int(self._board.millis()) & 0xFFFFFFFF
-        except BaseException as exc:  # noqa: BLE001
-            self._keep(exc)
-            return 0
 
     def _on_speak(self, _ctx: int | None, verdict: int) -> int:
         try:

@@ -27,6 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from firmware.cat_engine import open_library
+from firmware.core_binding import CoreBinding
 from firmware.die_engine import LAYERS, DieEngine, DieModelC
 
 LIBRARY_NAME = "libdieunit.so"
@@ -211,12 +212,15 @@ class Reserve:
     held: bytes
 
 
-class DieUnit:
+class DieUnit(CoreBinding):
     """One die unit core with its own state. Not thread-safe: one thread drives it.
 
     `engine_code` is the trial roll's answer at init (0, or the die engine's code, with which the
     unit runs in the fault state: `firmware.die_engine.ERRORS` names it). `has_button` False
     gives the core no button at all (a unit rolled only by ROLL_REQUEST)."""
+
+    PREFIX = "die_unit"
+    _board: Board
 
     def __init__(self, board: Board, identity: Identity, engine: DieEngine | None = None,
                  has_button: bool = True) -> None:
@@ -244,27 +248,6 @@ class DieUnit:
 
     # -- driving it ----------------------------------------------------------------------------
 
-    def rx(self, data: bytes) -> None:
-        """Bytes from the controller; every frame they complete is answered (through write)."""
-        if data:
-            self._lib.die_unit_rx(self._unit, bytes(data), len(data))
-            self._raise_kept()
-
-    def poll(self) -> int:
-        """The button and the heartbeat; the milliseconds until the unit next wants a poll."""
-        wait = int(self._lib.die_unit_poll(self._unit))
-        self._raise_kept()
-        return wait
-
-    def line_reset(self) -> None:
-        """The line was opened again: the core forgets a half-received frame."""
-        self._lib.die_unit_line_reset(self._unit)
-
-    @property
-    def state(self) -> int:
-        """The unit's state, a code of the protocol table's states (QP_STATE_*)."""
-        return int(self._lib.die_unit_host_state(self._unit))
-
     @property
     def stats(self) -> UnitStats:
         out = (ctypes.c_uint32 * 7)()
@@ -279,28 +262,6 @@ class DieUnit:
         return Reserve(int(out[0]), buf.raw[:int(out[1])])
 
     # -- the callbacks: the board's methods, shielded from C -------------------------------------
-
-    def _keep(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-
-    def _raise_kept(self) -> None:
-        if self._error is not None:
-            exc, self._error = self._error, None
-            raise exc
-
-    def _on_write(self, _ctx: int | None, data: ctypes._Pointer, n: int) -> None:
-        try:
-            self._board.write(ctypes.string_at(data, n))
-        except BaseException as exc:  # noqa: BLE001 (re-raised after the C call returns)
-            self._keep(exc)
-
-    def _on_millis(self, _ctx: int | None) -> int:
-        try:
-            return int(self._board.millis()) & 0xFFFFFFFF
-        except BaseException as exc:  # noqa: BLE001
-            self._keep(exc)
-            return 0
 
     def _on_oled(self, _ctx: int | None, page: int, col: int, data: ctypes._Pointer,
                  n: int) -> None:
