@@ -49,6 +49,9 @@ RETRAIN_HINT = "retrain it with `qcat models train attributes --out FILE`"
 MAX_FILE_BYTES = 16 * 1024 * 1024
 BATCH = 256  # images per numpy batch: bounds the im2col temporaries to about 100 MB
 TWIN_RMS = 0.05  # two images closer than this RMS (pixels on 0..1) are near twins
+# The goals a shipped cat model meets (`goals_met`): its near-twin rate at most this far above the
+# data's own, and every value of every attribute generated at least once.
+NEAR_TWIN_MARGIN = 0.05
 # Pairs whose Gram-matrix distance lies within this relative band of the threshold are
 # re-measured directly, so rounding in the Gram trick can never move an image across it.
 TWIN_RECHECK_BAND = 1e-6
@@ -297,4 +300,14 @@ def measure(img: Any, classifier: AttributeClassifier, n: int = 1000, seed: int 
     reference_cats = data.procedural(n, data_seed, progress)
     report = compare(generated, reference_cats, classifier, progress)
     report["seed"], report["data_seed"] = seed, data_seed
+    report["goals"] = {"near_twin_margin": NEAR_TWIN_MARGIN, "missing_values": 0}
+    report["ok"] = goals_met(report)
     return report
+
+
+def goals_met(report: dict[str, Any]) -> bool:
+    """Whether a variety report (`compare`'s) meets the goals a shipped model must: near twins at
+    most NEAR_TWIN_MARGIN above the data's own rate, and no attribute value never generated."""
+    twins_ok = (report["near_twin_rate_generated"]
+                <= report["near_twin_rate_data"] + NEAR_TWIN_MARGIN)
+    return twins_ok and not any(a["missing"] for a in report["attributes"].values())
