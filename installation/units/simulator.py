@@ -268,10 +268,11 @@ def _serve_emulated(workspace: Workspace, options: CatSimOptions, *,
         if options.weights is not None or options.clips is not None:
             raise InputError("--card brings its own weight image and clip bank",
                              hint="leave out --weights and --clips, or --card")
-        card = open_sim_card(options.card)
-        if not card.path.is_dir():
-            raise InputError(f"card {card.path}: the emulated unit takes a card folder, not an "
+        where = Path(options.card).expanduser()
+        if where.exists() and not where.is_dir():
+            raise InputError(f"card {where}: the emulated unit takes a card folder, not an "
                              "image", hint="give the folder `qcat sd build --out DIR` made")
+        card = open_sim_card(where)
         identity = _card_identity(card, options.serial)
         files = EmulatedCard(card.path / cardfmt.WEIGHTS, card.path / cardfmt.RESERVE,
                              card.path / cardfmt.JOURNAL)
