@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from installation.errors import ExternalError, ToolMissing
+from installation.errors import DeviceError, ExternalError, ToolMissing
 from installation.units.fleet import die_with_parent
 
 if TYPE_CHECKING:
@@ -69,9 +69,10 @@ def _require(tool: str, package: str, what: str) -> None:
                           hint=f"sudo apt-get install {package}")
 
 
-def build_elf() -> Path:
+def build_elf(note: Callable[[str], None] = lambda s: None) -> Path:
     """The emulated unit's image, built with `make qemu-cat-unit` when it is missing or older
-    than any firmware source (into the build folder the host libraries use); its path."""
+    than any firmware source (into the build folder the host libraries use); its path. `note`
+    hears that a build starts (a few seconds: the caller's user may be waiting)."""
     from firmware import cat_engine
 
     out = cat_engine.build_dir()
@@ -88,6 +89,7 @@ def build_elf() -> Path:
             return elf
         cmd = ["make", "--no-print-directory", "-C", str(cat_engine.FIRMWARE_DIR), MAKE_TARGET,
                f"BUILD={out}"]
+        note(f"building the unit's RISC-V image for QEMU (make {MAKE_TARGET}) into {out}")
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -154,22 +156,26 @@ class CatEmulator:
 
     def serve(self, stop: Callable[[], bool]) -> EmulatorRun:
         _require(QEMU, QEMU_PACKAGE, "the cat unit's firmware cannot be emulated")
-        elf = self._elf or build_elf()
+        elf = self._elf or build_elf(self._note)
         with tempfile.TemporaryDirectory(prefix="qcat-emulated-cat-") as folder:
             work = Path(folder)
             self._link_files(work)
+            started = time.monotonic()
             with open(work / QEMU_STDERR, "wb") as err:
                 proc = subprocess.Popen(qemu_command(elf, self.identity), cwd=work,
                                         stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                         start_new_session=True, preexec_fn=die_with_parent())
             slave = -1
             try:
-                started = time.monotonic()
                 path = self._wait_for_port(proc, work / QEMU_STDERR, stop)
                 if path is None:
                     return self.run
                 # Held, never read: QEMU stays connected across a controller's close and reopen.
-                slave = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+                try:
+                    slave = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+                except OSError as exc:
+                    raise DeviceError(f"cannot open {path}, the pseudo-terminal {QEMU} made: "
+                                      f"{exc.strerror}") from None
                 self.run.port = path
                 self.run.start_s = time.monotonic() - started
                 self._announce(path)
