@@ -6,6 +6,12 @@ production pieces (installation.units.link.Link and the installation.units.proto
 sends messages and collects what the unit answers, keeping heartbeats apart. `exhibit_job(seed)`
 makes a real exhibit's GENERATE (203 bytes -> quantum.latent -> quantize_latent) and its golden
 numpy render. The supervisor's tests can reuse all three.
+
+Two builds of the unit serve the same contract: `kind="host"` (the firmware core built for this
+machine, firmware/sim.py) and `kind="emulate"` (`qcat sim cat --emulate`: the unit's own rv32
+image under qemu-system-riscv32, skipped where QEMU or the cross compiler is missing, failed in
+CI). Tests of the protocol and the supervisor run against both (`SIM_KINDS`); the host
+simulator's faults and timing model exist only there.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 REPLY_TIMEOUT_S = 5.0
+SIM_KINDS = ("host", "emulate")
+# How long a unit may take to finish a demo job nobody reads (the emulated one runs rv32 code
+# under QEMU: about 0.4 s measured, more on a loaded machine).
+JOB_SETTLE_S = {"host": 0.2, "emulate": 2.0}
 
 
 @dataclass
@@ -79,11 +89,24 @@ def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
     return line.decode().strip()
 
 
+def kind_flags(kind: str) -> tuple[str, ...]:
+    """The flags that choose the unit's build: none for the host build, `--emulate` for the
+    rv32 image under QEMU (the test is skipped where QEMU or the cross compiler is missing)."""
+    if kind == "host":
+        return ()
+    assert kind == "emulate", kind
+    from tests.cross_support import require_qemu
+
+    require_qemu()
+    return ("--emulate",)
+
+
 @contextmanager
-def cat_sim(home: Path, *flags: str, timing: str = "fast") -> Iterator[SimUnit]:
-    """`qcat sim cat --timing TIMING FLAGS...` on a pty for the duration of the block; leaving
-    it normally stops the simulator with SIGTERM and checks it exited 0 without a traceback."""
-    with unit_sim(home, "cat", "--timing", timing, *flags) as unit:
+def cat_sim(home: Path, *flags: str, timing: str = "fast", kind: str = "host") -> Iterator[SimUnit]:
+    """`qcat sim cat --timing TIMING FLAGS...` on a pty for the duration of the block (`kind`:
+    "host" or "emulate", see kind_flags); leaving it normally stops the simulator with SIGTERM
+    and checks it exited 0 without a traceback."""
+    with unit_sim(home, "cat", "--timing", timing, *kind_flags(kind), *flags) as unit:
         yield unit
 
 

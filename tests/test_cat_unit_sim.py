@@ -5,6 +5,10 @@ port from its first line and talks to it with installation.units.link.Link and t
 installation.units.protocol codec, exactly as the supervisor will. The image a unit returns is
 compared byte for byte with the numpy reference render of a real exhibit's bytes. Every fault flag
 is shown to do what it says, with a fixed seed.
+
+The protocol tests run against both builds of the unit (`kind`: the host-built core and the
+unit's own rv32 image under QEMU, `qcat sim cat --emulate`); faults and realistic timing are the
+host simulator's alone.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ import pytest
 from installation.errors import DeviceError
 from installation.units import protocol as P
 from models.weightimage import SHIPPED_DEMO
-from tests.cat_sim_support import Controller, cat_sim, exhibit_job, image_of
+from tests.cat_sim_support import (
+    JOB_SETTLE_S,
+    SIM_KINDS,
+    Controller,
+    cat_sim,
+    exhibit_job,
+    image_of,
+)
 from tests.gallery_support import write_clip_bank
 
 E = P.ErrorCode
@@ -37,6 +48,11 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+@pytest.fixture(params=SIM_KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 def generate(c: Controller, job, exhibit: int = 7) -> int:
     return c.send("GENERATE", exhibit=exhibit, latent=job.latent, verdict=job.verdict)
 
@@ -45,8 +61,9 @@ def names(items) -> list[str]:
     return [m.SPEC.name if isinstance(m, P.Message) else "FRAME_ERROR" for m in items]
 
 
-def test_handshake_names_the_unit_and_its_weights_and_it_exits_quietly(home: Path) -> None:
-    with cat_sim(home, "--serial", "cat-west-2") as sim:
+def test_handshake_names_the_unit_and_its_weights_and_it_exits_quietly(home: Path,
+                                                                       kind: str) -> None:
+    with cat_sim(home, "--serial", "cat-west-2", kind=kind) as sim:
         assert sim.path.startswith("/dev/pts/")
         with Controller(sim.path) as c:
             hello = c.hello()
@@ -63,8 +80,9 @@ def test_handshake_names_the_unit_and_its_weights_and_it_exits_quietly(home: Pat
         assert "no clip bank at" in err and "Traceback" not in err and "interrupted" not in err
 
 
-def test_a_real_exhibit_comes_back_as_the_golden_image_and_is_spoken(home: Path, job) -> None:
-    with cat_sim(home) as sim, Controller(sim.path) as c:
+def test_a_real_exhibit_comes_back_as_the_golden_image_and_is_spoken(home: Path, job,
+                                                                     kind: str) -> None:
+    with cat_sim(home, kind=kind) as sim, Controller(sim.path) as c:
         c.hello()
         seq = generate(c, job, exhibit=1234)
         got = c.until("IMAGE_DONE")
@@ -87,8 +105,8 @@ def test_a_real_exhibit_comes_back_as_the_golden_image_and_is_spoken(home: Path,
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
-def test_bad_frames_get_errors_and_the_unit_keeps_working(home: Path, job) -> None:
-    with cat_sim(home) as sim, Controller(sim.path) as c:
+def test_bad_frames_get_errors_and_the_unit_keeps_working(home: Path, job, kind: str) -> None:
+    with cat_sim(home, kind=kind) as sim, Controller(sim.path) as c:
         c.send_raw(b"\0hello, is this a modem?\r\n\0")  # another device's text
         err = c.expect("ERROR")
         assert err.code in (E["BAD_CRC"], E["TRUNCATED"], E["BAD_COBS"])
@@ -122,12 +140,13 @@ def test_bad_frames_get_errors_and_the_unit_keeps_working(home: Path, job) -> No
         assert c.hello().kind == P.UnitKind["CAT"]
 
 
-def test_a_reconnect_asking_for_the_same_exhibit_gets_the_same_bytes(home: Path, job) -> None:
-    with cat_sim(home) as sim:
+def test_a_reconnect_asking_for_the_same_exhibit_gets_the_same_bytes(home: Path, job,
+                                                                     kind: str) -> None:
+    with cat_sim(home, kind=kind) as sim:
         with Controller(sim.path) as c:
             generate(c, job, exhibit=9)
             c.expect("ACK")  # the controller goes away before the image comes
-        time.sleep(0.2)
+        time.sleep(JOB_SETTLE_S[kind])  # (the unit finishes the job meanwhile)
         with Controller(sim.path) as c:
             c.hello()
             seq = generate(c, job, exhibit=9)

@@ -4,6 +4,10 @@ The units are `qcat sim cat` processes (the unit's own C core behind a pty); the
 real CLI and the real supervisor. What must hold, whatever the faults: every exhibit archived from
 a unit equals the golden render (it verifies), no entropy is drawn twice (the audit passes), and no
 draw is left without its exhibit once the units are done.
+
+The job flow and the refusal of other weights run against both builds of the unit (`kind`: the
+host-built core, and the unit's own rv32 image under QEMU, `qcat sim cat --emulate`); the fault
+tests need the host simulator's faults.
 """
 
 from __future__ import annotations
@@ -21,12 +25,17 @@ from installation.units.supervisor import Supervisor, UnitEvent
 from installation.workspace import Workspace
 from models import weightimage
 from quantum.pool import EntropyPool
-from tests.cat_sim_support import cat_sim
+from tests.cat_sim_support import SIM_KINDS, cat_sim
 
 SOAK_S = float(os.environ.get("QCAT_SOAK_S", "120"))
 # The soak runs the units at their modelled speed (about 3 s a cat, then the verdict's length):
 # a few hundred exhibits in two minutes, each then verified.
 REAL = "realistic"
+
+
+@pytest.fixture(params=SIM_KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def _archive(run_qcat) -> list[dict]:
@@ -56,8 +65,9 @@ def _list_json(home: Path) -> str:
                           check=True, cwd=Path(__file__).resolve().parent.parent).stdout
 
 
-def test_a_generation_with_progress_archived_as_made_by_the_unit(run_qcat, qcat_home) -> None:
-    with cat_sim(qcat_home, "--serial", "C0FFEE") as sim:
+def test_a_generation_with_progress_archived_as_made_by_the_unit(run_qcat, qcat_home,
+                                                                  kind: str) -> None:
+    with cat_sim(qcat_home, "--serial", "C0FFEE", kind=kind) as sim:
         r = run_qcat("units", "generate", sim.path, "--count", "2", "--json")
         assert r.code == 0, r.err
         doc = json.loads(r.out)
@@ -123,10 +133,10 @@ def test_a_unit_that_loses_the_line_on_every_job_is_taken_out_of_service(
         assert len(pool.draws()) == 1  # one job, pending with its bytes, not drawn again
 
 
-def test_a_unit_with_other_weights_is_refused(run_qcat, qcat_home, tmp_path) -> None:
+def test_a_unit_with_other_weights_is_refused(run_qcat, qcat_home, tmp_path, kind: str) -> None:
     other = tmp_path / "other.qcw"
     weightimage.save(weightimage.synthetic("demo", seed=5), other)
-    with cat_sim(qcat_home, "--weights", str(other)) as sim:
+    with cat_sim(qcat_home, "--weights", str(other), kind=kind) as sim:
         r = run_qcat("units", "generate", sim.path)
         ping = run_qcat("units", "ping", sim.path, "--json")
     assert r.code == 3 and "Traceback" not in r.err

@@ -1,7 +1,8 @@
 """Between jobs the supervisor is not blind: a paused worker, or one waiting for entropy, watches
 its unit's heartbeats and sends the controller's own; a unit unplugged while nothing happens is
 seen, reconnected and shown; `units()` is the table the dashboard draws. Real pseudo-terminals,
-the unit's own C core behind them (`qcat sim cat`).
+the unit's own C core behind them (`qcat sim cat`; the heartbeat watch and the late unit also
+against its rv32 image under QEMU, `kind` "emulate").
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from installation import config as config_mod
 from installation.paths import Home
 from installation.units import protocol as qp
 from installation.units.supervisor import Supervisor, UnitEvent
 from installation.workspace import Workspace
 from quantum.pool import EntropyPool
-from tests.cat_sim_support import cat_sim
+from tests.cat_sim_support import SIM_KINDS, cat_sim
 
 WAIT_S = 30.0
 
@@ -44,10 +47,11 @@ def _start(sup: Supervisor) -> threading.Thread:
     return t
 
 
-def test_a_paused_worker_watches_its_unit_and_resumes(qcat_home: Path) -> None:
+@pytest.mark.parametrize("kind", SIM_KINDS)
+def test_a_paused_worker_watches_its_unit_and_resumes(qcat_home: Path, kind: str) -> None:
     trace: list[str] = []
     events: list[UnitEvent] = []
-    with cat_sim(qcat_home, "--serial", "WATCH1") as sim:
+    with cat_sim(qcat_home, "--serial", "WATCH1", kind=kind) as sim:
         ws = Workspace.open(Home(qcat_home), config_mod.defaults())
         sup = Supervisor(ws, [sim.path], on_event=events.append, trace=trace.append)
         sup.pause()
@@ -112,8 +116,9 @@ def test_an_empty_pool_with_policy_wait_is_shown_and_work_resumes_when_bytes_com
     assert len(waiting) == 1 and "waiting for bytes" in waiting[0].text
 
 
+@pytest.mark.parametrize("kind", SIM_KINDS)
 def test_a_unit_away_at_start_is_waited_for_when_the_supervisor_waits_forever(
-        qcat_home: Path, tmp_path: Path) -> None:
+        qcat_home: Path, tmp_path: Path, kind: str) -> None:
     """The kiosk starts before a unit is plugged in: the worker keeps trying its port."""
     link = tmp_path / "later"
     events: list[UnitEvent] = []
@@ -122,6 +127,6 @@ def test_a_unit_away_at_start_is_waited_for_when_the_supervisor_waits_forever(
     t = _start(sup)
     _until(lambda: sup.units()[0].last_fault != "", what="a first failed attempt")
     assert sup.units()[0].state == "connecting" and t.is_alive()
-    with cat_sim(qcat_home, "--link", str(link)):
+    with cat_sim(qcat_home, "--link", str(link), kind=kind):
         t.join(WAIT_S)
     assert not t.is_alive() and len(sup.made) == 1 and sup.failures == []

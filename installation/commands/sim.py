@@ -1,7 +1,7 @@
 """`qcat sim`: simulated units on a pseudo-terminal, running the units' own C code.
 
     qcat sim cat [--weights FILE] [--clips FILE] [--card DIR [--offline N]] [--serial S]
-                 [--timing fast|realistic] [--drop-rate P] [--corrupt-rate P] [--hang-after N]
+                 [--emulate] [--timing fast|realistic] [--drop-rate P] [--corrupt-rate P] [--hang-after N]
                  [--unplug-after N] [--wrong-image-rate P] [--seed S]
     qcat sim die [--serial S] [--schedule SECONDS] [--weights FILE.npz]
                  [--drop-rate P] [--corrupt-rate P] [--hang-after N] [--unplug-after N]
@@ -43,6 +43,13 @@ weight image, clip bank, manifest hashes and serial, and its entropy reserve: wh
 talks to it for 30 s it works offline, spending one record a minute and writing each into the
 card's journal before showing it (a note on stderr says when). --offline N makes N such
 exhibits at once, with no pty, prints them and exits (1 when fewer records were left).
+
+with --emulate the unit's own RISC-V firmware image runs under qemu-system-riscv32 (the virt
+board; built with `make -C firmware qemu-cat-unit` on first use) with its serial line on the
+pseudo-terminal, instead of the firmware core built for this machine: the same port contract,
+the unit's own code. It takes --weights, --clips, --card (a folder), --serial and --link, runs
+at QEMU's speed (no --timing realistic) on a clean line (no faults); its serial defaults to
+emucat-PID.
 
 faults act on the frames the unit sends, seeded by --seed:
   --drop-rate P         drop a frame              --corrupt-rate P   flip one bit of a frame
@@ -129,7 +136,11 @@ def register(sub: Any) -> None:
                    help="with --card: make N exhibits from the reserve with no controller, "
                         "print them and exit")
     p.add_argument("--serial", metavar="S",
-                   help="the serial number in HELLO (default: the card's unit, else simcat-PID)")
+                   help="the serial number in HELLO (default: the card's unit, else simcat-PID; "
+                        "emucat-PID with --emulate)")
+    p.add_argument("--emulate", action="store_true",
+                   help="run the unit's own RISC-V firmware under qemu-system-riscv32 instead "
+                        "of the core built for this machine")
     p.add_argument("--timing", choices=["fast", "realistic"], default="fast",
                    help="fast: no delays; realistic: the unit's modelled SD-bound generation "
                         "time and each verdict's spoken length (default fast)")
@@ -208,8 +219,15 @@ def _cat(ctx: Context, args: argparse.Namespace) -> int:
     from installation.units.simulator import CatSimOptions, serve_cat
 
     options = CatSimOptions(weights=args.weights, clips=args.clips, serial=args.serial,
-                            timing=args.timing, faults=_faults(args), card=args.card)
+                            timing=args.timing, faults=_faults(args), card=args.card,
+                            emulate=args.emulate)
     if args.offline is not None:
+        if args.emulate:
+            from installation.errors import InputError
+
+            raise InputError("--offline makes exhibits with the host simulator, not the "
+                             "emulated unit", hint="leave out --emulate (or --offline: the "
+                             "emulated unit works offline after 30 s with no controller)")
         return _offline(ctx, options, args.offline)
     return _serve(ctx, args, "cat", partial(serve_cat, ctx.workspace, options))
 

@@ -16,6 +16,11 @@ serial from the manifest's `unit`, and the reserve and journal for offline work:
 goes offline after the unit's default wait when no controller talks, and `make_offline` makes N
 exhibits from the reserve at once with no controller and no pty.
 
+With --emulate (`options.emulate`) the same unit is resolved the same way (weights, clip bank
+hashes, serial; a card folder's files) but served by the unit's own rv32 firmware under QEMU
+(installation.units.emulator) instead of the host-built core: no faults, no realistic timing
+(those are the host simulator's board), and the serial defaults to emucat-PID.
+
 Never prints: the caller hands in `announce(path)` (the port, one line per plug-in) and
 `note(sentence)` (what the operator should know, for stderr).
 """
@@ -41,10 +46,12 @@ if TYPE_CHECKING:
         OfflineExhibit,
         SimStats,
     )
+    from installation.units.emulator import EmulatorRun
     from installation.workspace import Workspace
 
 TIMINGS = ("fast", "realistic")
 SERIAL_PREFIX = "simcat-"  # the default serial: simcat-<pid>, distinct per simulator process
+EMULATED_SERIAL_PREFIX = "emucat-"  # --emulate: the unit says it is the emulated firmware
 DIE_SERIAL_PREFIX = "simdie-"
 SECONDS_PER_MINUTE = 60.0
 GAPS_PER_VERDICT = 3  # four clips joined with a gap between each
@@ -60,6 +67,7 @@ class CatSimOptions:
     timing: str = "fast"
     faults: Faults | None = None
     card: str | None = None
+    emulate: bool = False
 
 
 def default_serial(prefix: str = SERIAL_PREFIX) -> str:
@@ -166,6 +174,22 @@ def open_sim_card(path: str | os.PathLike[str]) -> SimCard:
     return SimCard(where, access, unit, hashes[0], hashes[1])
 
 
+def _clip_bank(workspace: Workspace, options: CatSimOptions,
+               note: Callable[[str], None]) -> Path | None:
+    """The unit's clip bank: --clips, else the home's if built, else none (noted)."""
+    if options.clips is not None:
+        clips = Path(options.clips).expanduser()
+        if not clips.is_file():
+            raise InputError(f"clip bank {clips} (from --clips) does not exist or is not a file",
+                             hint="build one with `qcat phrases build`")
+        return clips
+    if workspace.clip_bank_path.is_file():
+        return workspace.clip_bank_path
+    note(f"no clip bank at {workspace.clip_bank_path}: the unit reports none "
+         "(zeros for its SHA-256); `qcat phrases build` makes one")
+    return None
+
+
 def _card_identity(card: SimCard, serial: str | None) -> Identity:
     from firmware.cat_unit import Identity
 
@@ -180,29 +204,23 @@ def _card_identity(card: SimCard, serial: str | None) -> Identity:
 
 def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callable[[str], None],
               note: Callable[[str], None], stop: Callable[[], bool],
-              unplugged: Callable[[], None] = lambda: None) -> SimStats:
-    """Serve one simulated cat unit until `stop()`; returns what its board did."""
+              unplugged: Callable[[], None] = lambda: None) -> SimStats | EmulatorRun:
+    """Serve one simulated cat unit until `stop()`; returns what its board did (the host
+    simulator's counters, or the emulator's run with --emulate)."""
     from firmware.cat_unit import Identity
     from firmware.sim import CatSimulator, Timing, file_sha256
 
     if options.timing not in TIMINGS:
         raise InputError(f"--timing must be one of {', '.join(TIMINGS)}, not {options.timing!r}")
+    if options.emulate:
+        return _serve_emulated(workspace, options, announce=announce, note=note, stop=stop,
+                               unplugged=unplugged)
     if options.card is not None:
         return _card_simulator(workspace, options, announce=announce, note=note,
                                unplugged=unplugged).serve(stop)
     serial = check_serial(options.serial) if options.serial is not None else default_serial()
     weights = workspace.weights_path(options.weights)
-    clips: Path | None
-    if options.clips is not None:
-        clips = Path(options.clips).expanduser()
-        if not clips.is_file():
-            raise InputError(f"clip bank {clips} (from --clips) does not exist or is not a file",
-                             hint="build one with `qcat phrases build`")
-    else:
-        clips = workspace.clip_bank_path if workspace.clip_bank_path.is_file() else None
-        if clips is None:
-            note(f"no clip bank at {workspace.clip_bank_path}: the unit reports none "
-                 "(zeros for its SHA-256); `qcat phrases build` makes one")
+    clips = _clip_bank(workspace, options, note)
     identity = Identity(serial, weights_sha256=file_sha256(weights),
                         clips_sha256=file_sha256(clips) if clips else bytes(32))
     realistic = options.timing == "realistic"
@@ -212,6 +230,64 @@ def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callabl
     sim = CatSimulator(weights, identity, timing=timing, faults=options.faults,
                        announce=announce, unplugged=unplugged, note=note)
     return sim.serve(stop)
+
+
+def _emulation_refusals(options: CatSimOptions) -> None:
+    """What the emulated unit cannot do, one sentence each: the faults and the realistic timing
+    are the host simulator's board (the emulated unit runs at QEMU's speed on a clean line)."""
+    faults = options.faults
+    hint = "leave it out, or leave out --emulate to run the host-built simulator"
+    if options.timing != "fast":
+        raise InputError(f"--timing {options.timing} is the host simulator's time model; the "
+                         "emulated unit runs at QEMU's own speed", hint=hint)
+    if faults is not None:
+        for flag, value, default in (
+                ("--drop-rate", faults.drop_rate, 0.0),
+                ("--corrupt-rate", faults.corrupt_rate, 0.0),
+                ("--hang-after", faults.hang_after, None),
+                ("--unplug-after", faults.unplug_after, None),
+                ("--wrong-image-rate", faults.wrong_image_rate, 0.0)):
+            if value != default:
+                raise InputError(f"{flag} is a fault of the host simulator's board; the emulated "
+                                 "unit has a clean line", hint=hint)
+
+
+def _serve_emulated(workspace: Workspace, options: CatSimOptions, *,
+                    announce: Callable[[str], None], note: Callable[[str], None],
+                    stop: Callable[[], bool], unplugged: Callable[[], None]) -> EmulatorRun:
+    """`qcat sim cat --emulate`: the unit's rv32 image under QEMU (installation.units.emulator)
+    with the same weight image, clip bank hashes and serial rules as the host simulator; a card
+    folder gives its weights, hashes, serial and, linked, its reserve and journal."""
+    from firmware import cardfmt
+    from firmware.cat_unit import Identity
+    from firmware.sim import file_sha256
+    from installation.units.emulator import CatEmulator, EmulatedCard
+
+    _emulation_refusals(options)
+    if options.card is not None:
+        if options.weights is not None or options.clips is not None:
+            raise InputError("--card brings its own weight image and clip bank",
+                             hint="leave out --weights and --clips, or --card")
+        where = Path(options.card).expanduser()
+        if where.exists() and not where.is_dir():
+            raise InputError(f"card {where}: the emulated unit takes a card folder, not an "
+                             "image", hint="give the folder `qcat sd build --out DIR` made")
+        card = open_sim_card(where)
+        identity = _card_identity(card, options.serial)
+        files = EmulatedCard(card.path / cardfmt.WEIGHTS, card.path / cardfmt.RESERVE,
+                             card.path / cardfmt.JOURNAL)
+    else:
+        serial = (check_serial(options.serial) if options.serial is not None
+                  else default_serial(EMULATED_SERIAL_PREFIX))
+        weights = workspace.weights_path(options.weights)
+        clips = _clip_bank(workspace, options, note)
+        identity = Identity(serial, weights_sha256=file_sha256(weights),
+                            clips_sha256=file_sha256(clips) if clips else bytes(32))
+        files = EmulatedCard(weights)
+    emulator = CatEmulator(files, identity, announce=announce, note=note)
+    run = emulator.serve(stop)
+    unplugged()
+    return run
 
 
 def _card_simulator(workspace: Workspace, options: CatSimOptions, *,
