@@ -175,3 +175,61 @@ def test_first_difference_names_latent_and_pixel() -> None:
     assert cq.first_difference(a, a, 4) is None
     assert cq.first_difference(a, bytes(b), 4) == "latent 1, pixel (2, 1), channel 2: 0 vs 7"
     assert cq.first_difference(a, a[:48], 4) == "2 images vs 1"
+
+
+def test_bench_unit_model_measured_and_assumed(build_dir: Path) -> None:
+    from installation.commands.bench import unit_model
+
+    path = weightimage.SHIPPED_DEMO
+    img = weightimage.load(path)
+    model, speeds = unit_model(path, img, build_dir / "bench")
+    assert model["kind"] == "measured" and model["cycles_per_instruction"] == 1.0
+    assert 2 < model["instructions_per_mac"] < 30
+    assert [s["sd_mb_per_s"] for s in speeds] == [0.47, 8.0]
+    slow, fast = speeds
+    for s in speeds:
+        assert [lay["layer"] for lay in s["layers"]] == [1, 2, 3, 4, 5]
+        assert s["total_s_range"][0] < s["total_s"] < s["total_s_range"][1]
+        assert s["total_s"] == pytest.approx(s["first_read_s"]
+                                             + sum(lay["time_s"] for lay in s["layers"]))
+    # The same bytes and instructions at both speeds; a faster card moves layers from SD-bound
+    # to compute-bound, never the other way.
+    for a, b in zip(slow["layers"], fast["layers"], strict=True):
+        assert (a["bytes"], a["compute_instructions"]) == (b["bytes"], b["compute_instructions"])
+        assert a["read_s"] * 0.47 == pytest.approx(b["read_s"] * 8.0)
+        assert not (a["bound"] == "compute" and b["bound"] == "SD")
+        lay = img.layers[a["layer"] - 1]
+        assert a["bytes"] >= lay.c_out * 16 * lay.c_in  # at least every weight
+    assert fast["total_s"] < slow["total_s"]
+    # --no-qemu: the assumed model, saying so.
+    model, speeds = unit_model(path, img, None)
+    assert model["kind"] == "assumed" and "--no-qemu" in model["note"]
+    assert "fetch_instructions" not in speeds[0]["layers"][0]
+
+
+@pytest.mark.slow
+def test_qcat_bench_reports_measured_model(run_qcat, build_dir: Path) -> None:
+    import json
+
+    flags = ("bench", "--quick", "--no-torch", "--no-entropy", "--no-units", "--no-tui",
+             "--no-die")
+    res = run_qcat(*flags, "--json")
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    assert doc["unit_assumptions"]["anchor_s"] == 26.0 and doc["unit_assumptions"]["goal_s"] == 13.0
+    for size in ("demo", "full"):
+        row = doc["engines"][size]
+        assert row["unit_model"]["kind"] == "measured"
+        assert {u["sd_mb_per_s"] for u in row["unit"]} == {0.47, 8.0}
+        assert all(len(u["layers"]) == 5 for u in row["unit"])
+    full = doc["engines"]["full"]
+    # The full model at 0.47 MB/s is SD-bound in its big layers: near the 26 s anchor.
+    slow = next(u for u in full["unit"] if u["sd_mb_per_s"] == 0.47)
+    assert 0.9 * 26 < slow["total_s"] < 1.4 * 26
+    assert slow["layers"][1]["bound"] == "SD"
+    # A second run takes the counts from the cache.
+    res = run_qcat(*flags)
+    assert res.code == 0, res.err
+    assert "cached" in res.out and "per MAC" in res.out and "13 s" in res.out
+    res = run_qcat(*flags, "--no-qemu")
+    assert res.code == 0 and "not measured (--no-qemu)" in res.out
