@@ -16,7 +16,8 @@ full model takes about 3 s of QEMU per latent here, the demo model well under on
 `counts_cached(weights, dir)` keeps one counted run per (weight image, ELF) pair: a JSON file in
 `dir` named by both SHA-256s, so a second `qcat bench` reads it instead of running QEMU.
 
-Standard library + the firmware package only (numpy stays in the tests and the command).
+Standard library, the firmware package and the leaf helpers installation.errors and
+installation.files (numpy stays in the tests and the command).
 """
 
 from __future__ import annotations
