@@ -1,14 +1,29 @@
 """Benchmark helpers of the cat engine: timing, the rv32 build's sizes, and the cat unit's
 modelled generation time.
 
-The time model (DESIGN §5): weights stream from the SD card in read units (as many whole slices
-of one layer as fit in CAT_READ_BYTES, as cat_engine.c reads them); while one unit is computed the
-next is read (double buffering), so a unit costs max(read time, compute time), plus the first
-read that nothing overlaps. Compute time counts the multiply-accumulates the engine really runs
-(every stride-2 output pixel runs 4 taps over c_in; the first layer 1 tap), a fixed cost per output
-value (requantization, activation, store) and the CRC-32 of every slice byte, at an assumed
-MACS_PER_CYCLE on the 400 MHz V5F core. The assumptions are named constants and are printed
-next to the result; the 26 s of the original build is the anchor to compare with.
+The time model (DESIGN §5): weights stream from the SD card in read units; while the CPU works on
+the slices of one unit the next is read (double buffering: the V3F core or DMA drives the card),
+so a generation costs the first read, then per unit max(CPU time of this unit, read time of the
+next one).
+
+`measured_time()` is the model: it takes the read units the engine really issued and the
+instructions it really retired on each (firmware/cat_qemu.py: the unit's rv32imafc -Os code under
+QEMU with -icount, "fetch" = CRC, checks and decoding, "compute" = the arithmetic). SD time = the
+sectors each read covers / throughput, so it holds for any layout of the slices (today's one slice
+per whole sectors, or slices packed back to back and read in sector-aligned ranges); CPU time =
+instructions x CYCLES_PER_INSTRUCTION / 400 MHz. The one assumption left is the CPI of the QingKe
+V5F (../shared/reference/anchors.md gives its clock and memories, nothing about its pipeline):
+
+  CYCLES_PER_INSTRUCTION = 1.0. The V5F is an in-order core; the code that dominates (the dot4
+  loop of channel_s2, about 37 instructions per 4 MACs at -Os) is byte loads from tightly-coupled
+  SRAM (single-cycle, no cache misses: activations in DTCM, slices in SRAM), 32-bit multiplies,
+  adds and address arithmetic, with a taken branch per 4 MACs. Dual issue of independent ALU pairs
+  would bring it below 1; load-use and multiply latencies and the loop branch push it above 1. We
+  take 1.0 and report CPI_RANGE (0.7 .. 1.5) as the bracket.
+
+`unit_time()` is the older, assumed model (MACS_PER_CYCLE, CYCLES_PER_OUTPUT and
+CRC_CYCLES_PER_BYTE over the layer shapes): `qcat bench --no-qemu` falls back to it, saying so.
+The 26 s of the original build is the anchor, 13 s the goal (issue 16: half the original).
 
 Standard library + the firmware package only: never imports torch, models or installation.*
 (other than the leaf installation.errors).
@@ -35,8 +50,11 @@ RV_BUILD_TIMEOUT_S = 300
 
 # The cat unit (CH32H417, QingKe V5F) as the model assumes it.
 UNIT_CLOCK_HZ = 400e6
-# Scalar RV32IMAFC (no packed-SIMD extension assumed): the -Os dot product is a load-byte,
-# load-byte, multiply, add loop, about 4 instructions per MAC at about 2 instructions per cycle.
+# The measured model's one assumption: cycles per retired instruction of the V5F (docstring).
+CYCLES_PER_INSTRUCTION = 1.0
+CPI_RANGE = (0.7, 1.5)
+# The assumed model (--no-qemu only): scalar RV32IMAFC, about 4 instructions per MAC at about 2
+# instructions per cycle. QEMU measures about 9.5 instructions per MAC for the -Os build.
 MACS_PER_CYCLE = 0.5
 # Requantization (64-bit multiply and shifts on a 32-bit core), activation and store per output.
 CYCLES_PER_OUTPUT = 60
@@ -45,6 +63,8 @@ CRC_CYCLES_PER_BYTE = 6
 # SD throughputs (bytes per second): the original SPI-mode build, and 4-bit SDIO.
 SD_THROUGHPUTS = (("SPI-mode SD, original build", 0.47e6), ("4-bit SDIO", 8.0e6))
 ANCHOR_S = 26.0  # the original build: 26 s per image, SD-bound (../shared/reference/anchors.md)
+GOAL_S = 13.0    # issue 16: half the original on the same card
+SECTOR = 512
 READ_BYTES = 64 * 1024  # CAT_READ_BYTES of cat_engine.h
 KERNEL = 4
 
@@ -131,10 +151,76 @@ def unit_time(layers: Sequence[LayerShape], sd_bytes_per_s: float, clock_hz: flo
     return UnitTime(sd_bytes_per_s, out, first_read)
 
 
+class ReadCount(Protocol):
+    """One read unit as the measured model needs it (firmware.cat_qemu.ReadUnit fits): the layer
+    (from 0), the sectors the card delivers, and the instructions spent on its slices."""
+
+    @property
+    def layer(self) -> int: ...
+    @property
+    def sd_bytes(self) -> int: ...
+    @property
+    def fetch(self) -> int: ...
+    @property
+    def compute(self) -> int: ...
+
+
+@dataclass
+class MeasuredLayer:
+    layer: int              # from 1, as DESIGN §5's table
+    reads: int
+    bytes: int              # sectors read, in bytes
+    fetch_instructions: int
+    compute_instructions: int
+    sd_s: float             # the card's time for this layer's reads
+    cpu_s: float            # (fetch + compute) instructions at the CPI and clock
+    time_s: float           # this layer's share of the pipeline: sum of max(cpu, next read)
+
+    @property
+    def bound(self) -> str:
+        return "SD" if self.sd_s >= self.cpu_s else "compute"
+
+
+@dataclass
+class MeasuredTime:
+    sd_bytes_per_s: float
+    cycles_per_instruction: float
+    layers: list[MeasuredLayer]
+    first_read_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.first_read_s + sum(lay.time_s for lay in self.layers)
+
+
+def measured_time(units: Sequence[ReadCount], sd_bytes_per_s: float,
+                  cpi: float = CYCLES_PER_INSTRUCTION,
+                  clock_hz: float = UNIT_CLOCK_HZ) -> MeasuredTime:
+    """The generation time on the unit from the engine's read units in order (module docstring):
+    the first read, then for each unit max(its CPU time, the next unit's read), charged to the
+    unit's layer."""
+    if not units:
+        raise ValueError("no read units: the engine read no weights")
+    reads = [u.sd_bytes / sd_bytes_per_s for u in units]
+    cpus = [(u.fetch + u.compute) * cpi / clock_hz for u in units]
+    layers: dict[int, MeasuredLayer] = {}
+    for k, u in enumerate(units):
+        lay = layers.setdefault(u.layer, MeasuredLayer(u.layer + 1, 0, 0, 0, 0, 0.0, 0.0, 0.0))
+        lay.reads += 1
+        lay.bytes += u.sd_bytes
+        lay.fetch_instructions += u.fetch
+        lay.compute_instructions += u.compute
+        lay.sd_s += reads[k]
+        lay.cpu_s += cpus[k]
+        lay.time_s += max(cpus[k], reads[k + 1] if k + 1 < len(units) else 0.0)
+    return MeasuredTime(sd_bytes_per_s, cpi, [layers[i] for i in sorted(layers)], reads[0])
+
+
 def assumptions() -> dict[str, Any]:
     return {"clock_hz": UNIT_CLOCK_HZ, "macs_per_cycle": MACS_PER_CYCLE,
             "cycles_per_output": CYCLES_PER_OUTPUT, "crc_cycles_per_byte": CRC_CYCLES_PER_BYTE,
-            "read_bytes": READ_BYTES, "anchor_s": ANCHOR_S}
+            "read_bytes": READ_BYTES, "anchor_s": ANCHOR_S, "goal_s": GOAL_S,
+            "cycles_per_instruction": CYCLES_PER_INSTRUCTION, "cpi_range": list(CPI_RANGE)}
 
 
 def time_call(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> dict[str, float]:

@@ -27,6 +27,12 @@
 /* Weights lie in -127..127; an input minus its zero point spans at most 255 (docs/formats.md). */
 #define CAT_WEIGHT_MAX 127
 #define CAT_INPUT_SPAN 255
+/* Phase marks for instruction counting (cat_engine.h); nothing at all in a normal build. */
+#ifdef CAT_COUNT
+#define CAT_MARK(phase, layer) cat_count_mark(CAT_PHASE_##phase, (layer))
+#else
+#define CAT_MARK(phase, layer) ((void)0)
+#endif
 
 static uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1u) / a * a; }
 
@@ -378,7 +384,9 @@ int cat_generate(cat_engine_t *e, const int8_t *latent, uint8_t *rgb, const cat_
         for (uint16_t j = 0; j < cur.count && rc == CAT_OK; j++) {
             qcw_slice_t s;
             uint16_t c = (uint16_t)(cur.first + j);
+            CAT_MARK(FETCH, cur.layer);  /* read + CRC (+ decode) of the slice up to COMPUTE */
             rc = qcw_open_slice(buf[k] + (size_t)j * l->slice_bytes, l, cur.layer, c, &s);
+            CAT_MARK(COMPUTE, cur.layer);
             if (rc == CAT_OK && !constants_ok(&s, l)) rc = CAT_E_UNSUPPORTED;
             int32_t tap_sum[CAT_KERNEL * CAT_KERNEL];
             if (rc == CAT_OK) rc = prepare_slice(l, &s, tap_sum);

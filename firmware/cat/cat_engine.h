@@ -89,6 +89,17 @@ int cat_generate(cat_engine_t *e, const int8_t *latent, uint8_t *rgb, const cat_
 /* Internal layer output (padded HWC uint8, as the layer hook gets it) -> (C, H, W) int8, as the
  * reference hands layers back. */
 void cat_layer_to_chw(const uint8_t *hwc, uint32_t c, uint32_t h, uint32_t w, int8_t *chw);
+/* Instruction counting (compiled out unless CAT_COUNT is defined: only the QEMU build of
+ * qemu_main.c defines it, and defines this function). The engine marks where its work switches
+ * phase; everything after a mark, up to the next one, is that phase's work on that layer:
+ * CAT_PHASE_FETCH = checking (CRC, layer/channel) and decoding weights the reader delivered,
+ * CAT_PHASE_COMPUTE = the arithmetic. Weight reads themselves go through the reader, which counts
+ * them itself. */
+#ifdef CAT_COUNT
+enum cat_phase { CAT_PHASE_FETCH = 1, CAT_PHASE_COMPUTE = 2 };
+void cat_count_mark(uint32_t phase, uint32_t layer);
+#endif
+
 /* One sentence naming the error (static string): the errors.toml sentence of `code`. */
 const char *cat_strerror(int code);
 

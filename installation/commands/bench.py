@@ -7,7 +7,9 @@ C engine (host build, single-threaded compute; with and without its prefetch thr
 golden reference and the float torch model (torch.set_num_threads(1)), all measured in this run,
 with the ratios; the arena bytes; the rv32 build's text/data/bss and worst stack depth; and the
 modelled time on the unit per layer for the SD throughputs of firmware.bench, next to the 26 s
-anchor; and the die unit (firmware.die_bench): its CH32V003 image's flash and RAM, and its time per
+anchor and the 13 s goal: from the instructions the unit's rv32 code retires under QEMU on that
+very weight image (firmware.cat_qemu; cached by the SHA-256s of the image and the ELF), or with
+--no-qemu (or no QEMU) from the older assumed MACs per cycle, saying so; and the die unit (firmware.die_bench): its CH32V003 image's flash and RAM, and its time per
 roll from the instructions QEMU counts. Numbers taken while other programs run are noisy: the
 ratios of one run are what count.
 """
@@ -43,6 +45,8 @@ def register(sub: Any) -> None:
     p.add_argument("--no-entropy", action="store_true", help="skip the entropy benchmark")
     p.add_argument("--no-units", action="store_true",
                    help="skip the units benchmark (a simulated unit on a pty)")
+    p.add_argument("--no-qemu", action="store_true",
+                   help="model the cat unit from assumed MACs per cycle instead of QEMU's counts")
     p.add_argument("--no-die", action="store_true",
                    help="skip the die unit (its rv32ec build and a QEMU run)")
     p.add_argument("--no-tui", action="store_true",
@@ -82,7 +86,8 @@ def _torch_model(size: str, img: Any) -> Any:
     return g.eval()
 
 
-def measure_engines(ctx: Context, quick: bool = False, with_torch: bool = True) -> dict[str, Any]:
+def measure_engines(ctx: Context, quick: bool = False, with_torch: bool = True,
+                    qemu: bool = True) -> dict[str, Any]:
     import numpy as np
 
     from firmware import bench as fb
@@ -119,10 +124,58 @@ def measure_engines(ctx: Context, quick: bool = False, with_torch: bool = True) 
         row["ratios"] = {"c_over_numpy": c / row["numpy"]["median_ms"]}
         if row["torch"]:
             row["ratios"]["c_over_torch"] = c / row["torch"]["median_ms"]
-        row["unit"] = [_unit_dict(fb.unit_time(img.layers, speed), name)
-                       for name, speed in fb.SD_THROUGHPUTS]
+        row["unit_model"], row["unit"] = unit_model(
+            path, img, ctx.home.builds_dir / "cat-qemu" if qemu else None)
         results[size] = row
     return results
+
+
+def unit_model(path: Path, img: Any, build_dir: Path | None) -> tuple[dict[str, Any],
+                                                                     list[dict[str, Any]]]:
+    """The cat unit's modelled time for one weight image at each SD throughput: measured (the
+    engine's read units and instructions under QEMU, at the stated CPI) when `build_dir` is given
+    and QEMU runs, else the assumed model. Returns (how it was modelled, one dict per speed)."""
+    from firmware import bench as fb
+
+    why = "--no-qemu"
+    if build_dir is not None:
+        from firmware import cat_qemu
+
+        try:
+            got = cat_qemu.counts_cached(path, build_dir)
+        except QcatError as exc:
+            why = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        else:
+            macs = [fb.macs_per_channel(lay) * lay.c_out for lay in img.layers]
+            c = got.counts
+            model = {"kind": "measured", "cycles_per_instruction": fb.CYCLES_PER_INSTRUCTION,
+                     "cpi_range": list(fb.CPI_RANGE), "instructions": c.total,
+                     "instructions_per_mac": sum(c.compute) / sum(macs),
+                     "qemu_s": got.qemu_s, "cached": got.cached, "reads": len(c.units),
+                     "note": f"instructions counted under QEMU (rv32imafc -Os), "
+                             f"{fb.CYCLES_PER_INSTRUCTION} cycles per instruction assumed"}
+            speeds = []
+            for name, speed in fb.SD_THROUGHPUTS:
+                t = fb.measured_time(c.units, speed)
+                speeds.append({
+                    "sd": name, "sd_mb_per_s": speed / 1e6, "total_s": t.total_s,
+                    "first_read_s": t.first_read_s,
+                    "total_s_range": [fb.measured_time(c.units, speed, cpi=cpi).total_s
+                                      for cpi in fb.CPI_RANGE],
+                    "layers": [{"layer": lay.layer, "macs": macs[lay.layer - 1],
+                                "bytes": lay.bytes, "reads": lay.reads,
+                                "fetch_instructions": lay.fetch_instructions,
+                                "compute_instructions": lay.compute_instructions,
+                                "instructions_per_mac":
+                                    lay.compute_instructions / macs[lay.layer - 1],
+                                "read_s": lay.sd_s, "compute_s": lay.cpu_s,
+                                "time_s": lay.time_s, "bound": lay.bound}
+                               for lay in t.layers]})
+            return model, speeds
+    model = {"kind": "assumed", "macs_per_cycle": fb.MACS_PER_CYCLE,
+             "note": f"not measured ({why}): {fb.MACS_PER_CYCLE} MAC per cycle assumed"}
+    return model, [_unit_dict(fb.unit_time(img.layers, speed), name)
+                   for name, speed in fb.SD_THROUGHPUTS]
 
 
 def _unit_dict(t: Any, name: str) -> dict[str, Any]:
@@ -157,7 +210,8 @@ def die_section(build_dir: Path) -> dict[str, Any]:
 def _bench(ctx: Context, args: argparse.Namespace) -> int:
     from firmware import bench as fb
 
-    engines = measure_engines(ctx, quick=args.quick, with_torch=not args.no_torch)
+    engines = measure_engines(ctx, quick=args.quick, with_torch=not args.no_torch,
+                              qemu=not args.no_qemu)
     try:
         rv32: dict[str, Any] = fb.rv32_build(ctx.home.builds_dir / "firmware-rv32")
     except QcatError as exc:
@@ -221,17 +275,34 @@ def format_report(report: dict[str, Any]) -> list[str]:
         lines.append(f"rv32 build (rv32imafc, -Os, picolibc): text {rv['text']:,} B, data "
                      f"{rv['data']:,} B, bss {rv['bss']:,} B (the 512 KB arena), worst stack "
                      f"{rv['stack_bytes']:,} B ({rv['stack_path']})")
-    lines.append(f"cat unit, modelled: {a['clock_hz'] / 1e6:.0f} MHz, {a['macs_per_cycle']} MAC/"
-                 f"cycle assumed (scalar rv32), {a['cycles_per_output']} cycles per output value, "
-                 f"CRC {a['crc_cycles_per_byte']} cycles/byte, reads of up to "
-                 f"{a['read_bytes'] // 1024} KB double-buffered; anchor: {a['anchor_s']:.0f} s "
-                 "per image (original build, SD-bound)")
+    lines.append(f"cat unit, modelled: {a['clock_hz'] / 1e6:.0f} MHz, weights read double-"
+                 f"buffered; anchor: {a['anchor_s']:.0f} s per image (original build, SD-bound), "
+                 f"goal: {a['goal_s']:.0f} s")
     for size, row in eng.items():
+        m = row["unit_model"]
+        if m["kind"] == "measured":
+            lines.append(f"  {size}: {m['instructions']:,} instructions per image counted under "
+                         f"QEMU ({m['instructions_per_mac']:.2f} per MAC in compute; "
+                         f"{'cached' if m['cached'] else 'measured now'}, {m['qemu_s']:.1f} s "
+                         f"of QEMU), {m['cycles_per_instruction']} cycles per instruction "
+                         f"assumed ({m['cpi_range'][0]}-{m['cpi_range'][1]} bracket)")
+        else:
+            lines.append(f"  {size}: {m['note']}, {a['cycles_per_output']} cycles per output "
+                         f"value, CRC {a['crc_cycles_per_byte']} cycles/byte")
         for u in row["unit"]:
+            span = (f" ({u['total_s_range'][0]:.2f}-{u['total_s_range'][1]:.2f} s)"
+                    if "total_s_range" in u else "")
             lines.append(f"  {size}, {u['sd']} ({u['sd_mb_per_s']:g} MB/s): "
-                         f"{u['total_s']:.2f} s per image")
-            if size == "full":
-                for lay in u["layers"]:
+                         f"{u['total_s']:.2f} s per image{span}")
+            for lay in u["layers"]:
+                if "fetch_instructions" in lay:
+                    lines.append(f"    layer {lay['layer']}: {lay['bytes'] / 1e6:6.2f} MB in "
+                                 f"{lay['reads']:3} reads, SD {lay['read_s']:6.2f} s; fetch "
+                                 f"{lay['fetch_instructions'] / 1e6:6.1f} M + compute "
+                                 f"{lay['compute_instructions'] / 1e6:7.1f} M instructions, "
+                                 f"CPU {lay['compute_s']:5.2f} s -> {lay['time_s']:6.2f} s "
+                                 f"({lay['bound']}-bound)")
+                elif size == "full":
                     lines.append(f"    layer {lay['layer']}: {lay['bytes'] / 1e6:6.2f} MB "
                                  f"read {lay['read_s']:6.2f} s, {lay['macs'] / 1e6:6.1f} M MAC "
                                  f"compute {lay['compute_s']:5.2f} s -> {lay['time_s']:6.2f} s "
