@@ -190,10 +190,12 @@ def test_foreign_and_odd_files(tmp_path, demo_bytes):
     extra = tmp_path / "extra.qcw"
     extra.write_bytes(demo_bytes + b"\0")
     assert "1 unexpected bytes after its end" in wi.verify(extra).error
-    newer = bytearray(demo_bytes)
-    newer[8] = 2
-    with pytest.raises(FormatError, match="format version 2; this qcat reads version 1"):
-        wi.decode(bytes(newer))
+    for version in (4, 0, 0xFFFF):  # a newer writer, and garbage
+        newer = bytearray(demo_bytes)
+        struct.pack_into("<H", newer, 8, version)
+        with pytest.raises(FormatError, match=f"format version {version}; this qcat reads "
+                                              "versions 1, 2 and 3"):
+            wi.decode(bytes(newer))
 
 
 @settings(max_examples=200, deadline=None)
