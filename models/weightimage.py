@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from installation.errors import FormatError, InputError
+from installation.errors import FormatError, InputError, UsageError
 from installation.files import write_atomic
 from installation.reading import read_input
 
@@ -328,8 +328,9 @@ def _check_for_encode(img: WeightImage) -> None:
         raise ValueError("format version 3 needs a 4-bit layer; an all-8-bit image is version 2")
 
 
-def _encoding_problem(version: int, lay: Layer) -> tuple[int, str] | None:
-    """What a reader of `version` would refuse about a layer's encoding and width, if anything."""
+def _encoding_problem(version: int, lay: Layer, weights: bool = True) -> tuple[int, str] | None:
+    """What a reader of `version` would refuse about a layer's encoding and width (and, with
+    `weights`, its weights' range), if anything."""
     if lay.encoding not in ENCODINGS or lay.weight_bits not in (4, 8):
         return 0, f"encoding {lay.encoding!r} with {lay.weight_bits}-bit weights"
     if version == VERSION_PADDED and (lay.encoding != "raw" or lay.weight_bits != 8):
@@ -338,7 +339,9 @@ def _encoding_problem(version: int, lay: Layer) -> tuple[int, str] | None:
         return 0, "4-bit weights need format version 3"
     if lay.encoding == "packed4" and lay.weight_bits != 4:
         return 0, "packed4 holds 4-bit weights only"
-    if lay.weight_bits == 4:
+    if lay.encoding == "raw" and lay.weight_bits == 4:
+        return 0, "4-bit weights are stored packed4 or huffman, never raw"
+    if lay.weight_bits == 4 and weights:
         big = np.abs(np.asarray(lay.weights, np.int16)).reshape(lay.c_out, -1).max(axis=1)
         hit = np.flatnonzero(big > INT4_MAX)
         if hit.size:
@@ -634,6 +637,37 @@ def with_format(img: WeightImage, version: int = DEFAULT_VERSION,
     return out
 
 
+def choose_version(img: WeightImage, version: int | None) -> int:
+    """The version to write `img` in: asked for, or the lossless default (3 when it has 4-bit
+    layers, which only version 3 holds); UsageError when the asked one cannot hold it."""
+    four = any(lay.weight_bits == 4 for lay in img.layers)
+    if version is None:
+        return VERSION_INT4 if four else DEFAULT_VERSION
+    if four and version != VERSION_INT4:
+        raise UsageError(f"format version {version} cannot hold this model's 4-bit layers",
+                         hint="write version 3 (leave --format out)")
+    if not four and version == VERSION_INT4:
+        raise UsageError("format version 3 is for models with 4-bit layers; this one has none",
+                         hint="write version 2 (the default) or 1")
+    return version
+
+
+def convert(source: Path, out: Path, version: int | None = None,
+            encoding: str = "huffman") -> tuple[WeightImage, str]:
+    """Re-encode a weight image (e.g. v1 -> v2 Huffman) without changing a weight: the new file
+    is checked to decode to exactly the source's model before it is published. Returns the
+    written image and its SHA-256."""
+    img = load(source)
+    new = with_format(img, choose_version(img, version), encoding)
+    data = encode(new)
+    back = decode(data)
+    for a, b in zip(img.layers, back.layers, strict=True):
+        if not all(np.array_equal(getattr(a, k), getattr(b, k))
+                   for k in ("weights", "bias", "multiplier", "shift")):
+            raise AssertionError("re-encoding changed a weight")  # a writer bug, never input
+    return new, write_atomic(Path(out), data)
+
+
 def save(img: WeightImage, path: Path) -> str:
     """Write `img` to `path` atomically (temp file + rename); returns the file's SHA-256."""
     return write_atomic(Path(path), encode(img))
@@ -831,7 +865,7 @@ def _read_packed(data: bytes, version: int, entries: list[tuple[Any, ...]], laye
         if enc not in ENCODING_NAMES or bits not in (4, 8):
             raise _bad(f"{where} has an unknown weight encoding {enc} or width {bits}")
         lay.encoding, lay.weight_bits = ENCODING_NAMES[enc], bits
-        problem = _encoding_problem(version, lay)
+        problem = _encoding_problem(version, lay, weights=False)
         if problem:
             raise _bad(f"{where}: {problem[1]}")
         lengths = None
@@ -895,7 +929,7 @@ def _read_packed_slices(data: bytes, index: int, lay: Layer, offsets: np.ndarray
             raise _bad(f"layer {index + 1}, channel {bad_channel}: the Huffman stream does not "
                        f"decode to {n} weights")
     lay.weights = np.ascontiguousarray(w).reshape(lay.c_out, lay.kernel, lay.kernel, lay.c_in)
-    problem = _constant_problem(lay)
+    problem = _encoding_problem(VERSION_INT4, lay) or _constant_problem(lay)
     if problem:
         raise _bad(f"layer {index + 1}, channel {problem[0]}: {problem[1]}")
 
@@ -1016,12 +1050,67 @@ def verify(path: Path) -> VerifyReport:
     return report
 
 
+def slice_offsets(img: WeightImage) -> list[np.ndarray]:
+    """Per layer, the file offsets of its slices plus the end of its last (c_out + 1 values), as
+    `encode(img)` lays them out."""
+    if img.version != VERSION_PADDED:
+        _ensure_stored(img)
+    offset, out = img.header_bytes, []
+    for lay in img.layers:
+        sizes = (np.full(lay.c_out, slice_bytes_for(lay.c_in, lay.kernel), np.int64)
+                 if img.version == VERSION_PADDED else np.asarray(lay.stored, np.int64))
+        out.append(offset + np.concatenate(([0], np.cumsum(sizes))))
+        offset = int(out[-1][-1])
+    return out
+
+
+@dataclass(frozen=True)
+class ReadUnit:
+    """One multi-block read of the C engine: `count` slices of layer `layer` (from 0) from
+    channel `first`, fetched as the whole sectors [start, end) of the file."""
+
+    layer: int
+    first: int
+    count: int
+    start: int
+    end: int
+
+    @property
+    def bytes(self) -> int:
+        return self.end - self.start
+
+
+def read_units(img: WeightImage, read_bytes: int = READ_BYTES) -> list[ReadUnit]:
+    """The byte ranges the C engine reads, in order (cat_engine.c's unit_at): as many whole
+    slices of one layer as span at most max(read_bytes, largest slice), at least one, widened to
+    whole sectors. The time model counts sectors and reads from these."""
+    offsets = slice_offsets(img)
+    largest = max(int(np.max(np.diff(o))) for o in offsets)
+    limit = max(read_bytes, largest)
+    units = []
+    for index, offs in enumerate(offsets):
+        first, n = 0, len(offs) - 1
+        while first < n:
+            # the last slice whose end lies within `limit` of this unit's start
+            count = max(1, int(np.searchsorted(offs, offs[first] + limit, side="right")) - 1 - first)
+            count = min(count, n - first)
+            start = int(offs[first]) // SECTOR * SECTOR
+            units.append(ReadUnit(index, first, count, start, _round_up(int(offs[first + count]))))
+            first += count
+    return units
+
+
 def describe(img: WeightImage, data_len: int | None = None,
              sha256: str | None = None) -> dict[str, Any]:
-    """A JSON-ready description (what `qcat sd weights inspect --json` prints)."""
+    """A JSON-ready description (what `qcat sd weights inspect --json` prints): per layer its
+    encoding, weights, stored bytes and bits per weight; the total; v1's padding tax."""
     raw = img.conv_weights
     file_bytes = img.file_bytes
+    slice_total = img.slice_bytes_total
+    tails = sum(lay.c_out for lay in img.layers) * SLICE_FIXED_BYTES
+    padding = slice_total - raw - tails if img.version == VERSION_PADDED else 0
     return {
+        "format_version": img.version,
         "model_size": img.model_size,
         "nz": img.nz,
         "ngf": img.ngf,
@@ -1029,7 +1118,10 @@ def describe(img: WeightImage, data_len: int | None = None,
         "weight_mib": round(raw / 2**20, 2),
         "bytes": data_len if data_len is not None else file_bytes,
         "mib": round((data_len or file_bytes) / 2**20, 2),
-        "padding_bytes": file_bytes - raw - img.header_bytes - TRAILER_BYTES,
+        "slice_bytes_total": slice_total,
+        "bits_per_weight": round(8 * slice_total / raw, 4),
+        "padding_bytes": padding,
+        "padding_percent": round(100 * padding / raw, 2),
         "header_bytes": img.header_bytes,
         "sha256": sha256,
         "latent": {"scale": img.latent_scale, "zero_point": img.latent_zp},
@@ -1039,7 +1131,10 @@ def describe(img: WeightImage, data_len: int | None = None,
             "padding": lay.padding, "activation": ACTIVATIONS[lay.activation],
             "in_zp": lay.in_zp, "out_zp": lay.out_zp, "in_scale": lay.in_scale,
             "out_scale": lay.out_scale, "weights": lay.n_weights,
-            "slice_bytes": lay.slice_bytes, "bytes": lay.c_out * lay.slice_bytes,
+            "encoding": lay.encoding, "weight_bits": lay.weight_bits,
+            "slice_bytes": lay.slice_bytes, "max_slice_bytes": lay.max_slice_bytes,
+            "bytes": lay.stored_bytes, "stored_bytes": lay.stored_bytes,
+            "bits_per_weight": round(lay.bits_per_weight, 4),
         } for i, lay in enumerate(img.layers)],
         "provenance": img.provenance,
     }

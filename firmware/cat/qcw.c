@@ -196,8 +196,10 @@ int qcw_parse_header(const uint8_t *h, qcw_model_t *m)
         l->code_lengths = qcw_u32(e + L_CODE_LENGTHS);
         if (l->encoding > QCW_ENC_PACKED4 || (l->weight_bits != 8 && l->weight_bits != 4))
             return CAT_E_UNSUPPORTED;
-        /* 4-bit layers only in version 3; packed4 holds 4-bit weights only. */
-        if (l->weight_bits == 4 ? m->version != QCW_VERSION_INT4 : l->encoding == QCW_ENC_PACKED4)
+        /* 4-bit layers only in version 3, stored packed4 or huffman; packed4 holds 4-bit
+         * weights only. */
+        if (l->weight_bits == 4 ? (m->version != QCW_VERSION_INT4 || l->encoding == QCW_ENC_RAW)
+                                : l->encoding == QCW_ENC_PACKED4)
             return CAT_E_UNSUPPORTED;
         if (l->weight_bits == 4) have_int4 = 1;
         if (l->encoding == QCW_ENC_HUFFMAN) {
