@@ -80,7 +80,8 @@ class EngineError(FormatError):
         super().__init__(f"{path}: {at}{info.sentence} [{info.name}]", hint=info.hint or None)
         self.code = code
         self.code_name = info.name
-        self.layer, self.channel = where if where else (None, None)
+        self.layer: int | None = where[0] if where else None
+        self.channel: int | None = where[1] if where else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -974,10 +974,10 @@ def _huffman_decode(streams: list[memoryview], lengths: np.ndarray,
         pos += np.maximum(size, 1)
         pos = np.minimum(pos, 8 * (width - 3))
     ok &= (pos + 7) // 8 == nbytes
-    for r in np.flatnonzero(ok):  # the padding bits after the last code are zero
-        used = int(pos[r])
-        if used % 8 and buf[r, used // 8] & (0xFF >> (used % 8)):
-            ok[r] = False
+    for row in np.flatnonzero(ok).tolist():  # the padding bits after the last code are zero
+        used = int(pos[row])
+        if used % 8 and buf[row, used // 8] & (0xFF >> (used % 8)):
+            ok[row] = False
     bad = np.flatnonzero(~ok)
     return (out ^ np.uint8(0x80)).view(np.int8), (int(bad[0]) if bad.size else None)
 
