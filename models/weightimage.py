@@ -1150,8 +1150,13 @@ SYNTH_FILL = 0.85
 SYNTH_LATENT_RANGE = 4.85  # |z| never exceeds sqrt(-2 ln(0.5/65536)) = 4.85 (DESIGN §4)
 
 
-def synthetic(size: str = "demo", seed: int = 0) -> WeightImage:
-    """A random int8 generator of a named size whose activations use the int8 range."""
+def synthetic(size: str = "demo", seed: int = 0, like: WeightImage | None = None) -> WeightImage:
+    """A random int8 generator of a named size whose activations use the int8 range.
+
+    With `like` (a trained image of any size), each layer's weights are drawn from the value
+    frequencies of the same layer of `like`, with its width (8 or 4 bits) and encoding: a model
+    of this size that compresses as the trained one does. Uniform random weights, the default,
+    are incompressible, so they cannot stand in for a trained model in the time model's bytes."""
     from models import reference  # the integer helpers; imported here to avoid a cycle
 
     if size not in SIZES:
@@ -1160,14 +1165,22 @@ def synthetic(size: str = "demo", seed: int = 0) -> WeightImage:
     nz, ngf = NZ, SIZES[size]
     latent_zp = int(rng.integers(-8, 9))
     latent_scale = float(np.float32(SYNTH_LATENT_RANGE / 120))
+    provenance: dict[str, Any] = {"tool": "models.weightimage.synthetic", "seed": seed,
+                                  "size": size}
+    if like is not None:
+        provenance["weights_like"] = like.provenance.get("checkpoint_sha256") or like.model_size
     img = WeightImage(size, nz, ngf, latent_scale, latent_zp, [], np.zeros(256, np.int8),
-                      {"tool": "models.weightimage.synthetic", "seed": seed, "size": size})
+                      provenance)
     z = rng.standard_normal((SYNTH_CALIBRATION_LATENTS, nz))
     x = reference.quantize_latent(z, img)[:, :, None, None]  # (N, nz, 1, 1)
     in_zp, in_scale = latent_zp, latent_scale
-    for shape in generator_layout(nz, ngf):
-        w = rng.integers(-WEIGHT_MAX, WEIGHT_MAX + 1,
-                         size=(shape.c_out, KERNEL, KERNEL, shape.c_in), dtype=np.int8)
+    for index, shape in enumerate(generator_layout(nz, ngf)):
+        wshape = (shape.c_out, KERNEL, KERNEL, shape.c_in)
+        if like is None:
+            w = rng.integers(-WEIGHT_MAX, WEIGHT_MAX + 1, size=wshape, dtype=np.int8)
+        else:
+            values, counts = np.unique(like.layers[index].weights, return_counts=True)
+            w = rng.choice(values, size=wshape, p=counts / counts.sum()).astype(np.int8)
         if shape.activation == ACT_RELU:
             out_zp = int(rng.integers(-128, -96))
         else:
@@ -1176,6 +1189,8 @@ def synthetic(size: str = "demo", seed: int = 0) -> WeightImage:
                     shape.padding, shape.activation, in_zp, out_zp, in_scale, 0.0, w,
                     np.zeros(shape.c_out, np.int32), np.zeros(shape.c_out, np.int32),
                     np.zeros(shape.c_out, np.int32))
+        if like is not None:
+            lay.weight_bits = like.layers[index].weight_bits
         if shape.activation == ACT_TANH:
             img.tanh_table = reference.make_tanh_table(3.0 / 127, out_zp)
         acc = reference.accumulate(lay, x)  # (N, c_out, H, W) int64, bias 0

@@ -178,7 +178,7 @@ def test_first_difference_names_latent_and_pixel() -> None:
 
 
 def test_bench_unit_model_measured_and_assumed(build_dir: Path) -> None:
-    from installation.commands.bench import unit_model
+    from installation.unit_time import unit_model
 
     path = weightimage.SHIPPED_DEMO
     img = weightimage.load(path)

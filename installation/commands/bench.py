@@ -47,6 +47,9 @@ def register(sub: Any) -> None:
                    help="skip the units benchmark (a simulated unit on a pty)")
     p.add_argument("--no-qemu", action="store_true",
                    help="model the cat unit from assumed MACs per cycle instead of QEMU's counts")
+    p.add_argument("--no-formats", action="store_true",
+                   help="skip the cat unit's time per weight-image format (v1, v2 lossless, "
+                        "v3 int4 behind the quality gate)")
     p.add_argument("--no-die", action="store_true",
                    help="skip the die unit (its rv32ec build and a QEMU run)")
     p.add_argument("--no-tui", action="store_true",
@@ -92,6 +95,7 @@ def measure_engines(ctx: Context, quick: bool = False, with_torch: bool = True,
 
     from firmware import bench as fb
     from firmware.cat_engine import CatEngine
+    from installation import unit_time
     from models import reference, weightimage
 
     results: dict[str, Any] = {}
@@ -124,66 +128,10 @@ def measure_engines(ctx: Context, quick: bool = False, with_torch: bool = True,
         row["ratios"] = {"c_over_numpy": c / row["numpy"]["median_ms"]}
         if row["torch"]:
             row["ratios"]["c_over_torch"] = c / row["torch"]["median_ms"]
-        row["unit_model"], row["unit"] = unit_model(
+        row["unit_model"], row["unit"] = unit_time.unit_model(
             path, img, ctx.home.builds_dir / "cat-qemu" if qemu else None)
         results[size] = row
     return results
-
-
-def unit_model(path: Path, img: Any, build_dir: Path | None) -> tuple[dict[str, Any],
-                                                                     list[dict[str, Any]]]:
-    """The cat unit's modelled time for one weight image at each SD throughput: measured (the
-    engine's read units and instructions under QEMU, at the stated CPI) when `build_dir` is given
-    and QEMU runs, else the assumed model. Returns (how it was modelled, one dict per speed)."""
-    from firmware import bench as fb
-
-    why = "--no-qemu"
-    if build_dir is not None:
-        from firmware import cat_qemu
-
-        try:
-            got = cat_qemu.counts_cached(path, build_dir)
-        except QcatError as exc:
-            why = exc.message + (f" ({exc.hint})" if exc.hint else "")
-        else:
-            macs = [fb.macs_per_channel(lay) * lay.c_out for lay in img.layers]
-            c = got.counts
-            model = {"kind": "measured", "cycles_per_instruction": fb.CYCLES_PER_INSTRUCTION,
-                     "cpi_range": list(fb.CPI_RANGE), "instructions": c.total,
-                     "instructions_per_mac": sum(c.compute) / sum(macs),
-                     "qemu_s": got.qemu_s, "cached": got.cached, "reads": len(c.units),
-                     "note": f"instructions counted under QEMU (rv32imafc -Os), "
-                             f"{fb.CYCLES_PER_INSTRUCTION} cycles per instruction assumed"}
-            speeds = []
-            for name, speed in fb.SD_THROUGHPUTS:
-                t = fb.measured_time(c.units, speed)
-                speeds.append({
-                    "sd": name, "sd_mb_per_s": speed / 1e6, "total_s": t.total_s,
-                    "first_read_s": t.first_read_s,
-                    "total_s_range": [fb.measured_time(c.units, speed, cpi=cpi).total_s
-                                      for cpi in fb.CPI_RANGE],
-                    "layers": [{"layer": lay.layer, "macs": macs[lay.layer - 1],
-                                "bytes": lay.bytes, "reads": lay.reads,
-                                "fetch_instructions": lay.fetch_instructions,
-                                "compute_instructions": lay.compute_instructions,
-                                "instructions_per_mac":
-                                    lay.compute_instructions / macs[lay.layer - 1],
-                                "read_s": lay.sd_s, "compute_s": lay.cpu_s,
-                                "time_s": lay.time_s, "bound": lay.bound}
-                               for lay in t.layers]})
-            return model, speeds
-    model = {"kind": "assumed", "macs_per_cycle": fb.MACS_PER_CYCLE,
-             "note": f"not measured ({why}): {fb.MACS_PER_CYCLE} MAC per cycle assumed"}
-    return model, [_unit_dict(fb.unit_time(img.layers, speed), name)
-                   for name, speed in fb.SD_THROUGHPUTS]
-
-
-def _unit_dict(t: Any, name: str) -> dict[str, Any]:
-    return {"sd": name, "sd_mb_per_s": t.sd_bytes_per_s / 1e6, "total_s": t.total_s,
-            "first_read_s": t.first_read_s,
-            "layers": [{"layer": lay.layer, "macs": lay.macs, "bytes": lay.bytes,
-                        "read_s": lay.read_s, "compute_s": lay.compute_s, "time_s": lay.time_s,
-                        "bound": lay.bound} for lay in t.layers]}
 
 
 def entropy_section(progress: Any = None) -> dict[str, Any]:
@@ -212,6 +160,16 @@ def _bench(ctx: Context, args: argparse.Namespace) -> int:
 
     engines = measure_engines(ctx, quick=args.quick, with_torch=not args.no_torch,
                               qemu=not args.no_qemu)
+    formats: dict[str, Any] = {"lines": ["weight-image formats skipped (--no-formats)"]}
+    if not args.no_formats:
+        from installation import unit_time
+
+        with ProgressBar("formats", enabled=not args.json) as bar:
+            formats = unit_time.formats_section(
+                _model_files(ctx)["demo"][0], ctx.home.builds_dir / "bench",
+                None if args.no_qemu else ctx.home.builds_dir / "cat-qemu",
+                with_torch=not args.no_torch, progress=bar)
+        formats["lines"] = unit_time.formats_lines(formats)
     try:
         rv32: dict[str, Any] = fb.rv32_build(ctx.home.builds_dir / "firmware-rv32")
     except QcatError as exc:
@@ -239,7 +197,8 @@ def _bench(ctx: Context, args: argparse.Namespace) -> int:
         with ProgressBar("tui bench", enabled=not args.json) as bar:
             result = tui_bench.run(runs=1 if args.quick else tui_bench.RUNS, progress=bar)
         tui = {"result": result, "lines": tui_bench.lines(result)}
-    report = {"engines": engines, "rv32": rv32, "unit_assumptions": fb.assumptions(),
+    report = {"engines": engines, "formats": formats, "rv32": rv32,
+              "unit_assumptions": fb.assumptions(),
               "die": die, "entropy": entropy, "units": units, "tui": tui}
     if args.json:
         ctx.emit_json(report)
@@ -307,6 +266,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
                                  f"read {lay['read_s']:6.2f} s, {lay['macs'] / 1e6:6.1f} M MAC "
                                  f"compute {lay['compute_s']:5.2f} s -> {lay['time_s']:6.2f} s "
                                  f"({lay['bound']}-bound)")
+    lines += report["formats"]["lines"]
     lines += report["die"]["lines"]
     lines += ["entropy:"] + [f"  {line}" for line in report["entropy"]["lines"]]
     lines += report["units"]["lines"]
