@@ -69,13 +69,19 @@ REBUILD_HINT = "re-run `qcat sd weights build` (or copy the weight image again)"
 
 
 class EngineError(FormatError):
-    """The C engine refused a weight image or stopped on a bad slice; no image was produced."""
+    """The C engine refused a weight image or stopped on a bad slice; no image was produced.
+    `layer` and `channel` (from 0) name the slice at fault, when one was."""
 
-    def __init__(self, code: int, path: Path | str) -> None:
+    def __init__(self, code: int, path: Path | str,
+                 where: tuple[int, int] | None = None) -> None:
         info = ERRORS.get(code, ErrorInfo(f"CAT_E_{code}", "unknown engine error", REBUILD_HINT))
-        super().__init__(f"{path}: {info.sentence} [{info.name}]", hint=info.hint or None)
+        # People count layers from 1 (DESIGN §5), channels from 0, as the Python reader does.
+        at = f"layer {where[0] + 1}, channel {where[1]}: " if where else ""
+        super().__init__(f"{path}: {at}{info.sentence} [{info.name}]", hint=info.hint or None)
         self.code = code
         self.code_name = info.name
+        self.layer: int | None = where[0] if where else None
+        self.channel: int | None = where[1] if where else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +206,15 @@ def load_library() -> ctypes.CDLL:
         ("cat_host_run", ctypes.c_int, [vp, vp, vp, vp, _PROGRESS_FN, vp]),
         ("cat_host_close", None, [vp]),
         ("cat_strerror", ctypes.c_char_p, [ctypes.c_int]),
+        ("cat_host_failed_slice", ctypes.c_int, [vp, vp, vp]),
+        ("cat_host_layers_seen", u32, [vp]),
+        ("cat_host_plan", u32, [vp, u32]),
     ))
+
+
+# The fields of cat_arena_plan_t in the order cat_host_plan() numbers them.
+PLAN_FIELDS = ("header_bytes", "act_off", "act_bytes", "unit_limit", "read_bytes", "read_off0",
+               "read_off1", "slice_off", "slice_bytes", "lut_off", "lut_bytes", "total")
 
 
 def arena_budget() -> int:
@@ -251,7 +265,22 @@ class CatEngine:
     def _raise(self, rc: int) -> None:
         if rc in BUG_CODES:
             raise RuntimeError(f"cat engine called wrongly: {ERRORS[rc].name}")
-        raise EngineError(rc, self.path)
+        layer, channel = ctypes.c_uint32(0), ctypes.c_uint32(0)
+        where = None
+        if self._lib.cat_host_failed_slice(self._host, ctypes.byref(layer), ctypes.byref(channel)):
+            where = (int(layer.value), int(channel.value))
+        raise EngineError(rc, self.path, where)
+
+    @property
+    def arena_plan(self) -> dict[str, int]:
+        """How the engine cut its arena for this model (cat_arena_plan_t), bytes."""
+        return {name: int(self._lib.cat_host_plan(self._host, i))
+                for i, name in enumerate(PLAN_FIELDS)}
+
+    @property
+    def layers_seen(self) -> int:
+        """Layers the engine handed to its layer hook in the last run (all, unless it failed)."""
+        return int(self._lib.cat_host_layers_seen(self._host))
 
     def generate(self, latent_q: np.ndarray, layers: bool = False,
                  progress: ProgressFn | None = None) -> Generated:

@@ -110,11 +110,15 @@ def record_problem(record: cardfmt.Record, image: WeightImage | None) -> str | N
     return None
 
 
-def manifest_files(sizes: dict[str, int], digests: dict[str, str]) -> dict[str, Any]:
+def manifest_files(sizes: dict[str, int], digests: dict[str, str],
+                   weights_version: int | None = None) -> dict[str, Any]:
+    """The manifest's file table; `weights_version` is the weight image's own format version
+    (1, 2 or 3: the card carries whichever the image is)."""
     from models import weightimage
     from phrases import clipbank
 
-    versions = {cardfmt.WEIGHTS: weightimage.VERSION, cardfmt.CLIPS: clipbank.FORMAT_VERSION,
+    versions = {cardfmt.WEIGHTS: weights_version or weightimage.VERSION,
+                cardfmt.CLIPS: clipbank.FORMAT_VERSION,
                 cardfmt.RESERVE: cardfmt.VERSION, cardfmt.JOURNAL: cardfmt.VERSION}
     files: dict[str, Any] = {}
     for name, fmt in cardfmt.FILE_FORMATS.items():
@@ -305,7 +309,8 @@ def _finish(lease: Lease, weight_bytes: bytes, image: WeightImage, clip_bytes: b
         "qcat_version": __version__, "created": _now(), "card_id": lease.card_id,
         "unit": lease.unit, "lease_id": lease.lease_id, "reserve_records": lease.records,
         "files": manifest_files({n: len(b) for n, b in contents.items()},
-                                {n: hashlib.sha256(b).hexdigest() for n, b in contents.items()}),
+                                {n: hashlib.sha256(b).hexdigest() for n, b in contents.items()},
+                                image.version),
     })
     write_atomic(staging / cardfmt.RESERVE, reserve_bytes, mode=CARD_FILE_MODE)
     write_atomic(staging / cardfmt.JOURNAL, journal_bytes, mode=CARD_FILE_MODE)

@@ -11,6 +11,11 @@ Steps, in this order:
 3. Per output channel, symmetric int8 weights in −127..127; int32 bias at scale in·w; multiplier
    and shift from M = in·w/out by TFLite's QuantizeMultiplier (in `models.reference`, the one
    copy of the integer helpers); the Tanh table; provenance.
+4. Optionally (`int4_layers`, format version 3, lossy): the chosen layers get symmetric 4-bit
+   weights in −7..7 per output channel, with their own scale, so their bias, multiplier and shift
+   are recomputed for that scale; the integer arithmetic downstream is unchanged. `quality_gate`
+   then measures the image against the float model as `qcat models quality` does and refuses one
+   under the gate (30 dB): a smaller file must not be a worse cat by accident.
 
 Imports torch (export path only); the result is a numpy `WeightImage`.
 """
@@ -25,10 +30,13 @@ import numpy as np
 import torch
 
 from installation import __version__
+from installation.errors import CheckFailed, UsageError
 from installation.progress import ProgressCallback
 from models import cat, reference
 from models.weightimage import (
+    INT4_MAX,
     KERNEL,
+    VERSION_INT4,
     WEIGHT_MAX,
     Layer,
     WeightImage,
@@ -49,6 +57,10 @@ TANH_CLIP = 3.2
 # which a few outliers would inflate (1.0 = the maximum).
 RELU_QUANTILE = 0.99999
 MIN_SCALE = 1e-8  # a dead layer still gets a usable scale
+# The quality gate of lossy images: int-vs-float PSNR as `qcat models quality cat` measures it
+# (the CLI passes its QUALITY_GOAL_DB and its latent count).
+MIN_PSNR_DB = 30.0
+DEFAULT_GATE_LATENTS = 64
 
 
 def fold_bn(g: cat.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -140,28 +152,43 @@ def activation_params(lo: float, hi: float) -> tuple[float, int]:
     return scale, zp
 
 
-def quantize_layer(w: np.ndarray, b: np.ndarray, in_scale: float, out_scale: float
+def quantize_layer(w: np.ndarray, b: np.ndarray, in_scale: float, out_scale: float,
+                   weight_max: int = WEIGHT_MAX
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Folded float W (C_in, C_out, k, k), b (C_out,) -> int8 weights (C_out, k, k, C_in),
-    int32 bias, multiplier and shift per output channel."""
+    """Folded float W (C_in, C_out, k, k), b (C_out,) -> int8 weights (C_out, k, k, C_in) in
+    ±weight_max (127, or 7 for 4-bit), int32 bias, multiplier and shift per output channel."""
     c_in = w.shape[0]
     limit = acc_bias_limit(c_in, w.shape[2])
     absmax = np.abs(w).max(axis=(0, 2, 3))
     # The weight scale is the symmetric one, unless the bias would then overflow the int32
     # accumulator (a channel with near-zero weights): then coarser weights, exact bias range.
-    w_scale = np.maximum.reduce([absmax / WEIGHT_MAX, np.abs(b) / (in_scale * limit),
+    w_scale = np.maximum.reduce([absmax / weight_max, np.abs(b) / (in_scale * limit),
                                  np.full_like(absmax, MIN_SCALE)])
-    wq = np.clip(reference.round_half_away(w / w_scale[None, :, None, None]), -WEIGHT_MAX,
-                 WEIGHT_MAX).astype(np.int8)
+    wq = np.clip(reference.round_half_away(w / w_scale[None, :, None, None]), -weight_max,
+                 weight_max).astype(np.int8)
     bq = np.clip(reference.round_half_away(b / (in_scale * w_scale)), -limit, limit)
     mult, shift = reference.quantize_multipliers(in_scale * w_scale / out_scale)
     return (np.ascontiguousarray(wq.transpose(1, 2, 3, 0)), bq.astype(np.int32), mult, shift)
 
 
+def parse_layers(text: str, n_layers: int) -> tuple[int, ...]:
+    """"2,3,4" -> (2, 3, 4): layers counted from 1, each once, inside the model."""
+    try:
+        chosen = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise UsageError(f"--int4-layers takes layer numbers like 2,3,4, not {text!r}") from None
+    if not chosen or chosen[0] < 1 or chosen[-1] > n_layers:
+        raise UsageError(f"--int4-layers must name layers 1..{n_layers}, not {text!r}",
+                         hint="layers count from 1, as `qcat sd weights inspect` shows them")
+    return chosen
+
+
 def quantize(ckpt: dict[str, Any], *, calibration: int = DEFAULT_CALIBRATION_LATENTS,
              seed: int = 0, checkpoint_sha256: str | None = None, command: str = "",
-             progress: ProgressCallback | None = None) -> WeightImage:
-    """The int8 weight image of a checkpoint's generator."""
+             progress: ProgressCallback | None = None,
+             int4_layers: tuple[int, ...] = ()) -> WeightImage:
+    """The int8 weight image of a checkpoint's generator; layers in `int4_layers` (from 1) get
+    4-bit weights and the image format version 3."""
     if calibration < MIN_CALIBRATION_LATENTS:
         raise ValueError(f"calibration needs at least {MIN_CALIBRATION_LATENTS} latents")
     g = cat.generator_from(ckpt)
@@ -175,10 +202,13 @@ def quantize(ckpt: dict[str, Any], *, calibration: int = DEFAULT_CALIBRATION_LAT
     for i, ((w, b), shape, (lo, hi)) in enumerate(zip(folded, shapes, ranges, strict=True)):
         out_scale, out_zp = activation_params(lo, hi)
         last = i == len(folded) - 1
-        wq, bq, mult, shift = quantize_layer(w.numpy(), b.numpy(), in_scale, out_scale)
+        four = i + 1 in int4_layers
+        wq, bq, mult, shift = quantize_layer(w.numpy(), b.numpy(), in_scale, out_scale,
+                                             INT4_MAX if four else WEIGHT_MAX)
         layers.append(Layer(shape.c_in, shape.c_out, shape.h_in, shape.h_out, KERNEL,
                             shape.stride, shape.padding, shape.activation, in_zp, out_zp,
-                            in_scale, out_scale, wq, bq, mult, shift))
+                            in_scale, out_scale, wq, bq, mult, shift,
+                            weight_bits=4 if four else 8))
         if last:
             tanh_table = reference.make_tanh_table(out_scale, out_zp)
         in_scale, in_zp = out_scale, out_zp
@@ -201,6 +231,31 @@ def quantize(ckpt: dict[str, Any], *, calibration: int = DEFAULT_CALIBRATION_LAT
                         "relu_quantile": RELU_QUANTILE, "tanh_clip": TANH_CLIP},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if int4_layers:
+        provenance["int4_layers"] = list(int4_layers)
     size = ckpt.get("size", "custom")
-    return WeightImage(size if size in ("demo", "full") else "custom", int(ckpt["nz"]),
-                       int(ckpt["ngf"]), latent_scale, 0, layers, tanh_table, provenance)
+    img = WeightImage(size if size in ("demo", "full") else "custom", int(ckpt["nz"]),
+                      int(ckpt["ngf"]), latent_scale, 0, layers, tanh_table, provenance)
+    if int4_layers:
+        img.version = VERSION_INT4
+    return img
+
+
+def quality_gate(img: WeightImage, ckpt: dict[str, Any], *, min_psnr: float = MIN_PSNR_DB,
+                 latents: int = DEFAULT_GATE_LATENTS, seed: int = 0,
+                 progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Measure `img` against the checkpoint's float generator as `qcat models quality cat` does
+    (models.quality.measure, mean PSNR over `latents`); CheckFailed, naming the figure, when it
+    falls under `min_psnr`. Returns the quality report (with the gate) when it passes."""
+    from models import quality
+
+    report = quality.measure(img, cat.generator_from(ckpt), n=latents, seed=seed,
+                             progress=progress)
+    report["min_psnr_db"] = min_psnr
+    if report["psnr_db_mean"] < min_psnr:
+        raise CheckFailed(f"the image with 4-bit layers measures {report['psnr_db_mean']:.2f} dB "
+                          f"PSNR against the float model over {latents} latents, under the "
+                          f"{min_psnr:g} dB gate; nothing was written",
+                          hint="make fewer layers 4-bit (--int4-layers), or lower --min-psnr "
+                               "if the loss is wanted")
+    return report

@@ -101,7 +101,7 @@ def test_crc_error_in_the_last_slice_still_gives_no_image(demo, tmp_path: Path) 
 
 @pytest.mark.parametrize("damage, code", [
     (lambda d: b"XCWEIGHT" + d[8:], "CAT_E_MAGIC"),
-    (lambda d: d[:8] + struct.pack("<H", 2) + d[10:], "CAT_E_VERSION"),
+    (lambda d: d[:8] + struct.pack("<H", 4) + d[10:], "CAT_E_VERSION"),
     (lambda d: d[:200] + bytes([d[200] ^ 1]) + d[201:], "CAT_E_HEADER_CRC"),
     (lambda d: d[:-512] + b"QCWTRAIX" + d[-504:], "CAT_E_TRAILER"),
     (lambda d: d[:-1000], "CAT_E_READ"),  # truncated: the trailer cannot be read

@@ -117,7 +117,9 @@ def test_a_real_failure_shows_the_tables_sentence_and_hint(slice_crc_file: Path)
     with pytest.raises(EngineError) as info, CatEngine(slice_crc_file) as eng:
         eng.generate(np.zeros(eng.nz, np.int8))
     assert info.value.code == row.code
-    assert info.value.message == f"{slice_crc_file}: {row.sentence} [CAT_E_SLICE_CRC]"
+    # the slice at fault is named as the Python reader names it: layers from 1, channels from 0
+    assert info.value.message == (f"{slice_crc_file}: layer 2, channel 0: {row.sentence} "
+                                  "[CAT_E_SLICE_CRC]")
     assert info.value.hint == row.hint
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from installation.errors import FormatError, InputError
+from installation.errors import FormatError, InputError, UsageError
 from models import weightimage as wi
 
 
@@ -190,10 +191,12 @@ def test_foreign_and_odd_files(tmp_path, demo_bytes):
     extra = tmp_path / "extra.qcw"
     extra.write_bytes(demo_bytes + b"\0")
     assert "1 unexpected bytes after its end" in wi.verify(extra).error
-    newer = bytearray(demo_bytes)
-    newer[8] = 2
-    with pytest.raises(FormatError, match="format version 2; this qcat reads version 1"):
-        wi.decode(bytes(newer))
+    for version in (4, 0, 0xFFFF):  # a newer writer, and garbage
+        newer = bytearray(demo_bytes)
+        struct.pack_into("<H", newer, 8, version)
+        with pytest.raises(FormatError, match=f"format version {version}; this qcat reads "
+                                              "versions 1, 2 and 3"):
+            wi.decode(bytes(newer))
 
 
 @settings(max_examples=200, deadline=None)
@@ -247,3 +250,113 @@ def test_describe_reports_what_inspect_prints(demo, demo_bytes):
 def test_shipped_demo_constant_points_inside_the_package():
     assert wi.SHIPPED_DEMO.parent.parent.name == "models"
     assert wi.SHIPPED_DEMO.suffix == ".qcw"
+
+
+# --------------------------------------------------------------------------------------------
+# Versions 2 and 3: packed slices, Huffman, 4-bit
+
+
+def test_huffman_lengths_are_limited_optimal_and_prefix_free():
+    # a geometric distribution wants codes far longer than 12 bits; the limit holds them
+    counts = np.zeros(256, np.int64)
+    counts[1:40] = [2**k for k in range(39, 0, -1)]
+    lengths = wi.code_lengths(counts)
+    assert lengths.max() == wi.HUFF_MAX_BITS and lengths[0] == 0 and lengths[40:].max() == 0
+    assert int(np.sum(2.0 ** -lengths[lengths > 0].astype(float))) == 1  # a complete code
+    codes = wi.canonical_codes(lengths)
+    words = {format(int(codes[s]), f"0{int(lengths[s])}b") for s in np.flatnonzero(lengths)}
+    assert not any(a != b and b.startswith(a) for a in words for b in words)
+    # unlimited Huffman of 2^k counts gives 1, 2, 3, ... bits: the limit only touches the tail
+    assert list(lengths[1:6]) == [1, 2, 3, 4, 5]
+    # one symbol gets one bit; none gets nothing
+    one = np.zeros(256, np.int64)
+    one[128] = 9
+    assert wi.code_lengths(one)[128] == 1 and wi.code_lengths(np.zeros(256)).max() == 0
+
+
+def test_version_2_layout_at_documented_offsets(demo):
+    img = wi.with_format(demo, 2, "huffman")
+    d = wi.encode(img)
+    version, header_bytes = struct.unpack_from("<HH", d, 8)
+    dir_off, entries = struct.unpack_from("<II", d, 76)
+    assert version == 2 and entries == sum(lay.c_out for lay in demo.layers) + 1
+    offsets = np.frombuffer(d, "<u4", entries, dir_off)
+    assert offsets[0] == header_bytes and len(d) == -(-int(offsets[-1]) // 512) * 512 + 512
+    entry = d[128 + 2 * 64:128 + 3 * 64]  # layer 3
+    slice_max, first = struct.unpack_from("<IQ", entry, 24)
+    enc, bits, _, table, stored = struct.unpack_from("<BBHIQ", entry, 36)
+    first_index = demo.layers[0].c_out + demo.layers[1].c_out
+    assert (enc, bits) == (wi.ENC_HUFFMAN, 8) and first == offsets[first_index]
+    assert stored == offsets[first_index + demo.layers[2].c_out] - first
+    lengths = np.frombuffer(d, np.uint8, 256, table)
+    # channel 17 of layer 3: its stream decodes (MSB first) to its weights; tail; CRC
+    a, b = int(offsets[first_index + 17]), int(offsets[first_index + 18])
+    assert b - a <= slice_max
+    s = d[a:b]
+    assert struct.unpack_from("<I", s, len(s) - 4)[0] == zlib.crc32(s[:-4])
+    assert struct.unpack_from("<HH", s, len(s) - 8) == (2, 17)
+    bits_str = "".join(format(x, "08b") for x in s[:-20])
+    codes = wi.canonical_codes(lengths)
+    table_of = {format(int(codes[v]), f"0{int(lengths[v])}b"): v - 128
+                for v in np.flatnonzero(lengths)}
+    out, word = [], ""
+    for bit in bits_str:
+        word += bit
+        if word in table_of:
+            out.append(table_of[word])
+            word = ""
+    assert out == demo.layers[2].weights[17].ravel().tolist() and set(word) <= {"0"}
+
+
+def test_every_flipped_bit_of_a_packed_image_is_caught(demo):
+    img = wi.with_format(demo, 2, "huffman")
+    d = wi.encode(img)
+    offsets = np.concatenate([o[:-1] for o in wi.slice_offsets(img)] + [[wi.slice_offsets(img)[-1][-1]]])
+    rng = np.random.default_rng(1)
+    for pos in rng.integers(0, len(d), 120).tolist() + [len(d) - 1, img.header_bytes]:
+        bad = bytearray(d)
+        bad[pos] ^= 1 << int(rng.integers(0, 8))
+        with pytest.raises(FormatError) as exc:
+            wi.decode(bytes(bad))
+        k = int(np.searchsorted(offsets, pos, side="right")) - 1
+        if img.header_bytes <= pos < offsets[-1]:
+            layer = next(i for i, o in enumerate(wi.slice_offsets(img)) if o[0] <= pos < o[-1])
+            channel = k - sum(lay.c_out for lay in demo.layers[:layer])
+            assert exc.value.message == f"layer {layer + 1}, channel {channel}: CRC mismatch"
+
+
+def test_version_3_holds_4_bit_layers_only(demo):
+    four = wi.with_format(demo, 2, "huffman")
+    with pytest.raises(ValueError, match="format version 3 needs a 4-bit layer"):
+        wi.encode(dataclasses_replace(four, version=3))
+    lay = demo.layers[1]
+    squeezed = np.clip(lay.weights // 16, -7, 7).astype(np.int8)
+    layers = list(demo.layers)
+    layers[1] = dataclasses_replace(lay, weights=squeezed, weight_bits=4, stored=None)
+    img = dataclasses_replace(demo, layers=layers)
+    with pytest.raises(UsageError, match="version 2 cannot hold"):
+        wi.choose_version(img, 2)
+    v3 = wi.with_format(img, wi.choose_version(img, None), "huffman")
+    back = wi.decode(wi.encode(v3))
+    assert back.version == 3 and back.layers[1].weight_bits == 4
+    assert np.array_equal(back.layers[1].weights, squeezed)
+    assert back.layers[1].encoding in ("huffman", "packed4")
+    assert back.layers[1].stored_bytes <= lay.c_out * (lay.weights_per_slice // 2 + 20)
+    # a value outside -7..7 in a 4-bit layer is a writer bug
+    layers[1] = dataclasses_replace(lay, weight_bits=4, encoding="packed4", stored=None)
+    with pytest.raises(ValueError, match="outside -7..7"):
+        wi.encode(dataclasses_replace(demo, layers=layers, version=3))
+
+
+def test_read_units_span_at_most_the_read_size(demo):
+    for version, enc in ((1, "raw"), (2, "raw"), (2, "huffman")):
+        img = wi.with_format(demo, version, enc)
+        units = wi.read_units(img)
+        assert sum(u.count for u in units) == sum(lay.c_out for lay in img.layers)
+        offs = wi.slice_offsets(img)
+        for u in units:
+            span = int(offs[u.layer][u.first + u.count] - offs[u.layer][u.first])
+            assert span <= wi.READ_BYTES
+            if u.first + u.count < img.layers[u.layer].c_out:  # greedy: one more would not fit
+                assert int(offs[u.layer][u.first + u.count + 1] - offs[u.layer][u.first]) \
+                    > wi.READ_BYTES

@@ -47,7 +47,9 @@ static uint64_t padded_bytes(uint32_t c, uint32_t h)
 
 int cat_plan_arena(const qcw_model_t *m, cat_arena_plan_t *plan)
 {
-    uint64_t act = 0, slice = 0;
+    const int packed = m->version != QCW_VERSION_PADDED;
+    uint64_t act = 0, slice = 0, decoded = 0;
+    int huffman = 0;
     for (uint16_t i = 0; i < m->n_layers; i++) {
         const qcw_layer_t *l = &m->layers[i];
         uint64_t in = padded_bytes(l->c_in, l->h_in), out = padded_bytes(l->c_out, l->h_out);
@@ -56,18 +58,32 @@ int cat_plan_arena(const qcw_model_t *m, cat_arena_plan_t *plan)
         out = align_up((uint32_t)out, CAT_ARENA_ALIGN);
         if (in + out > act) act = in + out;
         if (l->slice_bytes > slice) slice = l->slice_bytes;
+        if (l->encoding != QCW_ENC_RAW && (uint64_t)CAT_KERNEL * CAT_KERNEL * l->c_in > decoded)
+            decoded = (uint64_t)CAT_KERNEL * CAT_KERNEL * l->c_in;
+        if (l->encoding == QCW_ENC_HUFFMAN) huffman = 1;
     }
     if (slice > CAT_ARENA_BUDGET) return CAT_E_ARENA;
-    /* A read buffer holds at least one slice of every layer, and as many whole slices of a layer
-     * as fit in CAT_READ_BYTES. */
-    uint64_t read = align_up((uint32_t)(slice > CAT_READ_BYTES ? slice : CAT_READ_BYTES),
-                             CAT_ARENA_ALIGN);
-    uint64_t total = act + 2u * read;
+    /* A read unit holds at least one slice of every layer, and as many whole slices of a layer
+     * as fit in CAT_READ_BYTES. Packed slices start anywhere: the read is widened to whole
+     * sectors, at most one sector more at each end. */
+    uint64_t limit = slice > CAT_READ_BYTES ? slice : CAT_READ_BYTES;
+    uint64_t read = align_up((uint32_t)(limit + (packed ? 2u * QCW_SECTOR : 0u)), CAT_ARENA_ALIGN);
+    uint64_t header = packed ? align_up(m->header_bytes, CAT_ARENA_ALIGN) : 0u;
+    uint64_t lut = huffman ? (uint64_t)QCW_HUFF_LUT_ENTRIES * sizeof(uint16_t) : 0u;
+    decoded = align_up((uint32_t)decoded, CAT_ARENA_ALIGN);
+    uint64_t total = header + act + 2u * read + decoded + lut;
     if (total > CAT_ARENA_BUDGET) return CAT_E_ARENA;
+    plan->header_bytes = (uint32_t)header;
+    plan->act_off = (uint32_t)header;
     plan->act_bytes = (uint32_t)act;
+    plan->unit_limit = (uint32_t)limit;
     plan->read_bytes = (uint32_t)read;
-    plan->read_off[0] = (uint32_t)act;
-    plan->read_off[1] = (uint32_t)(act + read);
+    plan->read_off[0] = (uint32_t)(header + act);
+    plan->read_off[1] = (uint32_t)(header + act + read);
+    plan->slice_off = (uint32_t)(header + act + 2u * read);
+    plan->slice_bytes = (uint32_t)decoded;
+    plan->lut_off = (uint32_t)(header + act + 2u * read + decoded);
+    plan->lut_bytes = (uint32_t)lut;
     plan->total = (uint32_t)total;
     return CAT_OK;
 }
@@ -80,16 +96,17 @@ int cat_open(cat_engine_t *e, const cat_io_t *io, uint8_t *arena, uint32_t arena
     e->io = *io;
     e->arena = arena;
     e->arena_bytes = arena_bytes;
-    /* The arena doubles as the scratch buffer for the header and the trailer. */
+    /* The arena doubles as the scratch buffer for the trailer and the header; the header is
+     * read last and stays at the arena's start (versions 2 and 3 keep using its directory). */
     if (io->read(io->ctx, 0, arena, QCW_SECTOR) != 0) return CAT_E_READ;
     int rc = qcw_parse_sector0(arena, &e->model);
     if (rc) return rc;
     if (e->model.header_bytes > arena_bytes) return CAT_E_ARGS;
-    if (io->read(io->ctx, 0, arena, e->model.header_bytes) != 0) return CAT_E_READ;
-    if ((rc = qcw_parse_header(arena, &e->model)) != 0) return rc;
     if (io->read(io->ctx, e->model.file_bytes - QCW_TRAILER_BYTES, arena, QCW_TRAILER_BYTES) != 0)
         return CAT_E_READ;
     if ((rc = qcw_check_trailer(arena, &e->model)) != 0) return rc;
+    if (io->read(io->ctx, 0, arena, e->model.header_bytes) != 0) return CAT_E_READ;
+    if ((rc = qcw_parse_header(arena, &e->model)) != 0) return rc;
     if ((rc = cat_plan_arena(&e->model, &e->plan)) != 0) return rc;
     if (e->plan.total > arena_bytes) return CAT_E_ARENA;
     e->opened = 1;
@@ -392,39 +409,69 @@ static int constants_ok(const qcw_slice_t *s, const qcw_layer_t *l)
            (bias < 0 ? -bias : bias) <= bias_limit;
 }
 
+/* Where slice `c` of layer `l` starts in the file, and (at c_out) where the layer ends: v1 by
+ * arithmetic, v2/v3 from the directory in the header kept at the arena's start. */
+static uint64_t slice_at(const cat_engine_t *e, const qcw_layer_t *l, uint32_t c)
+{
+    if (e->model.version == QCW_VERSION_PADDED) return l->offset + (uint64_t)c * l->slice_bytes;
+    return qcw_u32(e->arena + e->model.dir_off + ((size_t)l->first_slice + c) * QCW_DIR_ENTRY_BYTES);
+}
+
 /* A read unit: `count` consecutive slices (channels first..first+count-1) of one layer, contiguous
- * in the file, so one multi-block read brings them all. */
+ * in the file, read as one multi-block read of the whole sectors [start, end) that cover them. */
 typedef struct {
     uint16_t layer, first, count;
+    uint64_t start, end;
 } read_unit_t;
 
-static read_unit_t unit_at(const qcw_model_t *m, uint32_t read_bytes, uint16_t layer, uint16_t first)
+static read_unit_t unit_at(const cat_engine_t *e, uint16_t layer, uint16_t first)
 {
-    const qcw_layer_t *l = &m->layers[layer];
-    uint32_t fit = read_bytes / l->slice_bytes, left = (uint32_t)l->c_out - first;
-    read_unit_t u = {layer, first, (uint16_t)(fit < left ? fit : left)};
+    const qcw_layer_t *l = &e->model.layers[layer];
+    uint64_t from = slice_at(e, l, first);
+    uint32_t count = 1;
+    while ((uint32_t)first + count < l->c_out &&
+           slice_at(e, l, first + count + 1u) - from <= e->plan.unit_limit)
+        count++;
+    uint64_t to = slice_at(e, l, first + count);
+    read_unit_t u = {layer, first, (uint16_t)count, from / QCW_SECTOR * QCW_SECTOR,
+                     (to + QCW_SECTOR - 1u) / QCW_SECTOR * QCW_SECTOR};
     return u;
 }
 
 /* The unit after `u`, or one with count 0 after the last. */
-static read_unit_t unit_after(const qcw_model_t *m, uint32_t read_bytes, read_unit_t u)
+static read_unit_t unit_after(const cat_engine_t *e, read_unit_t u)
 {
+    const qcw_model_t *m = &e->model;
     if ((uint32_t)u.first + u.count < m->layers[u.layer].c_out)
-        return unit_at(m, read_bytes, u.layer, (uint16_t)(u.first + u.count));
-    if (u.layer + 1u < m->n_layers) return unit_at(m, read_bytes, (uint16_t)(u.layer + 1u), 0);
-    read_unit_t none = {0, 0, 0};
+        return unit_at(e, u.layer, (uint16_t)(u.first + u.count));
+    if (u.layer + 1u < m->n_layers) return unit_at(e, (uint16_t)(u.layer + 1u), 0);
+    read_unit_t none = {0, 0, 0, 0, 0};
     return none;
 }
 
-static uint64_t unit_offset(const qcw_model_t *m, read_unit_t u)
+/* Check one slice (CRC first, then its layer/channel, then its constants) and only then decode
+ * its weights into the slice buffer when the layer codes them. */
+static int open_slice(cat_engine_t *e, const qcw_layer_t *l, const uint8_t *at, uint32_t len,
+                      uint16_t layer, uint16_t c, qcw_slice_t *s)
 {
-    const qcw_layer_t *l = &m->layers[u.layer];
-    return l->offset + (uint64_t)u.first * l->slice_bytes;
+    int rc = qcw_open_slice(at, len, l, layer, c, s);
+    if (rc == CAT_OK && !constants_ok(s, l)) rc = CAT_E_UNSUPPORTED;
+    if (rc != CAT_OK || l->encoding == QCW_ENC_RAW) return rc;
+    int8_t *dst = (int8_t *)(e->arena + e->plan.slice_off);
+    uint32_t n = (uint32_t)CAT_KERNEL * CAT_KERNEL * l->c_in;
+    if (l->encoding == QCW_ENC_HUFFMAN)
+        rc = qcw_huff_decode((const uint16_t *)(e->arena + e->plan.lut_off), (const uint8_t *)s->weights,
+                             s->stream_bytes, dst, n);
+    else
+        rc = qcw_unpack4((const uint8_t *)s->weights, dst, n);
+    s->weights = dst;
+    return rc;
 }
 
-static uint32_t unit_bytes(const qcw_model_t *m, read_unit_t u)
+static int read_unit(const cat_io_t *io, read_unit_t u, uint8_t *dst, int async)
 {
-    return (uint32_t)u.count * m->layers[u.layer].slice_bytes;
+    uint32_t len = (uint32_t)(u.end - u.start);
+    return async ? io->start(io->ctx, u.start, dst, len) : io->read(io->ctx, u.start, dst, len);
 }
 
 int cat_generate(cat_engine_t *e, const int8_t *latent, uint8_t *rgb, const cat_hooks_t *hooks)
@@ -433,9 +480,10 @@ int cat_generate(cat_engine_t *e, const int8_t *latent, uint8_t *rgb, const cat_
     if (!e->opened) return CAT_E_NOT_OPEN;
     const qcw_model_t *m = &e->model;
     const cat_io_t *io = &e->io;
-    const uint32_t read_bytes = e->plan.read_bytes, act_bytes = e->plan.act_bytes;
-    uint8_t *act = e->arena;
+    const uint32_t act_bytes = e->plan.act_bytes;
+    uint8_t *act = e->arena + e->plan.act_off;
     uint8_t *buf[2] = {e->arena + e->plan.read_off[0], e->arena + e->plan.read_off[1]};
+    e->failed_at_slice = 0;
 
     uint32_t total = 0;
     for (uint16_t i = 0; i < m->n_layers; i++) total += m->layers[i].c_out;
@@ -448,14 +496,10 @@ int cat_generate(cat_engine_t *e, const int8_t *latent, uint8_t *rgb, const cat_
     int in_at_start = 1;
 
     /* Prime the pipeline: the first unit into buffer 0. */
-    read_unit_t cur = unit_at(m, read_bytes, 0, 0);
+    read_unit_t cur = unit_at(e, 0, 0);
     int pending = 0, rc = CAT_OK;
-    if (io->start) {
-        if (io->start(io->ctx, unit_offset(m, cur), buf[0], unit_bytes(m, cur)) != 0) return CAT_E_READ;
-        pending = 1;
-    } else if (io->read(io->ctx, unit_offset(m, cur), buf[0], unit_bytes(m, cur)) != 0) {
-        return CAT_E_READ;
-    }
+    if (read_unit(io, cur, buf[0], io->start != 0) != 0) return CAT_E_READ;
+    pending = io->start != 0;
 
     uint32_t done = 0, k = 0;
     while (cur.count > 0) {
@@ -465,38 +509,50 @@ int cat_generate(cat_engine_t *e, const int8_t *latent, uint8_t *rgb, const cat_
             if (io->wait(io->ctx) != 0) { rc = CAT_E_READ; break; }
         }
         /* Start reading the next unit into the other buffer before computing this one. */
-        read_unit_t next = unit_after(m, read_bytes, cur);
+        read_unit_t next = unit_after(e, cur);
         if (next.count > 0 && io->start) {
-            if (io->start(io->ctx, unit_offset(m, next), buf[k ^ 1u], unit_bytes(m, next)) != 0) {
+            if (read_unit(io, next, buf[k ^ 1u], 1) != 0) {
                 rc = CAT_E_READ;
                 break;
             }
             pending = 1;
         }
         if (cur.first == 0) {
-            /* A new layer: its output goes to the other end of the activation region. */
+            /* A new layer: its output goes to the other end of the activation region, and a
+             * Huffman layer's decode table is built from its code lengths in the header. */
             uint32_t out_bytes = align_up((uint32_t)padded_bytes(l->c_out, l->h_out), CAT_ARENA_ALIGN);
             out = in_at_start ? act + act_bytes - out_bytes : act;
             fill_border(out, l->h_out, l->c_out, (uint8_t)(l->out_zp + ACT_BIAS));
+            if (l->encoding == QCW_ENC_HUFFMAN) {
+                CAT_MARK(FETCH, cur.layer);  /* the decode table is part of fetching the layer */
+                qcw_huff_table(e->arena + l->code_lengths, (uint16_t *)(e->arena + e->plan.lut_off));
+                CAT_MARK(COMPUTE, cur.layer);
+            }
         }
+        uint64_t from = slice_at(e, l, cur.first);
         for (uint16_t j = 0; j < cur.count && rc == CAT_OK; j++) {
             qcw_slice_t s;
             uint16_t c = (uint16_t)(cur.first + j);
-            CAT_MARK(FETCH, cur.layer);  /* read + CRC (+ decode) of the slice up to COMPUTE */
-            rc = qcw_open_slice(buf[k] + (size_t)j * l->slice_bytes, l, cur.layer, c, &s);
+            uint64_t to = slice_at(e, l, c + 1u);
+            CAT_MARK(FETCH, cur.layer);  /* CRC, checks and decoding of the slice up to COMPUTE */
+            rc = open_slice(e, l, buf[k] + (from - cur.start), (uint32_t)(to - from), cur.layer, c, &s);
             CAT_MARK(COMPUTE, cur.layer);
-            if (rc == CAT_OK && !constants_ok(&s, l)) rc = CAT_E_UNSUPPORTED;
             int32_t tap_sum[CAT_KERNEL * CAT_KERNEL];
             if (rc == CAT_OK) rc = prepare_slice(l, &s, tap_sum);
-            if (rc != CAT_OK) break;
+            if (rc != CAT_OK) {
+                e->fail_layer = cur.layer;
+                e->fail_channel = c;
+                e->failed_at_slice = 1;
+                break;
+            }
             compute_channel(l, &s, tap_sum, m->tanh_table, in, out, c);
+            from = to;
             done++;
             if (hooks && hooks->progress) hooks->progress(hooks->user, done, total, cur.layer);
         }
         if (rc != CAT_OK) break;
         /* Without an asynchronous reader the next unit is read now, after computing. */
-        if (next.count > 0 && !io->start &&
-            io->read(io->ctx, unit_offset(m, next), buf[k ^ 1u], unit_bytes(m, next)) != 0) {
+        if (next.count > 0 && !io->start && read_unit(io, next, buf[k ^ 1u], 0) != 0) {
             rc = CAT_E_READ;
             break;
         }

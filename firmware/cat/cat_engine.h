@@ -21,7 +21,8 @@
 #include "cat_errors.h"
 #include "qcw.h"
 
-/* The static arena the unit can give the engine: input + output activation + two read buffers. */
+/* The static arena the unit can give the engine: input + output activation + two read buffers
+ * (+ for versions 2 and 3 the header, one decoded slice and a Huffman table). */
 #ifndef CAT_ARENA_BUDGET
 #define CAT_ARENA_BUDGET (512u * 1024u)
 #endif
@@ -64,9 +65,19 @@ typedef struct {
 
 /* How the arena is cut up for one model (bytes; offsets from the arena start). */
 typedef struct {
+    uint32_t header_bytes;    /* v2/v3: the checked header kept for its slice directory and
+                                 Huffman code lengths (at offset 0); v1: 0 */
+    uint32_t act_off;
     uint32_t act_bytes;       /* one region holding a layer's input at one end, output at the other */
-    uint32_t read_bytes;      /* one read buffer: max(largest slice, CAT_READ_BYTES) */
+    uint32_t unit_limit;      /* a read unit's slices span at most this: max(largest slice,
+                                 CAT_READ_BYTES) */
+    uint32_t read_bytes;      /* one read buffer: unit_limit, plus 2 sectors for v2/v3 (a unit's
+                                 range is widened to whole sectors at both ends) */
     uint32_t read_off[2];
+    uint32_t slice_off;       /* decoded int8 weights of one slice (coded layers only) */
+    uint32_t slice_bytes;
+    uint32_t lut_off;         /* the Huffman decode table of the current layer */
+    uint32_t lut_bytes;
     uint32_t total;           /* what the model needs */
 } cat_arena_plan_t;
 
@@ -77,6 +88,9 @@ typedef struct {
     uint8_t *arena;
     uint32_t arena_bytes;
     int opened;
+    /* After a slice error (CRC, index, constants, decoding): which slice, counted from 0. */
+    uint16_t fail_layer, fail_channel;
+    int failed_at_slice;
 } cat_engine_t;
 
 /* Read and check the header and trailer, plan the arena; 0 or a CAT_E_* code. */

@@ -6,19 +6,20 @@
 #define QCAT_CAT_ERRORS_H
 
 enum cat_error {
-    CAT_OK            = 0,
-    CAT_E_ARGS        = 1,
-    CAT_E_READ        = 2,
-    CAT_E_MAGIC       = 3,
-    CAT_E_VERSION     = 4,
-    CAT_E_HEADER_CRC  = 5,
-    CAT_E_HEADER      = 6,
-    CAT_E_UNSUPPORTED = 7,
-    CAT_E_ARENA       = 8,
-    CAT_E_TRAILER     = 9,
-    CAT_E_SLICE_CRC   = 10,
-    CAT_E_SLICE_INDEX = 11,
-    CAT_E_NOT_OPEN    = 12
+    CAT_OK             = 0,
+    CAT_E_ARGS         = 1,
+    CAT_E_READ         = 2,
+    CAT_E_MAGIC        = 3,
+    CAT_E_VERSION      = 4,
+    CAT_E_HEADER_CRC   = 5,
+    CAT_E_HEADER       = 6,
+    CAT_E_UNSUPPORTED  = 7,
+    CAT_E_ARENA        = 8,
+    CAT_E_TRAILER      = 9,
+    CAT_E_SLICE_CRC    = 10,
+    CAT_E_SLICE_INDEX  = 11,
+    CAT_E_NOT_OPEN     = 12,
+    CAT_E_SLICE_DECODE = 13
 };
 
 static inline const char *cat_error_sentence(int code)
@@ -28,7 +29,7 @@ static inline const char *cat_error_sentence(int code)
     case CAT_E_ARGS: return "bad arguments to the engine (a null pointer or an arena too small for the header)";
     case CAT_E_READ: return "reading the weight image failed (card removed, or the file is shorter than it says)";
     case CAT_E_MAGIC: return "the file is not a cat weight image (wrong magic)";
-    case CAT_E_VERSION: return "the weight image has a format version this engine does not read";
+    case CAT_E_VERSION: return "the weight image has a format version this engine does not read (it reads versions 1, 2 and 3)";
     case CAT_E_HEADER_CRC: return "the weight image header is corrupted (header CRC mismatch)";
     case CAT_E_HEADER: return "the weight image header is inconsistent (offsets, sizes or zero points)";
     case CAT_E_UNSUPPORTED: return "the weight image has a layer or constant outside what the format allows";
@@ -37,6 +38,7 @@ static inline const char *cat_error_sentence(int code)
     case CAT_E_SLICE_CRC: return "a weight slice is corrupted (slice CRC mismatch)";
     case CAT_E_SLICE_INDEX: return "a weight slice holds another layer or channel than its position says";
     case CAT_E_NOT_OPEN: return "the engine has no weight image open";
+    case CAT_E_SLICE_DECODE: return "a weight slice's coded weights do not decode to its layer's weight count (a writer fault)";
     default: return "unknown engine error";
     }
 }
@@ -57,6 +59,7 @@ static inline const char *cat_error_name(int code)
     case CAT_E_SLICE_CRC: return "CAT_E_SLICE_CRC";
     case CAT_E_SLICE_INDEX: return "CAT_E_SLICE_INDEX";
     case CAT_E_NOT_OPEN: return "CAT_E_NOT_OPEN";
+    case CAT_E_SLICE_DECODE: return "CAT_E_SLICE_DECODE";
     default: return "?";
     }
 }

@@ -103,6 +103,7 @@ static void on_layer(void *user, uint32_t layer, const uint8_t *hwc, uint32_t c,
 {
     cat_host_t *h = user;
     (void)layer;
+    h->layers_seen++;
     if (!h->layers_out) return;
     cat_layer_to_chw(hwc, c, hh, w, h->layers_out + h->layers_filled);
     h->layers_filled += (uint64_t)c * hh * w;
@@ -120,6 +121,7 @@ int cat_host_run(cat_host_t *h, const int8_t *latent, uint8_t *rgb, int8_t *laye
     if (!h || h->fd < 0 || !h->engine.opened) return CAT_E_NOT_OPEN;
     h->layers_out = layers_chw;
     h->layers_filled = 0;
+    h->layers_seen = 0;
     h->progress = progress;
     h->progress_user = user;
     cat_hooks_t hooks = {on_progress, on_layer, h};
@@ -159,4 +161,23 @@ void cat_host_close(cat_host_t *h)
         h->fd = -1;
     }
     if (h) h->engine.opened = 0;
+}
+
+int cat_host_failed_slice(const cat_host_t *h, uint32_t *layer, uint32_t *channel)
+{
+    if (!h || !h->engine.failed_at_slice) return 0;
+    *layer = h->engine.fail_layer;
+    *channel = h->engine.fail_channel;
+    return 1;
+}
+
+uint32_t cat_host_layers_seen(const cat_host_t *h) { return h ? h->layers_seen : 0; }
+
+uint32_t cat_host_plan(const cat_host_t *h, uint32_t field)
+{
+    const cat_arena_plan_t *p = &h->engine.plan;
+    const uint32_t fields[] = {p->header_bytes, p->act_off, p->act_bytes, p->unit_limit,
+                               p->read_bytes, p->read_off[0], p->read_off[1], p->slice_off,
+                               p->slice_bytes, p->lut_off, p->lut_bytes, p->total};
+    return field < sizeof fields / sizeof fields[0] ? fields[field] : 0;
 }

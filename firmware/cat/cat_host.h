@@ -25,6 +25,7 @@ typedef struct {
     /* During one run: where the layers go, in (C, H, W) order, and the Python progress hook. */
     int8_t *layers_out;
     uint64_t layers_filled;
+    uint32_t layers_seen;        /* layers the layer hook saw in the last run */
     cat_progress_fn progress;
     void *progress_user;
 } cat_host_t;
@@ -44,5 +45,11 @@ uint32_t cat_host_layer_dim(const cat_host_t *h, uint32_t layer, uint32_t which)
 int cat_host_run(cat_host_t *h, const int8_t *latent, uint8_t *rgb, int8_t *layers_chw,
                  cat_progress_fn progress, void *user);
 void cat_host_close(cat_host_t *h);
+/* After a failed run: 1 and the slice's layer and channel (from 0) when a slice was at fault. */
+int cat_host_failed_slice(const cat_host_t *h, uint32_t *layer, uint32_t *channel);
+/* Layers whose output the layer hook received in the last run (a bad slice's layer never is). */
+uint32_t cat_host_layers_seen(const cat_host_t *h);
+/* The engine's arena plan, for tests of its figures: fields of cat_arena_plan_t in order. */
+uint32_t cat_host_plan(const cat_host_t *h, uint32_t field);
 
 #endif

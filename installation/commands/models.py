@@ -6,7 +6,7 @@
     qcat models export CKPT --out PT                 (generator only: the shipped cat-demo.pt)
     qcat models samples [--weights FILE] --out PNG   (a grid of int8 cats, numpy reference)
     qcat models samples cat --source data --out PNG  (a grid of procedural training cats)
-    qcat models quantize CKPT --out FILE.qcw         (same as `qcat sd weights build`)
+    qcat models quantize CKPT --out FILE.qcw [--int4-layers 2,3,4]  (= `qcat sd weights build`)
     qcat models quality [--weights FILE] [--state CKPT] [--latents N] [-n N] [--json]
                                                      (int8 vs float, and the cats' variety)
     qcat models train attributes [--epochs N] [--out FILE.npz]  (the cat attribute classifier)
@@ -161,11 +161,9 @@ def register(sub: Any) -> None:
 
 
 def _add_quantize_args(p: Any) -> None:
-    p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--calibration", type=int, default=None, metavar="N",
-                   help="latents for activation calibration (at least 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration entropy")
+    from installation.commands.sd import add_weight_build_args
+
+    add_weight_build_args(p)
 
 
 def canonical(*words: Any) -> str:

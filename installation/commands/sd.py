@@ -3,9 +3,11 @@
     qcat sd build --unit NAME --reserve N --out DIR|IMAGE.img [--weights F] [--clips F] [--json]
     qcat sd verify CARD [--json]                exit 1 naming each file that differs
     qcat sd reconcile CARD [--json]             exit 1 on a unit fault or a copied card
-    qcat sd weights build CKPT --out FILE [--calibration N] [--seed N]
+    qcat sd weights build CKPT --out FILE [--calibration N] [--seed N] [--format 1|2]
+                          [--encoding raw|huffman] [--int4-layers 2,3] [--min-psnr DB] [--json]
+    qcat sd weights convert FILE --out FILE [--format 1|2|3] [--encoding raw|huffman] [--json]
     qcat sd weights verify FILE [--json]        exit 1 naming the first bad slice
-    qcat sd weights inspect FILE [--json]
+    qcat sd weights inspect FILE [--json]       per layer: encoding, bytes, bits per weight
     qcat sd write SOURCE TARGET [--yes TARGET] [--json]   a card onto a device, folder or .img
 
 Thin layer: `installation.sdcard` builds and checks cards, `models.quantize` builds weight
@@ -26,6 +28,10 @@ from installation.words import plural
 
 if TYPE_CHECKING:
     from installation.cli import Context
+
+# Latents the quality gate of --int4-layers measures (models.quality.measure, the numpy reference
+# against the float model): enough for a stable mean, few enough for the full model.
+DEFAULT_GATE_LATENTS = 64
 
 
 def register(sub: Any) -> None:
@@ -60,11 +66,17 @@ def register(sub: Any) -> None:
 
     p = command(cmds, "build", "quantize a cat checkpoint into a .qcw weight image",
                 build_weights)
-    p.add_argument("checkpoint", metavar="CKPT")
+    add_weight_build_args(p)
+
+    p = command(cmds, "convert", "re-encode a weight image in another format version or "
+                "encoding, losslessly (e.g. version 1 -> version 2 Huffman)", _convert)
+    p.add_argument("file", metavar="FILE")
     p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--calibration", type=int, default=None, metavar="N",
-                   help="latents for activation calibration (at least 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration entropy")
+    p.add_argument("--format", type=int, choices=[1, 2, 3], default=None,
+                   help="format version (default 2, or 3 for a model with 4-bit layers)")
+    p.add_argument("--encoding", choices=["raw", "huffman"], default="huffman",
+                   help="how versions 2 and 3 store each layer's weights (default huffman)")
+    add_json(p)
 
     p = command(cmds, "verify", "check every CRC and the SHA-256 of a weight image", _verify)
     p.add_argument("file", metavar="FILE")
@@ -144,6 +156,31 @@ def _reconcile(ctx: Context, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def add_weight_build_args(p: Any) -> None:
+    """The options of `qcat sd weights build` and `qcat models quantize` (one handler)."""
+    from installation.commands.models import QUALITY_GOAL_DB as MIN_PSNR_DB
+
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--calibration", type=int, default=None, metavar="N",
+                   help="latents for activation calibration (at least 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration entropy")
+    p.add_argument("--format", type=int, choices=[1, 2], default=None,
+                   help="format version: 2 (default: packed slices) or 1 (sector-padded, raw; "
+                        "for older readers); --int4-layers writes version 3")
+    p.add_argument("--encoding", choices=["raw", "huffman"], default="huffman",
+                   help="how version 2 stores each layer's weights (default huffman, lossless)")
+    p.add_argument("--int4-layers", default=None, metavar="L,L",
+                   help="layers (from 1) quantized to 4-bit weights: lossy, format version 3, "
+                        "written only when the image passes the quality gate")
+    p.add_argument("--min-psnr", type=float, default=MIN_PSNR_DB, metavar="DB",
+                   help=f"the quality gate for --int4-layers: mean PSNR against the float model "
+                        f"(default {MIN_PSNR_DB:g} dB, as `qcat models quality` measures it)")
+    p.add_argument("--gate-latents", type=int, default=DEFAULT_GATE_LATENTS, metavar="N",
+                   help=f"latents the quality gate measures (default {DEFAULT_GATE_LATENTS})")
+    add_json(p)
+
+
 def build_weights(ctx: Context, args: argparse.Namespace) -> int:
     """`qcat sd weights build` and `qcat models quantize`."""
     from installation.commands.models import canonical
@@ -154,22 +191,71 @@ def build_weights(ctx: Context, args: argparse.Namespace) -> int:
     n = args.calibration or quantize.DEFAULT_CALIBRATION_LATENTS
     if n < quantize.MIN_CALIBRATION_LATENTS:
         raise UsageError(f"--calibration must be at least {quantize.MIN_CALIBRATION_LATENTS}")
+    if args.gate_latents < 1:
+        raise UsageError(f"--gate-latents must be at least 1, not {args.gate_latents}")
     ckpt_path = Path(args.checkpoint)
     ckpt = cat.load_checkpoint(ckpt_path)
+    n_layers = len(weightimage.generator_layout(int(ckpt["nz"]), int(ckpt["ngf"])))
+    int4 = quantize.parse_layers(args.int4_layers, n_layers) if args.int4_layers else ()
+    if int4 and args.format is not None:
+        raise UsageError("--int4-layers writes format version 3; leave --format out")
     out = Path(args.out)
     if not out.parent.is_dir():
         raise InputError(f"folder {out.parent} does not exist", hint="create it first")
-    with ProgressBar("quantizing") as bar:
+    words: list[Any] = ["sd", "weights", "build", ckpt_path, "--out", out, "--calibration", n,
+                        "--seed", args.seed]
+    if args.format is not None:
+        words += ["--format", args.format]
+    if args.encoding != "huffman":
+        words += ["--encoding", args.encoding]
+    if int4:
+        words += ["--int4-layers", ",".join(map(str, int4)), "--min-psnr", args.min_psnr]
+    with ProgressBar("quantizing", enabled=not args.json) as bar:
         img = quantize.quantize(ckpt, calibration=n, seed=args.seed,
                                 checkpoint_sha256=weightimage.sha256_of(ckpt_path),
-                                command=canonical("sd", "weights", "build", ckpt_path,
-                                                  "--out", out, "--calibration", n,
-                                                  "--seed", args.seed),
-                                progress=bar)
+                                command=canonical(*words), progress=bar, int4_layers=int4)
+    img = weightimage.with_format(img, weightimage.choose_version(img, args.format),
+                                  args.encoding)
+    gate = None
+    if int4:
+        with ProgressBar("quality gate", enabled=not args.json) as bar:
+            gate = quantize.quality_gate(img, ckpt, min_psnr=args.min_psnr,
+                                         latents=args.gate_latents, progress=bar)
     digest = weightimage.save(img, out)
+    return _report_written(ctx, args, out, img, digest, gate)
+
+
+def _report_written(ctx: Context, args: argparse.Namespace, out: Path, img: Any, digest: str,
+                    gate: dict[str, Any] | None = None) -> int:
+    from models import weightimage
+
+    info = weightimage.describe(img, img.file_bytes, digest)
+    if args.json:
+        info["path"] = str(out)
+        if gate is not None:
+            info["quality_gate"] = gate
+        ctx.emit_json(info)
+        return 0
     ctx.out(f"wrote {out}: {img.model_size} model, {img.conv_weights:,} conv weights, "
-            f"{img.file_bytes:,} bytes ({img.file_bytes / 2**20:.2f} MiB), sha256 {digest}")
+            f"{img.file_bytes:,} bytes ({img.file_bytes / 2**20:.2f} MiB, format version "
+            f"{img.version}, {info['bits_per_weight']:.2f} bits per weight), sha256 {digest}")
+    if gate is not None:
+        ctx.out(f"  quality gate: {gate['psnr_db_mean']:.2f} dB mean PSNR against the float model "
+                f"over {plural(gate['latents'], 'latent')} (gate {gate['min_psnr_db']:g} dB)")
     return 0
+
+
+def _convert(ctx: Context, args: argparse.Namespace) -> int:
+    from models import weightimage
+
+    source, out = Path(args.file), Path(args.out)
+    if not out.parent.is_dir():
+        raise InputError(f"folder {out.parent} does not exist", hint="create it first")
+    if out.resolve() == source.resolve():
+        raise UsageError("--out must name a new file: the old image stays as it is",
+                         hint="archived exhibits name their weight image by its SHA-256")
+    img, digest = weightimage.convert(source, out, args.format, args.encoding)
+    return _report_written(ctx, args, out, img, digest)
 
 
 def _verify(ctx: Context, args: argparse.Namespace) -> int:
@@ -211,9 +297,12 @@ def _inspect(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     ctx.out(f"{args.file}")
     ctx.out(f"  model        {info['model_size']} (nz {info['nz']}, ngf {info['ngf']})")
+    ctx.out(f"  format       version {info['format_version']}")
     ctx.out(f"  conv weights {info['conv_weights']:,} ({info['weight_mib']} MiB of int8)")
+    tax = (f", sector padding {info['padding_bytes']:,} = {info['padding_percent']} % of the "
+           f"weights" if info["format_version"] == 1 else "")
     ctx.out(f"  file         {info['bytes']:,} bytes ({info['mib']} MiB: header "
-            f"{info['header_bytes']:,}, sector padding {info['padding_bytes']:,})")
+            f"{info['header_bytes']:,}{tax})")
     ctx.out(f"  sha256       {info['sha256']}")
     ctx.out(f"  latent       scale {info['latent']['scale']:.6g}, zero point "
             f"{info['latent']['zero_point']}")
@@ -221,8 +310,11 @@ def _inspect(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out(f"  layer {lay['index'] + 1}  {lay['c_in']:>5} -> {lay['c_out']:<5} "
                 f"{lay['h_in']:>2}x{lay['h_in']:<2} -> {lay['h_out']:>2}x{lay['h_out']:<2} "
                 f"s{lay['stride']} p{lay['padding']} {lay['activation']:<4} "
-                f"zp {lay['in_zp']:>4} -> {lay['out_zp']:>4}  slice {lay['slice_bytes']:>5} B "
-                f"x {lay['c_out']}")
+                f"zp {lay['in_zp']:>4} -> {lay['out_zp']:>4}  {lay['encoding']:<7} "
+                f"{lay['weight_bits']}-bit {lay['weights']:>10,} weights {lay['stored_bytes']:>11,} B "
+                f"{lay['bits_per_weight']:6.3f} bits/weight")
+    ctx.out(f"  total        {info['conv_weights']:,} weights in {info['slice_bytes_total']:,} "
+            f"bytes of slices: {info['bits_per_weight']:.3f} bits per weight")
     prov = info["provenance"]
     for key in ("tool", "command", "seed", "epochs", "final_losses", "created"):
         if key in prov:
