@@ -14,10 +14,10 @@ per whole sectors, or slices packed back to back and read in sector-aligned rang
 instructions x CYCLES_PER_INSTRUCTION / 400 MHz. The one assumption left is the CPI of the QingKe
 V5F (../shared/reference/anchors.md gives its clock and memories, nothing about its pipeline):
 
-  CYCLES_PER_INSTRUCTION = 1.0. The V5F is an in-order core; the code that dominates (the dot4
-  loop of channel_s2, about 37 instructions per 4 MACs at -Os) is byte loads from tightly-coupled
+  CYCLES_PER_INSTRUCTION = 1.0. The V5F is an in-order core; the code that dominates (the dot4x2
+  loop of channel_s2, about 3.4 instructions per MAC at -Os) is byte loads from tightly-coupled
   SRAM (single-cycle, no cache misses: activations in DTCM, slices in SRAM), 32-bit multiplies,
-  adds and address arithmetic, with a taken branch per 4 MACs. Dual issue of independent ALU pairs
+  adds and pointer steps, with a taken branch per 64 MACs. Dual issue of independent ALU pairs
   would bring it below 1; load-use and multiply latencies and the loop branch push it above 1. We
   take 1.0 and report CPI_RANGE (0.7 .. 1.5) as the bracket.
 
@@ -54,7 +54,7 @@ UNIT_CLOCK_HZ = 400e6
 CYCLES_PER_INSTRUCTION = 1.0
 CPI_RANGE = (0.7, 1.5)
 # The assumed model (--no-qemu only): scalar RV32IMAFC, about 4 instructions per MAC at about 2
-# instructions per cycle. QEMU measures about 9.5 instructions per MAC for the -Os build.
+# instructions per cycle. QEMU measures about 3.5-3.8 instructions per MAC for the -Os build.
 MACS_PER_CYCLE = 0.5
 # Requantization (64-bit multiply and shifts on a 32-bit core), activation and store per output.
 CYCLES_PER_OUTPUT = 60

@@ -113,48 +113,133 @@ int cat_open(cat_engine_t *e, const cat_io_t *io, uint8_t *arena, uint32_t arena
     return CAT_OK;
 }
 
-/* The unsigned-by-signed dot product every tap reduces to; written plainly so that gcc turns it
- * into SIMD dot-product instructions on the host (-O3 -march=native) and a tight loop on the unit. */
+/* The compute kernels. One arithmetic, two machines: the host build (-O3 -march=native) turns
+ * plain loops into SIMD dot-product instructions, while the unit's rv32imafc core has no SIMD and
+ * pays per instruction (counted under QEMU -icount: firmware/cat_qemu.py). A MAC there costs at
+ * least lbu + lb + mul + add; the scalar kernels below get close to that by keeping every pointer
+ * in a register and stepping it once per CAT_UNROLL MACs, and in channel_s2 by computing two
+ * neighbouring output pixels at once, so that the input column they share is loaded once for
+ * both (10 loads for 8 MACs). The int32 sums are exact in any order (they cannot overflow:
+ * constants_ok), so both kernels give the reference's bytes.
+ *
+ * CAT_SCALAR_KERNELS selects them: 1 on RISC-V, 0 (the plain loops, faster on the host's SIMD) by
+ * default elsewhere; -DCAT_SCALAR_KERNELS=1 runs the unit's kernels on the host. */
+#ifndef CAT_SCALAR_KERNELS
+#if defined(__riscv)
+#define CAT_SCALAR_KERNELS 1
+#else
+#define CAT_SCALAR_KERNELS 0
+#endif
+#endif
+/* MACs per pass of the scalar loops: amortises the pointer steps and the branch (9 of 10 loop
+ * instructions are the MACs' own at 8 per pass, two pixels), and still covers all of c_in = 32. */
+#define CAT_UNROLL 8u
+
+/* The unsigned-by-signed dot product every generic tap reduces to. */
 static inline int32_t dot_u8s8(const uint8_t *restrict u, const int8_t *restrict w, uint32_t n)
 {
     int32_t s = 0;
+#if CAT_SCALAR_KERNELS
+    for (const uint8_t *end = u + (n & ~(CAT_UNROLL - 1u)); u != end;
+         u += CAT_UNROLL, w += CAT_UNROLL)
+        s += u[0] * w[0] + u[1] * w[1] + u[2] * w[2] + u[3] * w[3] + u[4] * w[4] + u[5] * w[5] +
+             u[6] * w[6] + u[7] * w[7];
+    n &= CAT_UNROLL - 1u;
+#endif
     for (uint32_t i = 0; i < n; i++) s += (int32_t)u[i] * (int32_t)w[i];
     return s;
 }
 
-/* Double-rounding requantization (gemmlowp MultiplyByQuantizedMultiplier, int8.md), in 64 bits
- * exactly as the numpy reference computes it. Right shifts of negative values are arithmetic on
- * every compiler we build with (gcc, clang); the masks below rely on two's complement. */
-static int64_t srdhm(int64_t a, int64_t b)
+/* The four taps of one output pixel of a k4 s2 p1 layer in one pass: two input pixels side by
+ * side on each of two rows, each c_in long. One reduction per pixel instead of four. */
+static inline int32_t dot4_u8s8(const uint8_t *restrict a0, const uint8_t *restrict a1,
+                                const int8_t *restrict w00, const int8_t *restrict w01,
+                                const int8_t *restrict w10, const int8_t *restrict w11, uint32_t n)
 {
-    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
-    return (a * b + ((int64_t)1 << 30)) >> 31;
+    int32_t s = 0;
+    for (uint32_t i = 0; i < n; i++)
+        s += (int32_t)a0[i] * w00[i] + (int32_t)a0[n + i] * w01[i] +
+             (int32_t)a1[i] * w10[i] + (int32_t)a1[n + i] * w11[i];
+    return s;
 }
 
-static int64_t rdbpot(int64_t x, int e)
+#if CAT_SCALAR_KERNELS
+/* dot4_u8s8 for two horizontally neighbouring output pixels of one parity class: from a0 and a1
+ * (input column j of the two rows) the first pixel reads columns j, j + 1 and the second j + 1,
+ * j + 2; each column is n = c_in long. The middle column is loaded once for both. Ten pointers,
+ * two sums and the end stay in registers; the weights are loaded once per step for both pixels. */
+static inline void dot4x2_u8s8(const uint8_t *restrict a0, const uint8_t *restrict a1,
+                               const int8_t *restrict w00, const int8_t *restrict w01,
+                               const int8_t *restrict w10, const int8_t *restrict w11, uint32_t n,
+                               int32_t *restrict sums)
 {
-    int64_t mask = ((int64_t)1 << e) - 1;
-    int64_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-    return (x >> e) + ((x & mask) > threshold ? 1 : 0);
+    const uint8_t *b0 = a0 + n, *c0 = b0 + n, *b1 = a1 + n, *c1 = b1 + n;
+    int32_t s0 = 0, s1 = 0;
+#define CAT_MAC2(k)                                                                      \
+    do {                                                                                 \
+        const int32_t v00 = w00[k], v01 = w01[k], v10 = w10[k], v11 = w11[k];            \
+        const int32_t m0 = b0[k], m1 = b1[k];                                            \
+        s0 += a0[k] * v00 + m0 * v01 + a1[k] * v10 + m1 * v11;                           \
+        s1 += m0 * v00 + c0[k] * v01 + m1 * v10 + c1[k] * v11;                           \
+    } while (0)
+    for (const int8_t *end = w00 + (n & ~(CAT_UNROLL - 1u)); w00 != end;) {
+        CAT_MAC2(0); CAT_MAC2(1); CAT_MAC2(2); CAT_MAC2(3);
+        CAT_MAC2(4); CAT_MAC2(5); CAT_MAC2(6); CAT_MAC2(7);
+        a0 += CAT_UNROLL; b0 += CAT_UNROLL; c0 += CAT_UNROLL;
+        a1 += CAT_UNROLL; b1 += CAT_UNROLL; c1 += CAT_UNROLL;
+        w00 += CAT_UNROLL; w01 += CAT_UNROLL; w10 += CAT_UNROLL; w11 += CAT_UNROLL;
+    }
+    for (uint32_t k = 0; k < (n & (CAT_UNROLL - 1u)); k++) CAT_MAC2(k);
+#undef CAT_MAC2
+    sums[0] = s0;
+    sums[1] = s1;
+}
+#endif
+
+/* One slice's requantization, set up once per output channel: gemmlowp's
+ * MultiplyByQuantizedMultiplier with double rounding (int8.md), which the reference computes in 64
+ * bits, narrowed to what constants_ok admits: the accumulator fits an int32, the multiplier is 0
+ * or in [2^30, 2^31) and the shift is right only (0..31). Then the rounding doubling high multiply
+ * is one 32x32->64 product (mul + mulh on the unit; gemmlowp's INT32_MIN * INT32_MIN case needs a
+ * negative multiplier) whose result fits an int32, the rounding right shift is 32-bit, and the
+ * output zero point comes in after the clamp (lo, hi are the int8 bounds less it), so no sum can
+ * overflow. On the unit this replaces 64-bit shifts, masks and compares per output pixel. */
+typedef struct {
+    int32_t multiplier;
+    uint32_t right;        /* -shift */
+    int32_t mask, half;    /* the bits the right shift drops, and half their range */
+    int32_t lo, hi;        /* the output's clamp, less the output zero point */
+    int32_t zp_biased;     /* out_zp + ACT_BIAS */
+    int relu;
+    const int8_t *tanh_table;
+} requant_t;
+
+static requant_t requant_for(const qcw_slice_t *s, const qcw_layer_t *l, const int8_t *tanh_table)
+{
+    requant_t r;
+    r.multiplier = s->multiplier;
+    r.right = (uint32_t)-s->shift;
+    r.mask = (int32_t)(((uint32_t)1 << r.right) - 1u);
+    r.half = r.mask >> 1;
+    r.relu = l->activation == QCW_ACT_RELU;
+    /* ReLU: the output zero point (q < out_zp gives out_zp) up to 127; Tanh: the table's index
+     * range -128..127. */
+    r.lo = r.relu ? 0 : -128 - l->out_zp;
+    r.hi = 127 - l->out_zp;
+    r.zp_biased = l->out_zp + ACT_BIAS;
+    r.tanh_table = tanh_table;
+    return r;
 }
 
-static int64_t mbqm(int64_t x, int32_t multiplier, int32_t shift)
+/* Requantize one accumulator and apply the activation: the int8 output as uint8 (+ ACT_BIAS).
+ * Right shifts of negative values are arithmetic on every compiler we build with (gcc, clang). */
+static inline uint8_t finish(int32_t acc, const requant_t *r)
 {
-    int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-    return rdbpot(srdhm(x * ((int64_t)1 << left), multiplier), right);
-}
-
-/* Requantize one accumulator and apply the activation: the int8 output as uint8 (+ ACT_BIAS). */
-static inline uint8_t finish(int64_t acc, const qcw_slice_t *s, const qcw_layer_t *l,
-                             const int8_t *tanh_table)
-{
-    int64_t q = mbqm(acc, s->multiplier, s->shift) + l->out_zp;
-    int32_t v;
-    if (l->activation == QCW_ACT_RELU)
-        v = q < l->out_zp ? l->out_zp : (q > 127 ? 127 : (int32_t)q);
-    else
-        v = tanh_table[(q < -128 ? -128 : (q > 127 ? 127 : q)) + 128];
-    return (uint8_t)(v + ACT_BIAS);
+    const int32_t x = (int32_t)(((int64_t)acc * r->multiplier + ((int64_t)1 << 30)) >> 31);
+    int32_t y = (x >> r->right) + ((x & r->mask) > r->half + (x < 0));
+    y = y < r->lo ? r->lo : (y > r->hi ? r->hi : y);
+    if (r->relu) return (uint8_t)(y + r->zp_biased);
+    return (uint8_t)(r->tanh_table[y + r->zp_biased] + ACT_BIAS);
 }
 
 /* Valid taps of output row/column `o`: kernel index k and input index i with i = (o + p - k) / s
@@ -176,7 +261,7 @@ static uint32_t taps(uint32_t o, const qcw_layer_t *l, uint32_t n_in, uint8_t *k
 
 /* Any supported shape (the first layer: stride 1, 1x1 input): taps found per pixel. */
 static void channel_generic(const qcw_layer_t *l, const qcw_slice_t *s, const int32_t *tap_sum,
-                            const int8_t *tanh_table, const uint8_t *in, uint8_t *out, uint32_t c)
+                            const requant_t *rq, const uint8_t *in, uint8_t *out, uint32_t c)
 {
     const uint32_t cin = l->c_in, pin = l->h_in + 2u * CAT_PAD, wout = l->h_out;
     const uint32_t pout = wout + 2u * CAT_PAD, cout = l->c_out;
@@ -197,24 +282,11 @@ static void channel_generic(const qcw_layer_t *l, const qcw_slice_t *s, const in
                     wsum += tap_sum[ky[r] * CAT_KERNEL + kx[q]];
                 }
             }
-            int64_t acc = (int64_t)s->bias + dot - zp_offset * wsum;
-            out[((size_t)(oy + CAT_PAD) * pout + ox + CAT_PAD) * cout + c] =
-                finish(acc, s, l, tanh_table);
+            /* bias + sum w (x - zp) over at most 16 taps: an int32 (constants_ok). */
+            int32_t acc = (int32_t)((int64_t)s->bias + dot - zp_offset * wsum);
+            out[((size_t)(oy + CAT_PAD) * pout + ox + CAT_PAD) * cout + c] = finish(acc, rq);
         }
     }
-}
-
-/* The four taps of one output pixel of a k4 s2 p1 layer in one pass: two input pixels side by
- * side on each of two rows, each c_in long. One reduction per pixel instead of four. */
-static inline int32_t dot4_u8s8(const uint8_t *restrict a0, const uint8_t *restrict a1,
-                                const int8_t *restrict w00, const int8_t *restrict w01,
-                                const int8_t *restrict w10, const int8_t *restrict w11, uint32_t n)
-{
-    int32_t s = 0;
-    for (uint32_t i = 0; i < n; i++)
-        s += (int32_t)a0[i] * w00[i] + (int32_t)a0[n + i] * w01[i] +
-             (int32_t)a1[i] * w10[i] + (int32_t)a1[n + i] * w11[i];
-    return s;
 }
 
 /* ConvTranspose2d k4 s2 p1 (layers 2..5 of the DCGAN), by output parity class (py, px): output
@@ -222,7 +294,7 @@ static inline int32_t dot4_u8s8(const uint8_t *restrict a0, const uint8_t *restr
  * alike (int8.md, gather form). The input's one-pixel border holds the zero point, so border
  * pixels run the same four taps: a border tap adds w * (zp - zp) = 0 after the folding. */
 static void channel_s2(const qcw_layer_t *l, const qcw_slice_t *s, const int32_t *tap_sum,
-                       const int8_t *tanh_table, const uint8_t *in, uint8_t *out, uint32_t c)
+                       const requant_t *rq, const uint8_t *in, uint8_t *out, uint32_t c)
 {
     const uint32_t cin = l->c_in, hin = l->h_in, pin = hin + 2u * CAT_PAD;
     const uint32_t pout = l->h_out + 2u * CAT_PAD, cout = l->c_out;
@@ -234,18 +306,30 @@ static void channel_s2(const qcw_layer_t *l, const qcw_slice_t *s, const int32_t
             const int8_t *w01 = s->weights + (size_t)(ky0 * CAT_KERNEL + kx1) * cin;
             const int8_t *w10 = s->weights + (size_t)(ky1 * CAT_KERNEL + kx0) * cin;
             const int8_t *w11 = s->weights + (size_t)(ky1 * CAT_KERNEL + kx1) * cin;
-            const int64_t base = (int64_t)s->bias -
+            /* bias - zp_offset * (the four taps' weight sums): an int32 (constants_ok), and so is
+             * base + dot = bias + sum w (x - zp) over the four taps. */
+            const int32_t base = (int32_t)((int64_t)s->bias -
                 zp_offset * ((int64_t)tap_sum[ky0 * CAT_KERNEL + kx0] + tap_sum[ky0 * CAT_KERNEL + kx1] +
-                             tap_sum[ky1 * CAT_KERNEL + kx0] + tap_sum[ky1 * CAT_KERNEL + kx1]);
+                             tap_sum[ky1 * CAT_KERNEL + kx0] + tap_sum[ky1 * CAT_KERNEL + kx1]));
             for (uint32_t m = 0; m < hin; m++) {
-                /* Padded input row of m - 1 + py is m + py. */
-                const uint8_t *r0 = in + (size_t)(m + py) * pin * cin;
+                /* Padded input row of m - 1 + py is m + py; column n - 1 + px is n + px. */
+                const uint8_t *r0 = in + ((size_t)(m + py) * pin + px) * cin;
                 const uint8_t *r1 = r0 + (size_t)pin * cin;
                 uint8_t *o = out + ((size_t)(2 * m + py + CAT_PAD) * pout + px + CAT_PAD) * cout + c;
-                for (uint32_t n = 0; n < hin; n++) {
-                    const size_t col = (size_t)(n + px) * cin;
+                uint32_t n = 0;
+#if CAT_SCALAR_KERNELS
+                for (; n + 2 <= hin; n += 2) {
+                    int32_t dots[2];
+                    dot4x2_u8s8(r0 + (size_t)n * cin, r1 + (size_t)n * cin, w00, w01, w10, w11,
+                                cin, dots);
+                    o[(size_t)2 * n * cout] = finish(base + dots[0], rq);
+                    o[(size_t)(2 * n + 2) * cout] = finish(base + dots[1], rq);
+                }
+#endif
+                for (; n < hin; n++) {
+                    const size_t col = (size_t)n * cin;
                     int32_t dot = dot4_u8s8(r0 + col, r1 + col, w00, w01, w10, w11, cin);
-                    o[(size_t)2 * n * cout] = finish(base + dot, s, l, tanh_table);
+                    o[(size_t)2 * n * cout] = finish(base + dot, rq);
                 }
             }
         }
@@ -254,31 +338,45 @@ static void channel_s2(const qcw_layer_t *l, const qcw_slice_t *s, const int32_t
 
 /* Per-tap weight sums (the zero-point folding: acc = sum w (x - zp) = sum w u - (ACT_BIAS + zp)
  * sum w, with u = x + ACT_BIAS, so the zero point leaves the inner loop and becomes one product
- * per pixel), and the format's weight range: -128 never occurs (docs/formats.md). */
+ * per pixel), and the format's weight range: -128 never occurs (docs/formats.md). It reads every
+ * weight of the slice, so it is written for the unit too: w + 127 is negative only for -128, so
+ * one OR per weight collects the check, and the scalar build steps 8 weights per pass. */
 static int prepare_slice(const qcw_layer_t *l, const qcw_slice_t *s, int32_t *tap_sum)
 {
-    int32_t lowest = 0;
+    const uint32_t cin = l->c_in;
+    int32_t below = 0;  /* the OR of every w + CAT_WEIGHT_MAX: negative iff some w < -127 */
     for (uint32_t t = 0; t < CAT_KERNEL * CAT_KERNEL; t++) {
-        const int8_t *w = s->weights + t * l->c_in;
-        int32_t sum = 0, low = 0;
-        for (uint32_t i = 0; i < l->c_in; i++) {
+        const int8_t *w = s->weights + (size_t)t * cin;
+        int32_t sum = 0;
+        uint32_t i = 0;
+#if CAT_SCALAR_KERNELS
+        for (const int8_t *end = w + (cin & ~(CAT_UNROLL - 1u)); w != end; w += CAT_UNROLL) {
+            sum += w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
+            below |= (w[0] + CAT_WEIGHT_MAX) | (w[1] + CAT_WEIGHT_MAX) | (w[2] + CAT_WEIGHT_MAX) |
+                     (w[3] + CAT_WEIGHT_MAX) | (w[4] + CAT_WEIGHT_MAX) | (w[5] + CAT_WEIGHT_MAX) |
+                     (w[6] + CAT_WEIGHT_MAX) | (w[7] + CAT_WEIGHT_MAX);
+        }
+        i = cin & ~(CAT_UNROLL - 1u);
+        w -= i;
+#endif
+        for (; i < cin; i++) {
             sum += w[i];
-            low = w[i] < low ? w[i] : low;
+            below |= w[i] + CAT_WEIGHT_MAX;
         }
         tap_sum[t] = sum;
-        lowest = low < lowest ? low : lowest;
     }
-    return lowest < -CAT_WEIGHT_MAX ? CAT_E_UNSUPPORTED : CAT_OK;
+    return below < 0 ? CAT_E_UNSUPPORTED : CAT_OK;
 }
 
 /* One output channel: padded input (h_in + 2)^2 x c_in -> channel c of the padded output. */
 static void compute_channel(const qcw_layer_t *l, const qcw_slice_t *s, const int32_t *tap_sum,
                             const int8_t *tanh_table, const uint8_t *in, uint8_t *out, uint32_t c)
 {
+    const requant_t rq = requant_for(s, l, tanh_table);
     if (l->stride == 2 && l->padding == 1)
-        channel_s2(l, s, tap_sum, tanh_table, in, out, c);
+        channel_s2(l, s, tap_sum, &rq, in, out, c);
     else
-        channel_generic(l, s, tap_sum, tanh_table, in, out, c);
+        channel_generic(l, s, tap_sum, &rq, in, out, c);
 }
 
 /* Set the one-pixel border of a padded (h + 2)^2 x c activation to `value` (the zero point). */
