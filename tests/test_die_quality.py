@@ -38,8 +38,6 @@ def _figures(report: dict) -> str:
             f"{report['distinct_fraction']['per_count']}")
 
 
-@pytest.mark.xfail(strict=True, reason="legibility of 4-6 pips is 96.6-98.6 %, short of 99 %: "
-                   "the per-count figures are in the assertion message")
 def test_shipped_decoder_meets_the_goals(report: dict) -> None:
     assert report["faces"] == 6 * die_quality.DEFAULT_PER_COUNT
     for count in map(str, range(1, 7)):
@@ -52,7 +50,9 @@ def test_shipped_decoder_meets_the_goals(report: dict) -> None:
     assert all(0.2 < v < 0.8 for v in lit), f"faces nearly blank or full: {lit}"
 
 
-@pytest.mark.xfail(strict=True, reason="as for the shipped judge: 4-6 pips short of 99 %")
+@pytest.mark.xfail(strict=True, reason="the second judge reads 98.0 % of 6s as 6 (99.0-100 % for "
+                   "1-5): a 6 whose pip rows run together into bars is read as 4 by one judge "
+                   "more often than by the other")
 def test_legibility_holds_for_a_second_judge(shipped: ref.DieModel) -> None:
     """A judge trained on other seeds reads the faces as well: the figure is the faces', not
     one network's."""
@@ -65,18 +65,18 @@ def test_legibility_holds_for_a_second_judge(shipped: ref.DieModel) -> None:
 
 def test_shipped_decoder_is_distinct_and_nearly_legible_for_both_judges(
         shipped: ref.DieModel, report: dict) -> None:
-    """What the shipped decoder does meet, held so it cannot slip back: distinct faces for every
-    count, legibility over 96 % for every count with both judges, and the two judges within four
-    points of each other on every count (faces read for what they are, not one network's
+    """What the shipped decoder meets with BOTH judges, held so it cannot slip back: distinct
+    faces for every count, legibility over 97 % for every count with both judges, and the two
+    judges within two points of each other on every count (faces read for what they are, not one network's
     quirks)."""
     second = die_quality.measure(shipped, DieJudge.load(CHECK_JUDGE),
                                  per_count=die_quality.DEFAULT_PER_COUNT)
     assert report["distinct_fraction"]["min"] >= die_quality.DISTINCT_GOAL, _figures(report)
     for rep in (report, second):
-        assert rep["legibility"]["min"] >= 0.95, _figures(rep)
+        assert rep["legibility"]["min"] >= 0.97, _figures(rep)
     for count in map(str, range(1, 7)):
         a, b = report["legibility"]["per_count"][count], second["legibility"]["per_count"][count]
-        assert abs(a - b) <= 0.04, f"{count} pips: shipped judge {a}, second judge {b}"
+        assert abs(a - b) <= 0.02, f"{count} pips: shipped judge {a}, second judge {b}"
 
 
 def test_shipped_provenance_matches_a_fresh_measurement(shipped: ref.DieModel,
