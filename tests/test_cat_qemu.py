@@ -20,6 +20,7 @@ from firmware import cat_qemu as cq
 from firmware.cat_engine import CatEngine
 from models import reference, weightimage
 from tests.cross_support import require_qemu
+from tests.weight_support import format_variants
 
 LATENTS = 20
 SEED = 16
@@ -45,18 +46,29 @@ def model_path(size: str, full_path: Path) -> Path:
     return weightimage.SHIPPED_DEMO if size == "demo" else full_path
 
 
+@pytest.fixture(scope="module")
+def formats(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    folder = tmp_path_factory.mktemp("formats")
+    return {size: format_variants(size, folder) for size in ("demo", "full")}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["v1", "v2", "v3"])
 @pytest.mark.parametrize("size", ["demo", "full"])
-def test_rv32_under_qemu_equals_host_c_and_reference(size: str, build_dir: Path,
-                                                      full_path: Path) -> None:
-    path = model_path(size, full_path)
+def test_rv32_under_qemu_equals_host_c_and_reference(size: str, fmt: str, build_dir: Path,
+                                                      formats: dict[str, dict[str, Path]]
+                                                      ) -> None:
+    """Every format version (v1 padded, v2 Huffman, v3 with 4-bit layers) on both sizes: the
+    unit's code decodes and computes exactly what the host and the reference do."""
+    path = formats[size][fmt]
     img = weightimage.load(path)
+    assert img.version == int(fmt[1])
     rng = np.random.default_rng(SEED)
     latents = np.stack([reference.quantize_latent(rng.standard_normal(img.nz), img)
                         for _ in range(LATENTS)]).astype(np.int8)
-    run = cq.render(path, latents.tobytes(), build_dir / size, jobs=2)
+    run = cq.render(path, latents.tobytes(), build_dir / f"{size}-{fmt}", jobs=2)
     width = img.layers[-1].h_out
-    print(f"\n{size}: {LATENTS} latents under QEMU in {run.qemu_s:.1f} s ({run.jobs} processes)")
+    print(f"\n{size} {fmt}: {LATENTS} latents under QEMU in {run.qemu_s:.1f} s ({run.jobs} processes)")
     assert run.latents == LATENTS
     # The same main built for the host, the ctypes host engine (-O3, threaded prefetch) and the
     # reference: every byte of every image.

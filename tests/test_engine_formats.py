@@ -20,6 +20,7 @@ import pytest
 from firmware.cat_engine import CODES, ERRORS, CatEngine, EngineError
 from models import reference
 from models import weightimage as wi
+from tests.weight_support import int4_variant
 
 LATENTS = 20
 FULL_C_LATENTS = 20  # C v1 against C v2/v3 on the full model
@@ -29,20 +30,6 @@ ARENA_BUDGET = 512 * 1024
 # them before versions 2 and 3 existed: the old file must keep giving exactly these bytes.
 SHIPPED_SHA256 = "5558a13854f41513256ef3a5c59f324107a26b338084b69da7112ea93573ab0a"
 SHIPPED_RENDERS_SHA256 = "ccca5695b82144b53b79c7089d6177fe9e4bdf6c026e3ae3bff3511609f2716c"
-
-
-def int4_variant(img: wi.WeightImage, layers: tuple[int, ...]) -> wi.WeightImage:
-    """`img` with the chosen layers (from 1) squeezed to 4-bit weights (-7..7) by rescaling: a
-    different integer model, but a valid one, for exactness tests without torch."""
-    out = []
-    for i, lay in enumerate(img.layers):
-        if i + 1 in layers:
-            w = np.clip(np.round(lay.weights.astype(np.float64) / 18), -7, 7).astype(np.int8)
-            lay = dataclasses.replace(lay, weights=w, weight_bits=4, stored=None)
-        else:
-            lay = dataclasses.replace(lay, stored=None)
-        out.append(lay)
-    return dataclasses.replace(img, layers=out, version=wi.VERSION_INT4)
 
 
 def as_8bit(img: wi.WeightImage) -> wi.WeightImage:

@@ -9,7 +9,9 @@ with the ratios; the arena bytes; the rv32 build's text/data/bss and worst stack
 modelled time on the unit per layer for the SD throughputs of firmware.bench, next to the 26 s
 anchor and the 13 s goal: from the instructions the unit's rv32 code retires under QEMU on that
 very weight image (firmware.cat_qemu; cached by the SHA-256s of the image and the ELF), or with
---no-qemu (or no QEMU) from the older assumed MACs per cycle, saying so; and the die unit (firmware.die_bench): its CH32V003 image's flash and RAM, and its time per
+--no-qemu (or no QEMU) from the older assumed MACs per cycle, saying so; the same model for each
+weight-image format (installation.unit_time.formats_section: v1, v2 lossless, v3 int4 behind the
+quality gate; demo and full-size stand-ins with trained weight statistics); and the die unit (firmware.die_bench): its CH32V003 image's flash and RAM, and its time per
 roll from the instructions QEMU counts. Numbers taken while other programs run are noisy: the
 ratios of one run are what count.
 """
