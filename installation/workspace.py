@@ -102,13 +102,15 @@ class Workspace:
 
     def known_models(self, first: Iterable[Path] = ()) -> list[Path]:
         """Weight images an archived or pending exhibit may refer to, `first` tried first: the
-        shipped demo, the configured one, and every .qcw under the home's builds folder."""
-        from models.weightimage import SHIPPED_DEMO
+        shipped demo, the configured one, every .qcw under the home's builds folder, and the
+        demos qcat shipped before (models/shipped/retired: archived exhibits name them)."""
+        from models.weightimage import RETIRED_DIR, SHIPPED_DEMO
 
         found = [*first, SHIPPED_DEMO]
         if self.config["models.weights"]:
             found.append(Path(self.config["models.weights"]).expanduser())
         found += sorted(self.home.builds_dir.glob("*.qcw"))
+        found += sorted(RETIRED_DIR.glob("*.qcw"))
         return list(dict.fromkeys(Path(p).absolute() for p in found))
 
     @property

@@ -45,6 +45,9 @@ from installation.reading import read_input
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 SHIPPED_DEMO = SHIPPED_DIR / "cat-demo.qcw"
 SHIPPED_DEMO_STATE = SHIPPED_DIR / "cat-demo.pt"
+# Weight images qcat shipped before the current one, named cat-demo-<first 8 hex of SHA-256>.qcw:
+# exhibits archived with them still name them, and `gallery verify` re-renders with them (F2).
+RETIRED_DIR = SHIPPED_DIR / "retired"
 
 MAGIC = b"QCWEIGHT"
 TRAILER_MAGIC = b"QCWTRAIL"
