@@ -5,14 +5,18 @@
  * These are the strong definitions of unit_main.c's weak board functions; nothing else changes.
  *
  *   serial line  the NS16550A at 0x10000000 (QEMU: -serial pty): bytes out when LSR says the
- *                holding register is empty, bytes in while LSR says data is ready. A controller
+ *                holding register is empty; bytes in through the UART's receive interrupt into
+ *                a RX_RING-byte ring, drained by the main loop, so that frames arriving while
+ *                the engine computes are held as a USB CDC endpoint holds them on the unit
+ *                (polled, the 16-byte FIFO let a second frame arrive only after the job it
+ *                should have been refused during had finished). A controller
  *                attached to the pty that stops reading fills the pty and QEMU stops taking
  *                bytes: after SERIAL_STALL_MS of that, frames are dropped whole (as a USB CDC
  *                device drops packets nobody collects) until the line moves again.
  *   clock        the CLINT's mtime (10 MHz on virt), in milliseconds.
- *   waiting      WFI with the CLINT's timer and the UART's receive interrupt (through the PLIC)
- *                enabled in mie but not in mstatus: the hart sleeps until either is pending, and
- *                no trap handler is needed. QEMU's host thread sleeps too.
+ *   waiting      WFI until the CLINT's timer or a received byte; the trap handler (`trap`)
+ *                takes the UART's interrupt (through the PLIC) and disarms the timer. QEMU's host
+ *                thread sleeps too.
  *   SD card      the weight image WEIGHTS.QCW in QEMU's working directory through semihosting
  *                file I/O (block 2048 of the card = byte 0 of the file; past its end reads zeros).
  *   card files   RESERVE.QCR and JOURNAL.QCJ there too, when present (a card folder): offline
@@ -73,6 +77,14 @@ enum { UART_RBR_THR = 0, UART_IER = 1, UART_FCR = 2, UART_LCR = 3, UART_MCR = 4,
 #define SH_MODE_RB 1
 #define SH_MODE_RPLUSB 3
 
+#define MCAUSE_TIMER 0x80000007u
+#define MCAUSE_EXTERNAL 0x8000000Bu
+#define MSTATUS_MIE (1u << 3)
+/* Bytes received and not yet taken by the main loop (a power of two). */
+#define RX_RING 2048u
+
+static volatile uint8_t rx_ring[RX_RING];
+static volatile uint32_t rx_head, rx_tail;  /* written by the trap handler / the main loop only */
 static int weights_fd = -1;
 static int card_fd[2] = {-1, -1};
 static int serial_stalled;
@@ -98,6 +110,40 @@ uint32_t board_millis(void) { return (uint32_t)(mtime() / MTIME_PER_MS); }
 /* --------------------------------------------------------------------------------------------
  * The serial line */
 
+/* Everything the UART holds, into the ring; a byte that finds the ring full is dropped (the
+ * framing's CRC then refuses the frame it belonged to, as it would a line error). */
+static void uart_drain(void)
+{
+    while (uart_get(UART_LSR) & LSR_DATA_READY) {
+        uint8_t b = uart_get(UART_RBR_THR);
+        uint32_t head = rx_head;
+        if (head - rx_tail < RX_RING) {
+            rx_ring[head % RX_RING] = b;
+            rx_head = head + 1u;
+        }
+    }
+}
+
+/* The machine-mode trap handler: the UART's interrupt (claimed and completed at the PLIC) and
+ * the timer (disarmed: board_wait only needs it to wake up). Anything else is a fault of this
+ * image: stop where a debugger will see it. */
+__attribute__((interrupt("machine"), aligned(4))) static void trap(void)
+{
+    uint32_t cause;
+    __asm__ volatile("csrr %0, mcause" : "=r"(cause));
+    if (cause == MCAUSE_EXTERNAL) {
+        uint32_t irq = mmio_get32(PLIC_CLAIM);
+        uart_drain();
+        if (irq) mmio_put32(PLIC_CLAIM, irq);
+    } else if (cause == MCAUSE_TIMER) {
+        volatile uint32_t *cmp = (volatile uint32_t *)CLINT_MTIMECMP;
+        cmp[1] = 0xFFFFFFFFu;
+        cmp[0] = 0xFFFFFFFFu;
+    } else {
+        for (;;) __asm__ volatile("wfi");
+    }
+}
+
 static void uart_init(void)
 {
     uart_put(UART_FCR, FCR_FIFO_CLEAR);
@@ -106,12 +152,17 @@ static void uart_init(void)
     mmio_put32(PLIC_BASE + 4u * UART_IRQ, 1u);
     mmio_put32(PLIC_ENABLE, 1u << UART_IRQ);
     mmio_put32(PLIC_THRESHOLD, 0u);
+    uint32_t vector = (uint32_t)(uintptr_t)&trap, external = MIE_MEIE, on = MSTATUS_MIE;
+    __asm__ volatile("csrw mtvec, %0" : : "r"(vector));
+    __asm__ volatile("csrs mie, %0" : : "r"(external));
+    __asm__ volatile("csrs mstatus, %0" : : "r"(on));
 }
 
 uint32_t board_serial_read(uint8_t *dst, uint32_t cap)
 {
-    uint32_t n = 0;
-    while (n < cap && (uart_get(UART_LSR) & LSR_DATA_READY)) dst[n++] = uart_get(UART_RBR_THR);
+    uint32_t n = 0, tail = rx_tail;
+    while (n < cap && tail != rx_head) dst[n++] = rx_ring[tail++ % RX_RING];
+    rx_tail = tail;
     return n;
 }
 
@@ -155,14 +206,15 @@ void board_wait(uint32_t ms)
     cmp[1] = 0xFFFFFFFFu;
     cmp[0] = (uint32_t)until;
     cmp[1] = (uint32_t)(until >> 32);
-    uint32_t enable = MIE_MTIE | MIE_MEIE;
-    __asm__ volatile("csrs mie, %0" : : "r"(enable));
-    if (!(uart_get(UART_LSR) & LSR_DATA_READY)) __asm__ volatile("wfi");
-    __asm__ volatile("csrc mie, %0" : : "r"(enable));
-    /* Take the UART's interrupt off the PLIC (claim, complete): it is raised again for the next
-     * byte, and a claimed-but-pending one would keep WFI from ever sleeping. */
-    uint32_t irq = mmio_get32(PLIC_CLAIM);
-    if (irq) mmio_put32(PLIC_CLAIM, irq);
+    uint32_t timer = MIE_MTIE, on = MSTATUS_MIE;
+    /* Interrupts off between the check and WFI (a byte arriving in between would otherwise be
+     * taken before WFI and leave it sleeping until the timer); WFI still wakes on a pending
+     * one, which is taken as soon as they are on again. */
+    __asm__ volatile("csrc mstatus, %0" : : "r"(on));
+    __asm__ volatile("csrs mie, %0" : : "r"(timer));
+    if (rx_tail == rx_head) __asm__ volatile("wfi");
+    __asm__ volatile("csrs mstatus, %0" : : "r"(on));
+    __asm__ volatile("csrc mie, %0" : : "r"(timer));
 }
 
 /* --------------------------------------------------------------------------------------------
