@@ -29,6 +29,9 @@ ARENA_BUDGET = 512 * 1024
 # The shipped demo's first 4 renders (latents from default_rng(k), k = 0..3) as the engine gave
 # them before versions 2 and 3 existed: the old file must keep giving exactly these bytes.
 SHIPPED_SHA256 = "5558a13854f41513256ef3a5c59f324107a26b338084b69da7112ea93573ab0a"
+# That image, shipped as models/shipped/cat-demo.qcw until the variety retraining, kept where
+# archived exhibits find it (workspace.known_models): the trained v1 image these tests measure.
+V1_DEMO = wi.RETIRED_DIR / "cat-demo-5558a138.qcw"
 SHIPPED_RENDERS_SHA256 = "ccca5695b82144b53b79c7089d6177fe9e4bdf6c026e3ae3bff3511609f2716c"
 
 
@@ -58,7 +61,7 @@ def assert_c_equals_reference(path: Path, img: wi.WeightImage, lat: np.ndarray) 
 
 @pytest.fixture(scope="module")
 def shipped() -> wi.WeightImage:
-    return wi.load(wi.SHIPPED_DEMO)
+    return wi.load(V1_DEMO)
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +95,8 @@ def test_every_format_c_equals_reference_on_the_trained_demo(formats) -> None:
 
 def test_version_2_is_lossless_and_smaller_with_exact_sizes(formats, shipped) -> None:
     v1 = formats["v1"][0].read_bytes()
-    assert wi.sha256_of(wi.SHIPPED_DEMO) == SHIPPED_SHA256
-    assert v1 == wi.SHIPPED_DEMO.read_bytes()  # re-writing version 1 gives the shipped bytes
+    assert wi.sha256_of(V1_DEMO) == SHIPPED_SHA256
+    assert v1 == V1_DEMO.read_bytes()  # re-writing version 1 gives the shipped bytes
     for name in ("v2-raw", "v2-huffman"):
         back = formats[name][1]
         for a, b in zip(shipped.layers, back.layers, strict=True):
@@ -108,7 +111,7 @@ def test_version_2_is_lossless_and_smaller_with_exact_sizes(formats, shipped) ->
 
 def test_the_shipped_version_1_image_renders_the_same_bytes_as_before(shipped) -> None:
     h = hashlib.sha256()
-    with CatEngine(wi.SHIPPED_DEMO) as eng:
+    with CatEngine(V1_DEMO) as eng:
         for k in range(4):
             latent = np.random.default_rng(k).integers(-128, 128, 100).astype(np.int8)
             h.update(eng.generate(latent).rgb.tobytes())

@@ -301,3 +301,22 @@ def test_verify_draws_a_progress_bar_on_a_terminal(qcat_home, run_qcat, weights)
 
     assert "verifying [" in stderr_on_a_terminal("gallery", "verify", "--all")
     assert "verifying" not in stderr_on_a_terminal("gallery", "verify", "--all", "--json")
+
+
+def test_an_exhibit_made_with_a_retired_shipped_model_still_verifies(run_qcat, qcat_home,
+                                                                      tmp_path):
+    """When qcat ships a new demo model, exhibits archived with the old one keep verifying: the
+    old image stays in models/shipped/retired, where `gallery verify` looks for it by hash."""
+    from models import weightimage
+
+    retired = sorted(weightimage.RETIRED_DIR.glob("*.qcw"))
+    assert retired, "no retired demo image is kept"
+    copy = tmp_path / "old-demo.qcw"
+    copy.write_bytes(retired[0].read_bytes())
+    made = generate(run_qcat, copy, 1)
+    copy.unlink()  # the exhibit's model file is gone; only the retired copy has those bytes
+    res = run_qcat("gallery", "verify", "--all", "--json")
+    assert res.code == 0, res.out + res.err
+    report = json.loads(res.out)  # re-rendered with the retired image, found by its hash
+    assert report["checked"] == 1 and report["ok"] is True and report["problems"] == [], report
+    assert made[0]["model_sha256"] == weightimage.sha256_of(retired[0])
