@@ -96,9 +96,14 @@ def test_init_build_verify_quality(tmp_path, capsys):
     assert qcat(tmp_path, "sd", "weights", "verify", str(out)) == 0
     assert ": ok (demo" in capsys.readouterr().out
     code = qcat(tmp_path, "models", "quality", "--weights", str(out), "--state", str(ckpt),
-                "--latents", "8", "--json", "--goal", "0")
+                "--latents", "8", "--json", "--goal", "0", "-n", "0")
     report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["ok"] and report["latents"] == 8
+    assert code == 0 and report["ok"] and report["latents"] == 8 and "variety" not in report
+    # an untrained generator draws one blur: the variety goals fail, and so does the exit code
+    code = qcat(tmp_path, "models", "quality", "--weights", str(out), "--state", str(ckpt),
+                "--latents", "2", "--json", "--goal", "0", "-n", "40")
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and not report["ok"] and not report["variety"]["ok"]
     assert np.isfinite(report["psnr_db_mean"]) and 0 < report["ssim_mean"] <= 1
     # the generator-only export loads and is much smaller than a training checkpoint
     slim = tmp_path / "g.pt"

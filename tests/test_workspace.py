@@ -62,7 +62,9 @@ def test_known_models_lists_each_candidate_once_first_ones_first(tmp_path, model
     found = ws.known_models([model, built])
     assert found[:2] == [model.absolute(), built.absolute()]
     assert weightimage.SHIPPED_DEMO.absolute() in found
-    assert len(found) == len(set(found)) == 3
+    retired = [p.absolute() for p in sorted(weightimage.RETIRED_DIR.glob("*.qcw"))]
+    assert retired and found[-len(retired):] == retired  # demos shipped before, tried last
+    assert len(found) == len(set(found)) == 3 + len(retired)
 
 
 def test_speech_settings_and_clip_bank_come_from_the_config(tmp_path):
