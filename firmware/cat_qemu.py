@@ -22,7 +22,6 @@ installation.files (numpy stays in the tests and the command).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -36,7 +35,7 @@ from typing import Any
 
 from firmware.bench import FIRMWARE_DIR, RV_BUILD_TIMEOUT_S, RV_CC, RV_PACKAGES
 from installation.errors import ExternalError, InputError, ToolMissing
-from installation.files import write_atomic
+from installation.files import sha256_of, write_atomic
 
 QEMU = "qemu-system-riscv32"
 QEMU_PACKAGE = "qemu-system-misc"
@@ -242,14 +241,6 @@ def count(weights: Path, build_dir: Path, latent: bytes | None = None) -> tuple[
     return parse_counts((folder / COUNTS_FILE).read_text()), seconds
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class CachedCounts:
     counts: Counts
@@ -261,7 +252,7 @@ class CachedCounts:
 def counts_cached(weights: Path, build_dir: Path) -> CachedCounts:
     """`count()`, kept in `build_dir` under the SHA-256s of the weight image and the ELF."""
     b = build(build_dir)
-    key = f"{sha256_file(weights)[:16]}-{sha256_file(b.elf)[:16]}"
+    key = f"{sha256_of(weights)[:16]}-{sha256_of(b.elf)[:16]}"
     cache = build_dir / "qemu" / f"cat-counts-{key}.json"
     if cache.exists():
         try:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import random
 import select
@@ -153,15 +152,6 @@ class OfflineExhibit:
 
 _ENTRY_HEAD = struct.Struct("<II32sI")  # a journal entry's index, verdict, image SHA-256, uptime
 _CARD_FILES = {CardFile.RESERVE: cardfmt.RESERVE, CardFile.JOURNAL: cardfmt.JOURNAL}
-
-
-def file_sha256(path: Path) -> bytes:
-    """SHA-256 of a file, read in blocks (a full weight image is 13 MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
 
 
 class _Port:

@@ -36,6 +36,17 @@ from installation.errors import InputError
 TEMP_SUFFIX = ".tmp"
 
 
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a whole file, streamed in 1 MiB blocks (a full weight image is 13 MB): the
+    model hash recorded with every exhibit, a unit's weights and clips identity, the QEMU count
+    cache's key, the appliance's hash of checkpoints, PNGs and WAVs."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> str:
     """Write `data` to `path` atomically; returns its SHA-256 (hex). `mode` sets the
     permissions before the file appears under its name (0o600 for anything secret)."""

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from installation.errors import FormatError, InputError, UsageError
+from installation.files import sha256_of as sha256_of  # re-exported: the model hash
 from installation.files import write_atomic
 from installation.reading import read_input
 
@@ -1010,16 +1011,6 @@ def load(path: Path) -> WeightImage:
         return decode(data)
     except FormatError as exc:
         raise FormatError(f"{path}: {exc.message}", hint=exc.hint) from None
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a whole file, streamed: the model hash recorded with every exhibit, and the
-    appliance's hash of checkpoints, PNGs and WAVs (numpy-free, so every layer may call it)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -31,20 +31,9 @@
 
 #include <semihost.h>
 
+#include "board.h"
 #include "cat_unit.h"
 
-/* Prototypes of the board functions (defined weak in unit_main.c). */
-int board_sd_read_blocks(uint32_t lba, uint8_t *dst, uint32_t count);
-int board_card_read(uint32_t file, uint32_t offset, uint8_t *dst, uint32_t len);
-int board_card_write(uint32_t file, uint32_t offset, const uint8_t *src, uint32_t len);
-void board_lcd_show(const uint8_t *rgb, uint32_t len);
-uint32_t board_serial_read(uint8_t *dst, uint32_t cap);
-void board_serial_write(const uint8_t *bytes, uint32_t len);
-uint32_t board_millis(void);
-int board_dac_speak(uint32_t verdict);
-int board_dac_busy(void);
-void board_identity(cat_identity_t *id);
-void board_wait(uint32_t ms);
 
 /* virt's memory map (QEMU hw/riscv/virt.c). */
 #define UART_BASE 0x10000000u

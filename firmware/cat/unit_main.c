@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "board.h"
 #include "cat_unit.h"
 
 /* The weight image starts at this SD block (the card layout of `qcat sd`). */
@@ -15,18 +16,6 @@
 /* Bytes taken from the serial line per turn of the main loop. */
 #define UNIT_RX_CHUNK 64u
 
-/* Board support the real unit provides (weak defaults below keep the image linkable). */
-int board_sd_read_blocks(uint32_t lba, uint8_t *dst, uint32_t count);
-int board_card_read(uint32_t file, uint32_t offset, uint8_t *dst, uint32_t len);
-int board_card_write(uint32_t file, uint32_t offset, const uint8_t *src, uint32_t len);
-void board_lcd_show(const uint8_t *rgb, uint32_t len);
-uint32_t board_serial_read(uint8_t *dst, uint32_t cap);
-void board_serial_write(const uint8_t *bytes, uint32_t len);
-uint32_t board_millis(void);
-int board_dac_speak(uint32_t verdict);
-int board_dac_busy(void);
-void board_identity(cat_identity_t *id);
-void board_wait(uint32_t ms);
 
 static cat_unit_t unit;
 static uint8_t arena[CAT_ARENA_BUDGET] __attribute__((aligned(CAT_ARENA_ALIGN)));

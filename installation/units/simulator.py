@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from installation.errors import FormatError, InputError
+from installation.files import sha256_of
 
 if TYPE_CHECKING:
     from firmware.cat_unit import Identity, OfflineState
@@ -208,7 +209,7 @@ def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callabl
     """Serve one simulated cat unit until `stop()`; returns what its board did (the host
     simulator's counters, or the emulator's run with --emulate)."""
     from firmware.cat_unit import Identity
-    from firmware.sim import CatSimulator, Timing, file_sha256
+    from firmware.sim import CatSimulator, Timing
 
     if options.timing not in TIMINGS:
         raise InputError(f"--timing must be one of {', '.join(TIMINGS)}, not {options.timing!r}")
@@ -221,8 +222,8 @@ def serve_cat(workspace: Workspace, options: CatSimOptions, *, announce: Callabl
     serial = check_serial(options.serial) if options.serial is not None else default_serial()
     weights = workspace.weights_path(options.weights)
     clips = _clip_bank(workspace, options, note)
-    identity = Identity(serial, weights_sha256=file_sha256(weights),
-                        clips_sha256=file_sha256(clips) if clips else bytes(32))
+    identity = Identity(serial, weights_sha256=bytes.fromhex(sha256_of(weights)),
+                        clips_sha256=bytes.fromhex(sha256_of(clips)) if clips else bytes(32))
     realistic = options.timing == "realistic"
     timing = Timing(realistic=realistic,
                     speak_ms=speak_ms_function(workspace, clips, note) if realistic
@@ -260,7 +261,6 @@ def _serve_emulated(workspace: Workspace, options: CatSimOptions, *,
     folder gives its weights, hashes, serial and, linked, its reserve and journal."""
     from firmware import cardfmt
     from firmware.cat_unit import Identity
-    from firmware.sim import file_sha256
     from installation.units.emulator import CatEmulator, EmulatedCard
 
     _emulation_refusals(options)
@@ -281,8 +281,8 @@ def _serve_emulated(workspace: Workspace, options: CatSimOptions, *,
                   else default_serial(EMULATED_SERIAL_PREFIX))
         weights = workspace.weights_path(options.weights)
         clips = _clip_bank(workspace, options, note)
-        identity = Identity(serial, weights_sha256=file_sha256(weights),
-                            clips_sha256=file_sha256(clips) if clips else bytes(32))
+        identity = Identity(serial, weights_sha256=bytes.fromhex(sha256_of(weights)),
+                            clips_sha256=bytes.fromhex(sha256_of(clips)) if clips else bytes(32))
         files = EmulatedCard(weights)
     emulator = CatEmulator(files, identity, announce=announce, note=note)
     run = emulator.serve(stop)
