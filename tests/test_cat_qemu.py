@@ -102,7 +102,7 @@ def test_instruction_counts_per_layer_are_sane(size: str, build_dir: Path,
     for i, lay in enumerate(img.layers):
         macs = fb.macs_per_channel(lay) * lay.c_out
         per_mac = counts.compute[i] / macs
-        weight_bytes = lay.c_out * lay.slice_bytes
+        weight_bytes = lay.stored_bytes
         per_byte = counts.fetch[i] / weight_bytes
         # Scalar rv32 at -Os: a few to some tens of instructions per MAC (the last layer's 3
         # channels pay the per-pixel requantization and Tanh on few MACs); the CRC a few to a few
@@ -117,7 +117,12 @@ def test_instruction_counts_per_layer_are_sane(size: str, build_dir: Path,
             # c_in 64) go over; the plain -Os loop before them took 9.2-9.6.
             assert per_mac < KERNEL_INSTRUCTIONS_PER_MAC, \
                 f"layer {i + 1}: {per_mac:.2f} instructions per MAC"
-        assert 2 < per_byte < 40, f"layer {i + 1}: {per_byte:.1f} instructions per weight byte"
+        # The CRC alone costs ~11 instructions per byte; Huffman decoding (one table lookup and
+        # a few shifts per weight, ~1.1 weights per stored byte) adds a few tens more, and the
+        # layer's 4096-entry decode table weighs on the last layer's 1.3 KB of weights.
+        ceiling = (200 if i == n - 1 else 80) if lay.encoding == "huffman" else 40
+        assert 2 < per_byte < ceiling, \
+            f"layer {i + 1} ({lay.encoding}): {per_byte:.1f} instructions per stored byte"
         assert counts.compute[i] < 0.8 * counts.total
     # The per-read counts are the same instructions, split by read unit.
     assert sum(u.fetch for u in counts.units) == sum(counts.fetch)
