@@ -13,6 +13,10 @@ import pytest
 from installation.cli import main
 from models import weightimage as wi
 
+# The trained demo as shipped in format version 1, kept for archived exhibits
+# (models/shipped/retired): the v1 file these conversions start from.
+V1_DEMO = wi.RETIRED_DIR / "cat-demo-5558a138.qcw"
+
 
 def qcat(tmp_path, *argv: str) -> int:
     return main(["--home", str(tmp_path / "home"), *argv])
@@ -20,22 +24,22 @@ def qcat(tmp_path, *argv: str) -> int:
 
 def test_convert_v1_to_v2_is_lossless_and_leaves_the_old_file(tmp_path, capsys) -> None:
     out = tmp_path / "demo-v2.qcw"
-    before = wi.sha256_of(wi.SHIPPED_DEMO)
-    assert qcat(tmp_path, "sd", "weights", "convert", str(wi.SHIPPED_DEMO), "--out", str(out),
+    before = wi.sha256_of(V1_DEMO)
+    assert qcat(tmp_path, "sd", "weights", "convert", str(V1_DEMO), "--out", str(out),
                 "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert report["format_version"] == 2 and report["bytes"] == out.stat().st_size == 941_568
     assert [lay["encoding"] for lay in report["layers"]] == ["huffman"] * 5
     assert report["sha256"] == wi.sha256_of(out) != before
-    assert wi.sha256_of(wi.SHIPPED_DEMO) == before  # the archived exhibits' image is untouched
-    old, new = wi.load(wi.SHIPPED_DEMO), wi.load(out)
+    assert wi.sha256_of(V1_DEMO) == before  # the archived exhibits' image is untouched
+    old, new = wi.load(V1_DEMO), wi.load(out)
     for a, b in zip(old.layers, new.layers, strict=True):
         assert np.array_equal(a.weights, b.weights) and np.array_equal(a.bias, b.bias)
     # and back to version 1: byte-identical to the shipped file
     back = tmp_path / "back.qcw"
     assert qcat(tmp_path, "sd", "weights", "convert", str(out), "--out", str(back),
                 "--format", "1") == 0
-    assert back.read_bytes() == wi.SHIPPED_DEMO.read_bytes()
+    assert back.read_bytes() == V1_DEMO.read_bytes()
     capsys.readouterr()
     # refusals: a version that cannot hold the model, the source as its own target
     assert qcat(tmp_path, "sd", "weights", "convert", str(out), "--out", str(tmp_path / "x.qcw"),
@@ -46,12 +50,12 @@ def test_convert_v1_to_v2_is_lossless_and_leaves_the_old_file(tmp_path, capsys) 
 
 
 def test_inspect_shows_bits_per_weight_and_the_padding_tax(tmp_path, capsys) -> None:
-    assert qcat(tmp_path, "sd", "weights", "inspect", str(wi.SHIPPED_DEMO), "--json") == 0
+    assert qcat(tmp_path, "sd", "weights", "inspect", str(V1_DEMO), "--json") == 0
     v1 = json.loads(capsys.readouterr().out)
     assert v1["format_version"] == 1 and v1["padding_percent"] == 20.13
     assert v1["layers"][1]["encoding"] == "raw" and v1["layers"][1]["slice_bytes"] == 4608
     out = tmp_path / "v2.qcw"
-    assert qcat(tmp_path, "sd", "weights", "convert", str(wi.SHIPPED_DEMO), "--out", str(out)) == 0
+    assert qcat(tmp_path, "sd", "weights", "convert", str(V1_DEMO), "--out", str(out)) == 0
     capsys.readouterr()
     assert qcat(tmp_path, "sd", "weights", "inspect", str(out)) == 0
     text = capsys.readouterr().out
@@ -85,7 +89,7 @@ def test_int4_layers_pass_or_fail_the_quality_gate(tmp_path, capsys) -> None:
     assert all(np.abs(img.layers[i].weights).max() <= 7 for i in (1, 2))
     assert img.provenance["int4_layers"] == [2, 3]
     assert "--int4-layers 2,3" in img.provenance["command"]
-    assert img.file_bytes < 0.7 * wi.SHIPPED_DEMO.stat().st_size
+    assert img.file_bytes < 0.7 * V1_DEMO.stat().st_size
     # a contradiction and a layer that does not exist are refused before any work
     assert qcat(tmp_path, "models", "quantize", ckpt, "--out", str(good), "--int4-layers", "2",
                 "--format", "2") == 2
