@@ -207,7 +207,7 @@ def formats_section(demo: Path, folder: Path, qemu_dir: Path | None, with_torch:
                       full_like(lossless_img, weightimage.DEFAULT_VERSION))
     rows.append(_row("full", "v2 huffman (lossless)", full_v2, weightimage.load(full_v2),
                      "weights drawn from the trained demo's per-layer frequencies", qemu_dir))
-    if int4_img is not None:
+    if int4 is not None and int4_img is not None:
         full_v3 = _cached(folder, f"full-like-{weightimage.sha256_of(int4)[:12]}-v3.qcw",
                           full_like(int4_img, weightimage.VERSION_INT4))
         rows.append(_row("full", f"v3 int4 layers {gate['chosen']['int4_layers']}", full_v3,
