@@ -20,7 +20,7 @@ import pytest
 from firmware.cat_engine import CODES, ERRORS, CatEngine, EngineError
 from models import reference
 from models import weightimage as wi
-from tests.weight_support import int4_variant
+from tests.weight_support import assert_c_equals_reference, int4_variant, write_all
 
 LATENTS = 20
 FULL_C_LATENTS = 20  # C v1 against C v2/v3 on the full model
@@ -48,17 +48,6 @@ def latents(img: wi.WeightImage, n: int, seed: int) -> np.ndarray:
     return np.stack(out)
 
 
-def assert_c_equals_reference(path: Path, img: wi.WeightImage, lat: np.ndarray) -> None:
-    golden = reference.run_batch(img, lat)
-    with CatEngine(path) as eng:
-        for i, latent in enumerate(lat):
-            got = eng.generate(latent, layers=True)
-            assert got.layers is not None
-            mm = reference.first_mismatch(got.layers, [layer[i] for layer in golden])
-            assert mm is None, f"{path.name}, latent {i}: {mm.describe('C', 'reference')}"
-            assert got.rgb.tobytes() == reference.to_rgb(golden[-1][i]).tobytes()
-
-
 @pytest.fixture(scope="module")
 def shipped() -> wi.WeightImage:
     return wi.load(V1_DEMO)
@@ -77,12 +66,7 @@ def formats(shipped: wi.WeightImage, tmp_path_factory: pytest.TempPathFactory
         "v3-packed4": wi.with_format(four, 3, "raw"),
         "v3-huffman": wi.with_format(four, 3, "huffman"),
     }
-    out = {}
-    for name, img in variants.items():
-        path = folder / f"{name}.qcw"
-        wi.save(img, path)
-        out[name] = (path, wi.load(path))
-    return out
+    return write_all(variants, folder)
 
 
 def test_every_format_c_equals_reference_on_the_trained_demo(formats) -> None:
@@ -246,12 +230,7 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, wi.W
     four = int4_variant(img, (2, 3))
     variants = {"v1": wi.with_format(img, 1), "v2-huffman": wi.with_format(img, 2, "huffman"),
                 "v3": wi.with_format(four, 3, "huffman"), "v3-as-v1": as_8bit(four)}
-    out = {}
-    for name, variant in variants.items():
-        path = folder / f"{name}.qcw"
-        wi.save(variant, path)
-        out[name] = (path, wi.load(path))
-    return out
+    return write_all(variants, folder)
 
 
 def test_arena_figures_full(full) -> None:

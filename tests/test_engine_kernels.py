@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from firmware import cat_qemu as cq
-from firmware.cat_engine import CatEngine
 from models import reference, weightimage
 from tests.cross_support import require_qemu
+from tests.weight_support import assert_c_equals_reference
 
 # (c_in, c_out, h_in, h_out, stride, padding): 1x1 -> 4x4 -> 5x5 -> 10x10 -> 20x20.
 ODD_SHAPES = ((13, 11, 1, 4, 1, 0), (11, 9, 4, 5, 1, 1), (9, 19, 5, 10, 2, 1),
@@ -98,13 +98,7 @@ def test_odd_model_is_not_degenerate(odd) -> None:
 
 def test_host_engine_equals_reference_on_odd_shapes(odd) -> None:
     path, img, latents = odd
-    golden = reference.run_batch(img, latents)
-    with CatEngine(path) as eng:
-        for i, latent in enumerate(latents):
-            got = eng.generate(latent, layers=True)
-            assert got.layers is not None
-            mm = reference.first_mismatch(got.layers, [layer[i] for layer in golden])
-            assert mm is None, f"latent {i}: {mm.describe('C', 'reference')}"
+    assert_c_equals_reference(path, img, latents)
 
 
 @pytest.mark.slow

@@ -7,7 +7,33 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware.cat_engine import CatEngine
+from models import reference
 from models import weightimage as wi
+
+
+def write_all(images: dict[str, wi.WeightImage],
+              folder: Path) -> dict[str, tuple[Path, wi.WeightImage]]:
+    """Each image written to folder/<name>.qcw and read back (what the engines read)."""
+    out = {}
+    for name, img in images.items():
+        path = folder / f"{name}.qcw"
+        wi.save(img, path)
+        out[name] = (path, wi.load(path))
+    return out
+
+
+def assert_c_equals_reference(path: Path, img: wi.WeightImage, lat: np.ndarray) -> None:
+    """The host C engine == the numpy reference on every layer and the RGB bytes, naming the
+    first mismatch."""
+    golden = reference.run_batch(img, lat)
+    with CatEngine(path) as eng:
+        for i, latent in enumerate(lat):
+            got = eng.generate(latent, layers=True)
+            assert got.layers is not None
+            mm = reference.first_mismatch(got.layers, [layer[i] for layer in golden])
+            assert mm is None, f"{path.name}, latent {i}: {mm.describe('C', 'reference')}"
+            assert got.rgb.tobytes() == reference.to_rgb(golden[-1][i]).tobytes()
 
 
 def int4_variant(img: wi.WeightImage, layers: tuple[int, ...]) -> wi.WeightImage:
@@ -41,8 +67,5 @@ def format_variants(size: str, folder: Path) -> dict[str, Path]:
                                        wi.DEFAULT_VERSION, "huffman"),
                   "v3": wi.with_format(wi.synthetic("full", seed=1, like=demo_v3),
                                        wi.VERSION_INT4, "huffman")}
-    out = {}
-    for name, img in images.items():
-        out[name] = folder / f"{size}-{name}.qcw"
-        wi.save(img, out[name])
-    return out
+    written = write_all({f"{size}-{name}": img for name, img in images.items()}, folder)
+    return {name: written[f"{size}-{name}"][0] for name in images}
